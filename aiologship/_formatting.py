@@ -1,0 +1,79 @@
+"""Text and JSON formatters with timezone-aware ISO-8601 timestamps.
+
+Both run on the pump thread, once per record; the timestamp's date-and-offset
+part is cached per second because ``datetime.fromtimestamp(..., tz)`` costs more
+than the rest of a short text line.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, tzinfo
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
+
+from ._config import DEFAULT_TEXT_FORMAT
+
+
+class _Clock:
+    """``record.created`` -> ``2026-11-29T17:43:59.123+08:00`` in one zone."""
+
+    __slots__ = ("_cache", "tz")
+
+    def __init__(self, tz: tzinfo) -> None:
+        self.tz = tz
+        # (second, "2026-11-29T17:43:59", "+08:00"): one tuple, replaced whole, so a
+        # formatter shared by the pump and the after-close path never mixes halves.
+        self._cache: tuple[int, str, str] = (-1, "", "")
+
+    def iso(self, created: float, msecs: float) -> str:
+        second = int(created)
+        cache = self._cache
+        if cache[0] != second:
+            moment = datetime.fromtimestamp(second, self.tz)
+            offset = moment.strftime("%z")
+            offset = "Z" if offset in ("+0000", "") else f"{offset[:3]}:{offset[3:]}"
+            cache = (second, moment.strftime("%Y-%m-%dT%H:%M:%S"), offset)
+            self._cache = cache
+        return f"{cache[1]}.{int(msecs):03d}{cache[2]}"
+
+
+class TextFormatter(logging.Formatter):
+    """``logging.Formatter`` whose ``%(asctime)s`` is ISO-8601 in ``tz``.
+
+    A ``datefmt`` falls back to ``strftime`` in ``tz``.
+    """
+
+    def __init__(self, fmt: str | None = None, datefmt: str | None = None, *, tz: tzinfo) -> None:
+        super().__init__(fmt or DEFAULT_TEXT_FORMAT, datefmt)
+        self._clock = _Clock(tz)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        if datefmt:
+            return datetime.fromtimestamp(record.created, self._clock.tz).strftime(datefmt)
+        return self._clock.iso(record.created, record.msecs)
+
+
+class JsonFormatter(_JsonFormatter):  # type: ignore[misc]
+    """One JSON object per line: ``timestamp`` (ISO-8601 with offset), ``level``,
+    ``logger``, ``message``, every ``extra=`` field, and ``exc_info`` /
+    ``stack_info`` text when present."""
+
+    def __init__(self, *, tz: tzinfo) -> None:
+        super().__init__("%(message)s", json_ensure_ascii=False, json_default=str)
+        self._clock = _Clock(tz)
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data["timestamp"] = self._clock.iso(record.created, record.msecs)
+        log_data["level"] = record.levelname
+        log_data["logger"] = record.name
+        super().add_fields(log_data, record, message_dict)
+
+
+def make_formatter(*, json: bool, fmt: str | None, tz: tzinfo) -> logging.Formatter:
+    if json:
+        return JsonFormatter(tz=tz)
+    return TextFormatter(fmt, tz=tz)

@@ -1,0 +1,15 @@
+"""Destinations: a URI -> a ``pyarrow.fs.FileSystem`` and a base path.
+
+Layer rule: imports only ``aiologship._config`` / ``aiologship._exceptions``.
+
+Contract used by the copy engine (``aiologship._copy``)::
+
+    dest = resolve_destination(uri, hdfs_driver=HdfsDriver.AUTO, user=None)
+    dest.filesystem      # pyarrow.fs.FileSystem (blocking: call it in a worker thread)
+    dest.base_path       # path inside that filesystem, no trailing slash
+    dest.uri             # the URI with credentials redacted (safe for logs/status/errors)
+    dest.can_append      # True where open_append_stream works (local, HDFS)
+
+``resolve_destination`` itself may block (it may connect): call it in a worker
+thread. It raises ``DestinationError`` (URI redacted) or ``ConfigError``.
+"""
