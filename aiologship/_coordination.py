@@ -9,8 +9,8 @@ functions); the copy engine is reached through the objects passed in.
 from __future__ import annotations
 
 import errno
-import importlib
 import fcntl
+import importlib
 import logging
 import os
 import socket

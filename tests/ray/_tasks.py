@@ -1,0 +1,137 @@
+"""Remote functions and actors the Ray tests place on chosen nodes.
+
+Kept in their own module (on the workers' PYTHONPATH) so Ray pickles them by
+reference, as a user's code would be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from typing import Any
+
+import anyio
+import ray
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.getMessage()}")
+
+
+def _capture() -> tuple[logging.Logger, _ListHandler]:
+    log = logging.getLogger("aiologship")
+    handler = _ListHandler()
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    return log, handler
+
+
+@ray.remote(num_cpus=0)
+class Barrier:
+    """Releases every waiter once ``parties`` have arrived: makes ten tasks race."""
+
+    def __init__(self, parties: int) -> None:
+        self.parties = parties
+        self.arrived = 0
+        self.event = asyncio.Event()
+
+    async def wait(self) -> None:
+        self.arrived += 1
+        if self.arrived >= self.parties:
+            self.event.set()
+        await asyncio.wait_for(self.event.wait(), timeout=120)
+
+
+@ray.remote(num_cpus=0)
+def start_copy_task(
+    params: dict[str, Any],
+    *,
+    state_dir: str,
+    factory: Any,
+    barrier: Any = None,
+) -> dict[str, Any]:
+    """What a user's task does: decide (gate), then start or skip, as LogManager will."""
+    from aiologship._coordination import copy_gate, should_skip_copy
+    from aiologship._ray_copier import start_ray_copier
+
+    log, handler = _capture()
+    try:
+        node_id = ray.get_runtime_context().get_node_id()
+        if barrier is not None:
+            ray.get(barrier.wait.remote(), timeout=120)
+        gate = copy_gate()
+        out: dict[str, Any] = {"node_id": node_id, "role": str(gate.role), "enabled": gate.enabled}
+        if should_skip_copy(gate, params["copy_name"], str(params.get("scope", "cluster"))):
+            out["started"] = False
+        else:
+            start = functools.partial(
+                start_ray_copier, params, state_dir=state_dir, factory=factory, timeout=90
+            )
+            copier = anyio.run(start)
+            out["started"] = True
+            out["actor_name"] = copier.actor_name
+        out["logs"] = list(handler.lines)
+        return out
+    finally:
+        log.removeHandler(handler)
+
+
+@ray.remote(num_cpus=0)
+def call_on_node(what: str, *args: Any) -> Any:
+    """Run a public aiologship.ray function on the node this task is placed on."""
+    from aiologship import ray as aray
+
+    fn = getattr(aray, what)
+    return fn(*args)
+
+
+@ray.remote(num_cpus=0)
+class UserService:
+    """A user's async actor: awaits the copy start while it keeps serving calls.
+    A ticker measures how late the loop wakes it (the loop's worst stall)."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self.measuring = False
+        self.pings = 0
+
+    async def _tick(self) -> None:
+        period = 0.001
+        while self.measuring:
+            t0 = time.perf_counter()
+            await asyncio.sleep(period)
+            self.lags.append(time.perf_counter() - t0 - period)
+
+    async def start_copy(
+        self, params: dict[str, Any], state_dir: str, factory: Any
+    ) -> dict[str, Any]:
+        from aiologship._ray_copier import start_ray_copier
+
+        self.lags.clear()
+        self.measuring = True
+        ticker = asyncio.get_running_loop().create_task(self._tick())
+        pings_before = self.pings
+        try:
+            copier = await start_ray_copier(
+                params, state_dir=state_dir, factory=factory, timeout=90
+            )
+        finally:
+            self.measuring = False
+            await ticker
+        return {
+            "actor_name": copier.actor_name,
+            "pings_during_start": self.pings - pings_before,
+            "max_lag": max(self.lags) if self.lags else None,
+            "ticks": len(self.lags),
+        }
+
+    async def ping(self, i: int) -> int:
+        self.pings += 1
+        return i
