@@ -1,8 +1,9 @@
 """A real three-node Ray cluster for the coordination tests (issue 5).
 
-One ``ray.cluster_utils.Cluster`` per session (it takes about 7-13 s to start on
+One ``ray.cluster_utils.Cluster`` per test module (it takes about 7-13 s to start on
 this 2-core machine): the head plus two worker nodes, each with a custom resource
-(``node_head``, ``node_w1``, ``node_w2``) and small CPU/memory settings. Tasks are
+(``node_head``, ``node_w1``, ``node_w2``) and small CPU/memory settings. Module scope, not session: the unit tests of role
+detection need a process where Ray is not initialized. Tasks are
 placed with ``NodeAffinitySchedulingStrategy``. Detached copier actors outlive
 their job, so every test kills the ones it made.
 """
@@ -48,7 +49,7 @@ class RayCluster:
         return next(k for k, v in self.node_ids.items() if v == node_id)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[RayCluster]:
     cluster = Cluster(
         initialize_head=True,
