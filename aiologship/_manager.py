@@ -492,6 +492,10 @@ def _after_fork_in_child() -> None:
 
 # Runs before the interpreter joins threads and shuts executors down, so the pump
 # and aiofiles' executor still work while we drain (atexit would be too late).
+# concurrent.futures.thread registers its own exit hook on import; importing it
+# first puts ours after it in the list, and the list runs in reverse.
+import concurrent.futures.thread  # noqa: E402, F401
+
 _register_exit = getattr(threading, "_register_atexit", None)
 if _register_exit is not None:
     _register_exit(_drain_all_at_exit)
