@@ -76,7 +76,7 @@ class TextFormatter(logging.Formatter):
             s = s + self.formatStack(record.stack_info)
         return s
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt:
             return datetime.fromtimestamp(record.created, self._clock.tz).strftime(datefmt)
         return self._clock.iso(record.created, record.msecs)

@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
-from ._config import ManagerConfig, SinkConfig, default_state_dir, load_config, parse_level, parse_retention, parse_rotation
+from ._config import (
+    ManagerConfig,
+    SinkConfig,
+    default_state_dir,
+    load_config,
+    parse_level,
+    parse_retention,
+    parse_rotation,
+)
 from ._exceptions import ClosedError, ConfigError, CopyConflictError
 from ._formatting import make_formatter
 from ._handle import Backend, CopyOperation, in_event_loop
@@ -67,7 +75,10 @@ class LogManager:
         self._state = _State.OPEN
         self._runtime = Runtime(f"{id(self):x}")
         self._queue = RecordQueue(
-            self._config.queue_size, self._config.overflow, self._config.overflow_timeout, self._wake
+            self._config.queue_size,
+            self._config.overflow,
+            self._config.overflow_timeout,
+            self._wake,
         )
         self._pump = Pump(self._queue)
         self._pump_done: Any = None
@@ -170,12 +181,16 @@ class LogManager:
                 writer.rotation != sink.rotation or writer.retention != sink.retention
             ):
                 raise ConfigError(
-                    "rotation", sink.rotation, f"{key} is already a sink with rotation={writer.rotation}"
+                    "rotation",
+                    sink.rotation,
+                    f"{key} is already a sink with rotation={writer.rotation}"
                     f" and retention={writer.retention}; one file has one rotation policy",
                 )
             self._writers[key] = (writer, refs + 1)
             return writer
-        writer = FileWriter(key, rotation=sink.rotation, retention=sink.retention, tz=self._config.timezone)
+        writer = FileWriter(
+            key, rotation=sink.rotation, retention=sink.retention, tz=self._config.timezone
+        )
         self._writers[key] = (writer, 1)
         return writer
 
@@ -313,7 +328,8 @@ class LogManager:
 
         if not self.hdfs_copy_enabled:
             _log.info(
-                "HDFS copy operation '%s' skipped: disabled in Ray cluster worker node", spec.copy_name
+                "HDFS copy operation '%s' skipped: disabled in Ray cluster worker node",
+                spec.copy_name,
             )
             return SkippedBackend(spec), None
         state_dir = self._config.state_dir or default_state_dir()
@@ -424,7 +440,10 @@ class LogManager:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -432,12 +451,17 @@ class LogManager:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 
     def __repr__(self) -> str:
-        return f"<LogManager {self._state.value} sinks={len(self._sinks)} copies={len(self._copies)}>"
+        return (
+            f"<LogManager {self._state.value} sinks={len(self._sinks)} copies={len(self._copies)}>"
+        )
 
     # -------------------------------------------------------------------- fork
 

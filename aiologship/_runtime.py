@@ -57,11 +57,16 @@ class Runtime:
             failure: list[BaseException] = []
             self._stopped.clear()
             thread = threading.Thread(
-                target=self._thread_main, args=(ready, failure), name=f"aiologship-{self.name}", daemon=True
+                target=self._thread_main,
+                args=(ready, failure),
+                name=f"aiologship-{self.name}",
+                daemon=True,
             )
             thread.start()
             if not ready.wait(_START_TIMEOUT):
-                raise AiologshipError(f"aiologship runtime thread did not start in {_START_TIMEOUT:.0f} s")
+                raise AiologshipError(
+                    f"aiologship runtime thread did not start in {_START_TIMEOUT:.0f} s"
+                )
             if failure:
                 raise AiologshipError("aiologship runtime thread failed to start") from failure[0]
             self._thread = thread
@@ -129,7 +134,7 @@ class Runtime:
         """Run ``await func(*args)`` on the runtime loop and wait (sync callers)."""
         if self.in_runtime_thread():
             raise AiologshipError(
-                "a blocking aiologship call was made from its own runtime thread; use the async form"
+                "a blocking aiologship call was made on its own runtime thread; use the async form"
             )
         return self._require_portal().call(func, *args)
 

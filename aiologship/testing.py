@@ -16,7 +16,11 @@ from typing import Any
 
 __all__ = ["CaptureHandler", "capture_logs"]
 
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 class CaptureHandler(logging.Handler):
@@ -41,7 +45,9 @@ class CaptureHandler(logging.Handler):
 
 
 @contextmanager
-def capture_logs(logger: str | None = None, level: int | str = logging.NOTSET) -> Iterator[list[dict[str, Any]]]:
+def capture_logs(
+    logger: str | None = None, level: int | str = logging.NOTSET
+) -> Iterator[list[dict[str, Any]]]:
     """Collect the records that reach ``logger`` (root by default) as dictionaries."""
     handler = CaptureHandler(logging._checkLevel(level))  # type: ignore[attr-defined]
     target = logging.getLogger(logger)

@@ -38,7 +38,8 @@ async def main(out: Path, timezone: str) -> None:
     files = sorted(logs.glob("*.json"))
     lines = sum(1 for f in files for _ in f.open(encoding="utf-8"))
     first = json.loads(files[0].read_text(encoding="utf-8").splitlines()[0])
-    print(f"records accepted: {stats.accepted:,}  written: {stats.written:,}  dropped: {stats.dropped}")
+    print(f"records accepted: {stats.accepted:,}  written: {stats.written:,}", end="")
+    print(f"  dropped: {stats.dropped}")
     print(f"files: {', '.join(str(f) for f in files)} ({lines:,} lines)")
     print(f"throughput: {stats.written / elapsed:,.0f} records/s (until on disk)")
     print(f"first record: {json.dumps(first)}")
@@ -48,7 +49,9 @@ async def main(out: Path, timezone: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: a temporary one)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: a temporary one)"
+    )
     parser.add_argument("--timezone", default="Asia/Singapore")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="aiologship-demo-"))

@@ -27,7 +27,9 @@ def test_defaults() -> None:
 
 def test_precedence_file_then_kwargs_then_env(tmp_path: Path) -> None:
     path = write(tmp_path, "level: DEBUG\nformat: json\nqueue_size: 500\ntimezone: Asia/Tokyo\n")
-    cfg = load_config(path, {"queue_size": 600, "timezone": "Asia/Singapore"}, {"AIOLOGSHIP_QUEUE_SIZE": "700"})
+    cfg = load_config(
+        path, {"queue_size": 600, "timezone": "Asia/Singapore"}, {"AIOLOGSHIP_QUEUE_SIZE": "700"}
+    )
     assert cfg.level == logging.DEBUG  # file only
     assert cfg.format is LogFormat.JSON
     assert cfg.timezone == ZoneInfo("Asia/Singapore")  # kwargs beat the file
@@ -62,7 +64,9 @@ def test_sinks_from_yaml(tmp_path: Path) -> None:
         ("sinks:\n  - path: /tmp/x.log\n    colour: red\n", "sinks[0].colour", 3),
     ],
 )
-def test_bad_values_name_key_value_file_and_line(tmp_path: Path, text: str, key: str, line: int | None) -> None:
+def test_bad_values_name_key_value_file_and_line(
+    tmp_path: Path, text: str, key: str, line: int | None
+) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         load_config(path, environ={})

@@ -82,12 +82,19 @@ async def test_cancellation_mid_burst_loses_nothing(tmp_path: Path) -> None:
         assert per_task[t] == list(range(done[t]))
 
 
-def _run_script(code: str, tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _run_script(
+    code: str, tmp_path: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "script.py"
     script.write_text(code, encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     return result

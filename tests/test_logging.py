@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aiologship import ClosedError, ConfigError, LogManager, Logger
+from aiologship import ClosedError, ConfigError, Logger, LogManager
 from tests.conftest import read_lines
 
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}"
@@ -57,7 +57,9 @@ def test_json_fields_extra_and_exception(tmp_path: Path) -> None:
         except ZeroDivisionError:
             log.exception("failed")
     first, second = (json.loads(line) for line in read_lines(path))
-    assert first["level"] == "INFO" and first["logger"] == "svc" and first["message"] == "request done"
+    assert (
+        first["level"] == "INFO" and first["logger"] == "svc" and first["message"] == "request done"
+    )
     assert first["request_id"] == "r-7" and first["status"] == 200
     assert "ZeroDivisionError" in second["exc_info"] and second["level"] == "ERROR"
 
@@ -175,7 +177,9 @@ def test_bad_config_loses_nothing_already_logged(tmp_path: Path) -> None:
     assert read_lines(path) == ["before", "after"]
 
 
-def test_close_is_idempotent_and_late_records_are_written(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_close_is_idempotent_and_late_records_are_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "late.log"
     lm = LogManager()
     log = lm.get_logger("late")

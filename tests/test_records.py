@@ -46,7 +46,9 @@ def _compare(fast: logging.LogRecord, slow: logging.LogRecord) -> None:
         ((), {"extra": {"request_id": "r-1", "user": "ann"}}),
     ],
 )
-def test_fast_record_matches_stdlib(pair: tuple[logging.Logger, _Keep], args: tuple, kwargs: dict) -> None:
+def test_fast_record_matches_stdlib(
+    pair: tuple[logging.Logger, _Keep], args: tuple, kwargs: dict
+) -> None:
     std, keep = pair
     with LogManager() as lm:
         log = lm.get_logger("records.pair")
@@ -75,7 +77,7 @@ def test_exc_info_matches_stdlib(pair: tuple[logging.Logger, _Keep]) -> None:
 
 
 def test_stack_info_and_stacklevel_point_at_the_caller(pair: tuple[logging.Logger, _Keep]) -> None:
-    std, keep = pair
+    _std, keep = pair
 
     def helper(log: logging.LoggerAdapter) -> None:  # type: ignore[type-arg]
         log.warning("from helper", stacklevel=2)
@@ -100,7 +102,7 @@ def test_extra_cannot_overwrite_record_fields(pair: tuple[logging.Logger, _Keep]
 
 
 def test_custom_record_factory_is_honoured(pair: tuple[logging.Logger, _Keep]) -> None:
-    std, keep = pair
+    _std, keep = pair
     old = logging.getLogRecordFactory()
 
     def factory(*args: object, **kwargs: object) -> logging.LogRecord:
