@@ -289,9 +289,10 @@ class CopyEngine:
         await self.open()
         return await self._cycle()
 
-    async def stop(self) -> None:
+    async def stop(self, *, final_cycle: bool = True) -> None:
         """Request a stop, run the final cycle, wait for :meth:`run` to return.
-        Idempotent."""
+        Idempotent. ``final_cycle=False`` skips the last cycle when run() is not
+        active (a one-shot caller that has just flushed)."""
         if self._state in (CopyState.STOPPED, CopyState.FAILED):
             return
         self._stop_requested.set()
@@ -299,7 +300,7 @@ class CopyEngine:
             self._state = CopyState.STOPPING
             await self._done.wait()
             return
-        if self._opened:
+        if self._opened and final_cycle:
             self._state = CopyState.STOPPING
             try:
                 await self._cycle()
