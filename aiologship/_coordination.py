@@ -349,3 +349,36 @@ class HostLock:
     def __del__(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
+
+
+# ------------------------------------------------------------------ manager hooks
+
+
+def copy_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """``lm.hdfs_copy_enabled``: :func:`copy_gate` reduced to a bool (logs the role
+    line). Prefer keeping the :class:`CopyGate` to decide per start with
+    :func:`should_skip_copy`, which knows about ``scope="node"``."""
+    return copy_gate(environ).enabled
+
+
+def coordinated_backend(
+    spec: Any,
+    *,
+    runtime: Any,
+    state_dir: Path | None,
+    hdfs_driver: Any,
+    role: Role | None = None,
+) -> Any:
+    """The backend (``aiologship._handle.Backend`` protocol) that runs ``spec`` once
+    per copy_name: in Ray the detached copier actor (:class:`RayBackend`), outside
+    Ray the engine under the host file lock (:class:`HostLockBackend`). Call it only
+    for starts :func:`should_skip_copy` let through. Imports nothing heavy."""
+    if role is None:
+        role = detect_role()
+    if role is Role.STANDALONE:
+        from ._host_copier import HostLockBackend
+
+        return HostLockBackend(spec, runtime=runtime, state_dir=state_dir, hdfs_driver=hdfs_driver)
+    from ._ray_copier import RayBackend
+
+    return RayBackend(spec, state_dir=state_dir, hdfs_driver=hdfs_driver)

@@ -33,8 +33,10 @@ DEFAULT_START_TIMEOUT = 120.0
 class SpecLike(Protocol):
     """What the coordination layer uses of ``aiologship._copy.CopySpec``."""
 
-    copy_name: str
-    copy_interval: Any
+    @property
+    def copy_name(self) -> str: ...
+    @property
+    def copy_interval(self) -> Any: ...
 
     def differences(self, other: Any) -> dict[str, tuple[Any, Any]]: ...
 
@@ -62,13 +64,13 @@ class DefaultEngineFactory:
     """The real copy engine from ``aiologship._copy`` (imported on first use)."""
 
     def spec(self, params: Mapping[str, Any]) -> SpecLike:
-        from ._copy import CopySpec  # type: ignore[attr-defined,unused-ignore]
+        from ._copy import CopySpec
 
         spec: SpecLike = CopySpec.from_params(**params)
         return spec
 
     def engine(self, spec: Any, state_dir: Path, hdfs_driver: HdfsDriver) -> EngineLike:
-        from ._copy import CopyEngine  # type: ignore[attr-defined,unused-ignore]
+        from ._copy import CopyEngine
 
         engine: EngineLike = CopyEngine(spec, state_dir=state_dir, hdfs_driver=hdfs_driver)
         return engine
@@ -216,3 +218,75 @@ class HostCopier:
 
     def status(self) -> Any:
         return self._engine.status()
+
+
+def placeholder_status(spec: Any, state: str, error: str | None = None) -> Any:
+    """A ``CopyStatus`` for an operation whose engine is elsewhere or not there."""
+    from ._copy import CopyState, CopyStatus
+
+    return CopyStatus(
+        name=spec.copy_name,
+        state=CopyState(state),
+        destination=spec.destination_redacted,
+        files_shipped=0,
+        bytes_shipped=0,
+        pending_files=0,
+        last_cycle_at=None,
+        next_cycle_at=None,
+        last_error=error,
+        consecutive_failures=0 if error is None else 1,
+    )
+
+
+class HostLockBackend:
+    """Manager backend outside Ray: the engine runs on the manager's runtime loop
+    only while this process holds the host lock for the copy_name; otherwise the
+    operation stands by (status ``new``) and takes over when the holder dies."""
+
+    def __init__(
+        self,
+        spec: Any,
+        *,
+        runtime: Any,
+        state_dir: Path | None,
+        hdfs_driver: HdfsDriver = HdfsDriver.AUTO,
+        factory: EngineFactory = DEFAULT_ENGINE_FACTORY,
+    ) -> None:
+        from ._config import default_state_dir
+
+        self.spec = spec
+        self._runtime = runtime
+        self._state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
+        self._driver = hdfs_driver
+        self._factory = factory
+        self._copier: HostCopier | None = None
+
+    @property
+    def copier(self) -> HostCopier | None:
+        return self._copier
+
+    async def start(self, timeout: float | None = DEFAULT_START_TIMEOUT) -> None:
+        engine = self._factory.engine(self.spec, self._state_dir, self._driver)
+        copier = HostCopier(
+            self.spec.copy_name,
+            engine,
+            HostLock(self._state_dir, self.spec.copy_name),
+            poll_interval=poll_interval_for(getattr(self.spec, "copy_interval", None)),
+        )
+        self._copier = copier
+        self._runtime.spawn(copier.run)
+        await copier.wait_started(timeout)
+
+    async def flush(self) -> Any:
+        if self._copier is None:
+            raise CopyError(f"copy operation {self.spec.copy_name!r} is not started")
+        return await self._copier.flush()
+
+    async def stop(self) -> None:
+        if self._copier is not None:
+            await self._copier.stop()
+
+    def status(self) -> Any:
+        if self._copier is None:
+            return placeholder_status(self.spec, "new")
+        return self._copier.status()

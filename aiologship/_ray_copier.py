@@ -465,3 +465,96 @@ def stop_copy(copy_name: str, timeout: float = DEFAULT_CALL_TIMEOUT) -> list[Any
     for _, handle in _handles(refs):
         ray.kill(handle, no_restart=True)
     return finals
+
+
+# ------------------------------------------------------------------ manager backend
+
+
+def _in_event_loop() -> bool:
+    return asyncio._get_running_loop() is not None
+
+
+class RayBackend:
+    """Manager backend in Ray (``aiologship._handle.Backend`` protocol): the copy
+    runs in the copier actor; this object only talks to it.
+
+    ``stop()`` is the explicit ``stop_hdfs_copy``: final cycle, then the actor is
+    killed. A manager that merely closes must call :meth:`release` instead, so the
+    copier outlives the task that started it (issue 5)."""
+
+    def __init__(
+        self,
+        spec: Any,
+        *,
+        state_dir: Path | None,
+        hdfs_driver: HdfsDriver = HdfsDriver.AUTO,
+        factory: EngineFactory = DEFAULT_ENGINE_FACTORY,
+        status_timeout: float = 5.0,
+    ) -> None:
+        self.spec = spec
+        self._state_dir = state_dir
+        self._driver = hdfs_driver
+        self._factory = factory
+        self._status_timeout = status_timeout
+        self._copier: RayCopier | None = None
+        self._last: Any = None
+        self._error: str | None = None
+
+    @property
+    def copier(self) -> RayCopier | None:
+        return self._copier
+
+    async def start(self, timeout: float | None = DEFAULT_START_TIMEOUT) -> None:
+        params = self.spec.as_params() if hasattr(self.spec, "as_params") else dict(self.spec)
+        try:
+            self._copier = await start_ray_copier(
+                params,
+                state_dir=self._state_dir,
+                hdfs_driver=self._driver,
+                factory=self._factory,
+                timeout=timeout,
+            )
+        except Exception as exc:
+            self._error = str(exc)
+            raise
+        self._last = await self._copier.status()
+
+    async def flush(self) -> Any:
+        copier = self._require()
+        result = await copier.flush()
+        self._last = await copier.status()
+        return result
+
+    async def stop(self) -> None:
+        if self._copier is not None:
+            self._last = await self._copier.stop()
+            self._copier = None
+
+    async def release(self) -> None:
+        """Forget the actor; it keeps copying."""
+        self._copier = None
+
+    def _require(self) -> RayCopier:
+        if self._copier is None:
+            raise CopyError(
+                f"copy operation {self.spec.copy_name!r} is not running here"
+                + (f": {self._error}" if self._error else "")
+            )
+        return self._copier
+
+    def status(self) -> Any:
+        """Fresh from the actor when called outside an event loop (one round trip,
+        bounded); on a loop, the last status seen, so a loop never blocks."""
+        if self._copier is not None and not _in_event_loop():
+            ray = import_ray()
+            try:
+                self._last = ray.get(
+                    self._copier.handle.status.remote(), timeout=self._status_timeout
+                )
+            except ray.exceptions.RayError as exc:
+                logger.warning("copier %r status unavailable: %s", self._copier.actor_name, exc)
+        if self._last is not None:
+            return self._last
+        from ._host_copier import placeholder_status
+
+        return placeholder_status(self.spec, "failed" if self._error else "new", self._error)

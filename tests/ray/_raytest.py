@@ -43,14 +43,8 @@ def wait_for(
         time.sleep(interval)
 
 
-def engine_factory(delay: float = 0.0) -> Any:
-    """The real copy engine when it has landed; until then the contract stand-in."""
-    try:
-        from aiologship._copy import CopyEngine  # noqa: F401
-    except ImportError:
-        from _contract_engine import StubEngineFactory
-
-        return StubEngineFactory(delay)
+def engine_factory() -> Any:
+    """The real copy engine (aiologship._copy), passed to the copier actors."""
     from aiologship._host_copier import DEFAULT_ENGINE_FACTORY
 
     return DEFAULT_ENGINE_FACTORY

@@ -211,7 +211,7 @@ def test_killed_copier_restarts_and_resumes(cluster: Any, tmp_path: Path) -> Non
     try:
         r = ray.get(
             start_copy_task.options(scheduling_strategy=cluster.on("head")).remote(
-                p, state_dir=str(tmp_path / "state"), factory=engine_factory(delay=0.02)
+                p, state_dir=str(tmp_path / "state"), factory=engine_factory()
             ),
             timeout=90,
         )
