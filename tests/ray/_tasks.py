@@ -135,3 +135,27 @@ class UserService:
     async def ping(self, i: int) -> int:
         self.pings += 1
         return i
+
+
+@ray.remote(num_cpus=0)
+def manager_task(
+    params: dict[str, Any] | None, *, state_dir: str, barrier: Any = None
+) -> dict[str, Any]:
+    """What the guide's user task does, through the public LogManager."""
+    from aiologship import LogManager
+
+    log, handler = _capture()
+    try:
+        out: dict[str, Any] = {"node_id": ray.get_runtime_context().get_node_id()}
+        if barrier is not None:
+            ray.get(barrier.wait.remote(), timeout=120)
+        with LogManager(state_dir=state_dir) as lm:
+            out["enabled"] = lm.hdfs_copy_enabled
+            out["ray_enabled"] = lm._ray_hdfs_enabled
+            if params is not None:
+                op = lm.start_hdfs_copy(**params)
+                out["state"] = op.state
+        out["logs"] = list(handler.lines)
+        return out
+    finally:
+        log.removeHandler(handler)

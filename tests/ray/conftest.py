@@ -2,10 +2,10 @@
 
 One ``ray.cluster_utils.Cluster`` per test module (it takes about 7-13 s to start on
 this 2-core machine): the head plus two worker nodes, each with a custom resource
-(``node_head``, ``node_w1``, ``node_w2``) and small CPU/memory settings. Module scope, not session: the unit tests of role
-detection need a process where Ray is not initialized. Tasks are
-placed with ``NodeAffinitySchedulingStrategy``. Detached copier actors outlive
-their job, so every test kills the ones it made.
+(``node_head``, ``node_w1``, ``node_w2``) and small CPU/memory settings. Module
+scope, not session: the unit tests of role detection need a process where Ray is
+not initialized. Tasks are placed with ``NodeAffinitySchedulingStrategy``.
+Detached copier actors outlive their job, so every test kills the ones it made.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import ray
 from _raytest import engine_factory, wait_for
-from _tasks import Barrier, UserService, call_on_node, start_copy_task
+from _tasks import Barrier, UserService, call_on_node, manager_task, start_copy_task
 
 from aiologship import ray as aray
 from aiologship._exceptions import CopyConflictError
@@ -315,3 +315,67 @@ def test_conflicting_parameters_raise_in_the_caller(cluster: Any, tmp_path: Path
         anyio.run(lambda: start_ray_copier(other, state_dir=state, factory=engine_factory()))
     assert "copy_interval" in info.value.differences
     assert os.fspath(tmp_path / "dest") in str(p["hdfs_destination"])
+
+
+# ------------------------------------------------------------------ through LogManager
+
+
+@pytest.mark.timeout(180)
+def test_manager_gate_on_each_node(cluster: Any, tmp_path: Path) -> None:
+    """``hdfs_copy_enabled`` / ``_ray_hdfs_enabled`` and the skipped handle, as the
+    lead's LogManager reports them through ``_coordination.copy_enabled``."""
+    make_logs(tmp_path / "src", 1)
+    p = params("mgr_logs", tmp_path / "src", tmp_path / "dest")
+    state = str(tmp_path / "state")
+    workers = [
+        manager_task.options(scheduling_strategy=cluster.on(n)).remote(p, state_dir=state)
+        for n in ("w1", "w2")
+    ]
+    head = manager_task.options(scheduling_strategy=cluster.on("head")).remote(
+        None, state_dir=state
+    )
+    env = {"env_vars": {"RAY_DISABLE_HDFS_COPY": "true"}}
+    head_off = manager_task.options(scheduling_strategy=cluster.on("head"), runtime_env=env).remote(
+        None, state_dir=state
+    )
+    for r in ray.get(workers, timeout=120):
+        assert (r["enabled"], r["ray_enabled"], r["state"]) == (False, False, "skipped")
+        assert "INFO Ray worker node detected: HDFS copy disabled" in r["logs"]
+        assert f"INFO {SKIP_LINE.format('mgr_logs')}" in r["logs"]
+    r = ray.get(head, timeout=120)
+    assert (r["enabled"], r["ray_enabled"]) == (True, True)
+    assert "INFO Ray head node detected: HDFS copy enabled" in r["logs"]
+    r = ray.get(head_off, timeout=120)
+    assert (r["enabled"], r["ray_enabled"]) == (False, False)
+    assert find_copiers() == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LogManager does not route Ray starts to _coordination.coordinated_backend yet",
+)
+@pytest.mark.timeout(240)
+def test_manager_ten_tasks_one_copier(cluster: Any, tmp_path: Path) -> None:
+    """The guide's scenario through LogManager: one copier that outlives the tasks."""
+    files = make_logs(tmp_path / "src", 4)
+    p = params("mgr_app_logs", tmp_path / "src", tmp_path / "dest")
+    barrier = Barrier.remote(10)
+    nodes = ["head", "w1", "w2"]
+    refs = [
+        manager_task.options(scheduling_strategy=cluster.on(nodes[i % 3])).remote(
+            p, state_dir=str(tmp_path / "state"), barrier=barrier
+        )
+        for i in range(10)
+    ]
+    results = ray.get(refs, timeout=180)
+    for r in results:
+        if cluster.name_of(r["node_id"]) == "head":
+            assert r["state"] != "skipped"
+        else:
+            assert r["state"] == "skipped"
+    # Every manager has closed; the copier must still be there, exactly once.
+    assert [c.actor_name for c in find_copiers()] == ["copy:mgr_app_logs"]
+    ray.get(copier_handle("copy:mgr_app_logs").flush.remote(), timeout=60)
+    out = shipped(tmp_path / "dest")
+    assert sorted(out) == sorted(files)
+    assert all(len(v) == 1 for v in out.values())
