@@ -130,7 +130,7 @@ def test_interval_mode_ctrl_c_runs_the_final_cycle(tree: Path) -> None:
         with open(tree / "src" / "two.log", "ab") as f:
             f.write(b"written before ctrl-c\n")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
