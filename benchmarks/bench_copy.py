@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unchanged-files", type=int, default=10_000)
     p.add_argument("--append-base", default="1 GiB")
     p.add_argument("--append-size", default="1 MiB")
+    p.add_argument("--only", action="append", choices=["big", "small", "unchanged", "append"],
+                   help="run only these figures (repeatable)")
     p.add_argument("--workdir", default=None, help="where the trees go (default: a temp dir)")
     args, _unknown = p.parse_known_args(argv)  # nox passes its posargs to every script
     if args.quick:
@@ -254,12 +256,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-copy-", dir=args.workdir) as tmp:
         work = Path(tmp)
         print(f"aiologship copy benchmarks (median of {runs} runs, in {work})")
-        bench_big(work, args.big_files, parse_size(args.big_size, "big_size"), runs)
-        bench_small(work, args.small_files, parse_size(args.small_size, "small_size"),
-                    args.small_dirs, runs)
-        bench_unchanged(work, args.unchanged_files, runs)
-        bench_append_and_lag(work, parse_size(args.append_base, "append_base"),
-                             parse_size(args.append_size, "append_size"), runs)
+        only = set(args.only or ["big", "small", "unchanged", "append"])
+        if "big" in only:
+            bench_big(work, args.big_files, parse_size(args.big_size, "big_size"), runs)
+        if "small" in only:
+            bench_small(work, args.small_files, parse_size(args.small_size, "small_size"),
+                        args.small_dirs, runs)
+        if "unchanged" in only:
+            bench_unchanged(work, args.unchanged_files, runs)
+        if "append" in only:
+            bench_append_and_lag(work, parse_size(args.append_base, "append_base"),
+                                 parse_size(args.append_size, "append_size"), runs)
     return 0
 
 

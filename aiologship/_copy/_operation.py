@@ -58,7 +58,7 @@ DEFAULT_WORKERS = 4
 _FAILED_FILES_BEFORE_ABORT = 2
 # Save the manifest mid-cycle after this many bytes or seconds, so a crash
 # during a long cycle does not forget what already reached the destination.
-_SAVE_EVERY_BYTES = 1 << 20
+_SAVE_EVERY_BYTES = 64 << 20
 _SAVE_EVERY_SECONDS = 1.0
 _LOCK_NAME = "lock"
 # Small files travel in batches, one worker-thread call per batch.

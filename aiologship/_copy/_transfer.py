@@ -326,10 +326,13 @@ def _replace_local(
     try:
         try:
             sent = _kernel_copy(f.fileno(), fd, 0, size, progress, chunk_size)
+            # Confirmed on the open file: the rename below moves this very inode.
+            have = os.fstat(fd).st_size
         finally:
             os.close(fd)
+        if have != size:
+            raise DestinationFailure(f"{tmp} holds {have} bytes after the transfer, expected {size}")
         os.rename(tmp, final)
-        _confirm_local(final, size)
     except BaseException as exc:
         leftover = None
         try:
