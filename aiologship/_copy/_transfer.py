@@ -331,7 +331,7 @@ def _replace_local(
         finally:
             os.close(fd)
         if have != size:
-            raise DestinationFailure(f"{tmp} holds {have} bytes after the transfer, expected {size}")
+            raise DestinationFailure(f"{tmp} holds {have} bytes, expected {size}")
         os.rename(tmp, final)
     except BaseException as exc:
         leftover = None
