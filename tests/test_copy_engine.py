@@ -691,3 +691,27 @@ async def test_manifests_are_per_copy_name_and_destination(env: Env) -> None:
     folders = {e.state_path for e in (one, two, other_dest)}
     assert len(folders) == 3
     assert all((folder / "manifest.json").is_file() for folder in folders)
+
+
+async def test_run_survives_a_failing_cycle(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    env.write("a.log", b"a")
+    engine = await env.engine(copy_interval=0.01)
+    # The state folder turns into a file: saving the manifest fails each cycle.
+    shutil.rmtree(engine.state_path)
+    engine.state_path.write_text("in the way")
+    with caplog.at_level(logging.ERROR, logger="aiologship.copy"):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.run)
+            with anyio.fail_after(10):
+                while engine.status().consecutive_failures < 3:
+                    await anyio.sleep(0.01)
+            assert engine.status().state is CopyState.RUNNING
+            engine.state_path.unlink()
+            engine.state_path.mkdir()
+            with anyio.fail_after(10):
+                while engine.status().consecutive_failures:
+                    await anyio.sleep(0.01)
+            await engine.stop()
+    assert len([r for r in caplog.records if "cycle failed" in r.getMessage()]) == 1
+    assert env.dest_files() == {"a.log": b"a"}
+    assert (engine.state_path / "manifest.json").is_file()

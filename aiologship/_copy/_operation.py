@@ -168,6 +168,7 @@ class CopyEngine:
             destination=spec.destination_redacted,
         )
         self._needs_rebuild = False
+        self._unsaved = False
         self._prepared = False
         self._dest: Destination | None = None
         self._leftovers: set[str] = set()
@@ -271,7 +272,7 @@ class CopyEngine:
         try:
             interval = self.spec.copy_interval
             while not self._stop_requested.is_set():
-                await self._cycle()
+                await self._guarded_cycle()
                 if interval is None:
                     self._next_cycle_at = None
                     await self._stop_requested.wait()
@@ -281,10 +282,22 @@ class CopyEngine:
                     await self._stop_requested.wait()
             self._state = CopyState.STOPPING
             self._next_cycle_at = None
-            await self._cycle()
+            await self._guarded_cycle()
         finally:
             self._running = False
             self._finish()
+
+    async def _guarded_cycle(self) -> None:
+        """A cycle of the periodic loop: an unexpected error (the state folder
+        removed under us, a bug) is logged once per streak and retried next
+        cycle instead of ending the loop; the app never sees it raise."""
+        try:
+            await self._cycle()
+        except Exception as exc:
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            self._failures += 1
+            if self._failures == 1:
+                logger.exception("copy %r: cycle failed", self.spec.copy_name)
 
     async def flush(self) -> CycleResult:
         """Run one cycle now (after any cycle in progress) and return its result."""
@@ -384,7 +397,7 @@ class CopyEngine:
             except ConfigError as exc:  # e.g. the URI itself (cannot get better by retrying)
                 tally.dest_error = str(exc)
             finally:
-                if tally.unsaved_bytes or tally.shipped:
+                if tally.unsaved_bytes or tally.shipped or self._unsaved:
                     with anyio.CancelScope(shield=True):
                         await self._save()
             finished = self._clock()
@@ -593,6 +606,8 @@ class CopyEngine:
             await self._save()
 
     async def _save(self) -> None:
+        # Stays set until a save succeeds, so a failed save is retried next cycle.
+        self._unsaved = True
         async with self._save_lock:
             snapshot = dict(self._manifest.entries)
             manifest = Manifest(
@@ -604,6 +619,7 @@ class CopyEngine:
             await anyio.to_thread.run_sync(
                 lambda: write_atomic(manifest.path, manifest.snapshot()), limiter=self._limiter
             )
+            self._unsaved = False
 
     # ------------------------------------------------------------ bookkeeping
 
