@@ -141,9 +141,10 @@ async def _copy(spec: Any, state_dir: Path, driver: HdfsDriver, show_bar: bool) 
     aborted = False
     async with anyio.create_task_group() as tg:
 
-        async def on_signals() -> None:
+        async def on_signals(*, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
             nonlocal aborted
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                task_status.started()
                 seen = 0
                 async for _ in signals:
                     seen += 1
@@ -159,7 +160,7 @@ async def _copy(spec: Any, state_dir: Path, driver: HdfsDriver, show_bar: bool) 
                         tg.cancel_scope.cancel()
                         return
 
-        tg.start_soon(on_signals)
+        await tg.start(on_signals)  # handlers in place before the first cycle
         if spec.copy_interval is None:
             bar = _ProgressBar(engine, sys.stderr) if show_bar else None
             if bar is not None:
