@@ -188,7 +188,7 @@ class HostCopier:
     def _fail(self, exc: BaseException, what: str) -> None:
         self._error = exc
         self._state = HostState.FAILED
-        logger.error("HDFS copy '%s' %s: %s", self.copy_name, what, exc)
+        logger.error("HDFS copy '%s' %s: %s", self.copy_name, what, exc, exc_info=exc)
 
     async def wait_started(self, timeout: float | None = DEFAULT_START_TIMEOUT) -> HostState:
         """Wait until this process leads (engine open) or stands by; raise the

@@ -427,3 +427,109 @@ def test_standby_copier_takes_over_from_a_dead_process(tmp_path: Path) -> None:
         assert anyio.run(main) == ["open", "run", "stop"]
     finally:
         _reap(child)
+
+
+# ------------------------------------------------------------------ host lock, real engine
+
+_BACKEND_CHILD = textwrap.dedent(
+    """
+    import sys, types
+    from pathlib import Path
+    import anyio
+    from aiologship._copy import CopySpec
+    from aiologship._host_copier import HostLockBackend
+
+    src, dest, state = sys.argv[1:4]
+
+    async def main():
+        spec = CopySpec.from_params(
+            copy_name="shared", path_patterns=[src + "/*.log"], hdfs_destination=dest,
+            copy_interval=0.2,
+        )
+        async with anyio.create_task_group() as tg:
+            backend = HostLockBackend(
+                spec, runtime=types.SimpleNamespace(spawn=tg.start_soon), state_dir=Path(state)
+            )
+            await backend.start()
+            print(backend.copier.state, flush=True)
+            await anyio.sleep(120)
+
+    anyio.run(main)
+    """
+)
+
+
+def _write_logs(folder: Path, start: int, stop: int) -> dict[str, bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for i in range(start, stop):
+        data = f"line {i}\n".encode() * (100 + i)
+        (folder / f"f{i:03d}.log").write_bytes(data)
+        out[f"f{i:03d}.log"] = data
+    return out
+
+
+def _shipped(dest: Path) -> dict[str, list[bytes]]:
+    out: dict[str, list[bytes]] = {}
+    for path in dest.rglob("*.log"):
+        out.setdefault(path.name, []).append(path.read_bytes())
+    return out
+
+
+# The engine builds tenacity's wait_exponential_jitter(initial=...), deprecated in the
+# installed tenacity; under warnings-as-errors that fails every transfer (engine issue,
+# reported; not this layer's).
+@pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning")
+@pytest.mark.timeout(120)
+def test_processes_share_one_copier_and_take_over(tmp_path: Path) -> None:
+    """Two processes start the same copy_name on one host: one copies, the other
+    stands by; the copier is SIGKILLed; the standby takes over and ships the rest,
+    each file once (real CopyEngine, local destination)."""
+    from aiologship._copy import CopySpec
+    from aiologship._host_copier import HostLockBackend
+
+    src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "state"
+    expected = _write_logs(src, 0, 5)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _BACKEND_CHILD, str(src), str(dest), str(state)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "leader"
+
+        async def main() -> None:
+            spec = CopySpec.from_params(
+                copy_name="shared",
+                path_patterns=[str(src / "*.log")],
+                hdfs_destination=str(dest),
+                copy_interval=0.2,
+            )
+            async with anyio.create_task_group() as tg:
+                backend = HostLockBackend(
+                    spec, runtime=types.SimpleNamespace(spawn=tg.start_soon), state_dir=state
+                )
+                await backend.start()
+                assert backend.copier is not None
+                assert backend.copier.state is HostState.STANDBY
+                assert str(backend.status().state) == "new"
+                with anyio.fail_after(30):  # the child ships the first files
+                    while sorted(_shipped(dest)) != sorted(expected):
+                        await anyio.sleep(0.05)
+                os.kill(child.pid, signal.SIGKILL)
+                expected.update(_write_logs(src, 5, 9))
+                with anyio.fail_after(30):
+                    while not backend.copier.is_leader:
+                        await anyio.sleep(0.02)
+                await backend.flush()
+                await backend.stop()
+
+        anyio.run(main)
+    finally:
+        _reap(child)
+    out = _shipped(dest)
+    assert sorted(out) == sorted(expected)
+    for name, data in expected.items():
+        assert out[name] == [data], name
