@@ -242,11 +242,12 @@ def _actor_class() -> Any:
 # ------------------------------------------------------------------ the caller side
 
 
-def _unavailable_errors() -> tuple[type[BaseException], ...]:
-    from ray import exceptions as rex
-
-    names = ("RayActorError", "ActorUnavailableError", "ActorDiedError")
-    return tuple(getattr(rex, n) for n in names if hasattr(rex, n))
+def _actor_exists(name: str) -> bool:
+    try:
+        import_ray().get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return False
+    return True
 
 
 class RayCopier:
@@ -262,22 +263,23 @@ class RayCopier:
         self.node_id = node_id
 
     async def _call(self, method: str, *args: Any, timeout: float | None) -> Any:
-        """Await a method, retrying while Ray restarts the actor, within ``timeout``."""
-        unavailable = _unavailable_errors()
+        """Await a method, retrying while Ray restarts the actor, within ``timeout``.
+
+        A call in flight when the actor dies fails with ``ActorDiedError`` even when
+        Ray is about to restart it, so the error alone does not say "gone for good":
+        the name does (it is released only when the actor will not come back)."""
+        ray = import_ray()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
                 with anyio.fail_after(left):
                     return await getattr(self.handle, method).remote(*args)
-            except unavailable as exc:
-                if (
-                    "restart" not in str(exc).lower()
-                    and "unavailable" not in type(exc).__name__.lower()
-                ):
-                    raise CopyError(f"copier actor {self.actor_name!r} died: {exc}") from exc
+            except ray.exceptions.RayActorError as exc:
                 if deadline is not None and time.monotonic() + _RETRY_PAUSE >= deadline:
                     raise CopyError(f"copier actor {self.actor_name!r} unavailable: {exc}") from exc
+                if not await anyio.to_thread.run_sync(_actor_exists, self.actor_name):
+                    raise CopyError(f"copier actor {self.actor_name!r} is gone: {exc}") from exc
                 await anyio.sleep(_RETRY_PAUSE)
 
     async def flush(self, timeout: float | None = DEFAULT_CALL_TIMEOUT) -> Any:
@@ -441,6 +443,8 @@ def _gather(method: str, refs: list[CopierRef], timeout: float) -> list[tuple[Co
     time (restarting, or gone) with a warning rather than fail the whole listing."""
     ray = import_ray()
     pairs = _handles(refs)
+    if not pairs:
+        return []
     pending = [(ref, getattr(handle, method).remote()) for ref, handle in pairs]
     ready, _ = ray.wait([obj for _, obj in pending], num_returns=len(pending), timeout=timeout)
     ready_set = set(ready)

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import ray
 from _raytest import engine_factory, wait_for
@@ -16,7 +17,7 @@ from _tasks import Barrier, UserService, call_on_node, manager_task, start_copy_
 
 from aiologship import ray as aray
 from aiologship._exceptions import CopyConflictError
-from aiologship._ray_copier import NAMESPACE, find_copiers
+from aiologship._ray_copier import NAMESPACE, RayCopier, find_copiers
 
 SKIP_LINE = "HDFS copy operation '{}' skipped: disabled in Ray cluster worker node"
 
@@ -117,6 +118,7 @@ def test_env_override_on_head(cluster: Any, tmp_path: Path) -> None:
         in r["logs"]
     )
     assert find_copiers() == []
+    assert aray.list_copies() == []
     assert not (tmp_path / "dest").exists()
 
     # A value that is neither yes nor no is named in a warning and changes nothing.
@@ -228,6 +230,9 @@ def test_killed_copier_restarts_and_resumes(cluster: Any, tmp_path: Path) -> Non
             path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in dest.rglob("*.log")
         }
         ray.kill(handle, no_restart=False)
+        # A caller's handle rides through the restart (bounded retries), not an error.
+        copier = RayCopier(handle, "copy:restart_logs", "restart_logs", cluster.node_ids["head"])
+        assert anyio.run(lambda: copier.status(timeout=90)).name == "restart_logs"
 
         def restarted() -> dict[str, Any] | None:
             try:
