@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from typing import Any
 
@@ -92,15 +93,40 @@ def call_on_node(what: str, *args: Any) -> Any:
     return fn(*args)
 
 
+# Set only in the UserService process: holds its copy start (in the worker thread
+# that validates the spec) until the service has served some calls, so "served
+# while the start was in flight" is certain rather than likely.
+_start_gate: threading.Event | None = None
+
+
+class GatedFactory:
+    """The real engine factory, whose spec() waits for ``_start_gate`` if set."""
+
+    def spec(self, params: Any) -> Any:
+        from aiologship._host_copier import DEFAULT_ENGINE_FACTORY
+
+        if _start_gate is not None and not _start_gate.wait(timeout=60):
+            raise TimeoutError("the service was not pinged while its start was held")
+        return DEFAULT_ENGINE_FACTORY.spec(params)
+
+    def engine(self, spec: Any, state_dir: Any, hdfs_driver: Any) -> Any:
+        from aiologship._host_copier import DEFAULT_ENGINE_FACTORY
+
+        return DEFAULT_ENGINE_FACTORY.engine(spec, state_dir, hdfs_driver)
+
+
 @ray.remote(num_cpus=0)
 class UserService:
     """A user's async actor: awaits the copy start while it keeps serving calls.
     A ticker measures how late the loop wakes it (the loop's worst stall)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold_pings: int = 0) -> None:
+        global _start_gate
         self.lags: list[float] = []
         self.measuring = False
         self.pings = 0
+        self.hold_pings = hold_pings
+        _start_gate = threading.Event() if hold_pings else None
 
     async def _tick(self) -> None:
         period = 0.001
@@ -134,6 +160,8 @@ class UserService:
 
     async def ping(self, i: int) -> int:
         self.pings += 1
+        if _start_gate is not None and self.measuring and self.pings >= self.hold_pings:
+            _start_gate.set()
         return i
 
 
