@@ -189,6 +189,9 @@ def test_scope_node_ships_each_node_under_its_prefix(cluster: Any, tmp_path: Pat
             assert [p.read_bytes() for p in out[fname]] == [data]
     # Nothing outside the per-node prefixes.
     assert sorted(p.name for p in dest.iterdir()) == sorted(cluster.node_ids.values())
+    # One stop ends the copy on every node.
+    assert len(aray.stop_copy("node_logs")) == 3
+    wait_for(lambda: find_copiers("node_logs") == [], timeout=30, what="per-node copiers gone")
 
 
 @pytest.mark.timeout(240)
@@ -384,3 +387,49 @@ def test_manager_ten_tasks_one_copier(cluster: Any, tmp_path: Path) -> None:
     out = shipped(tmp_path / "dest")
     assert sorted(out) == sorted(files)
     assert all(len(v) == 1 for v in out.values())
+
+
+@pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning")
+@pytest.mark.timeout(180)
+def test_plain_process_stands_by_while_the_ray_copier_runs(cluster: Any, tmp_path: Path) -> None:
+    """Same host, same state dir: a process outside the actor (here the driver, with
+    HostLockBackend) does not copy alongside the Ray copier; it takes over once the
+    copier is stopped."""
+    import types
+
+    from aiologship._copy import CopySpec
+    from aiologship._host_copier import HostLockBackend, HostState
+
+    files = make_logs(tmp_path / "src", 2)
+    p = params("shared_host", tmp_path / "src", tmp_path / "dest", copy_interval=0.2)
+    state = tmp_path / "state"
+    r = ray.get(
+        start_copy_task.options(scheduling_strategy=cluster.on("head")).remote(
+            p, state_dir=str(state), factory=engine_factory()
+        ),
+        timeout=90,
+    )
+    assert r["started"]
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            backend = HostLockBackend(
+                CopySpec.from_params(**p),
+                runtime=types.SimpleNamespace(spawn=tg.start_soon),
+                state_dir=state,
+            )
+            await backend.start()
+            assert backend.copier is not None
+            assert backend.copier.state is HostState.STANDBY
+            await anyio.to_thread.run_sync(aray.stop_copy, "shared_host")
+            with anyio.fail_after(30):
+                while not backend.copier.is_leader:
+                    await anyio.sleep(0.02)
+            late = make_logs(tmp_path / "src", 3)
+            await backend.flush()
+            await backend.stop()
+            out = shipped(tmp_path / "dest")
+            assert sorted(out) == sorted(late) and len(late) > len(files)
+            assert all(len(v) == 1 for v in out.values())
+
+    anyio.run(main)
