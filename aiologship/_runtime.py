@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-import sniffio
 from anyio.abc import TaskGroup
 from anyio.from_thread import BlockingPortal
 
@@ -193,6 +192,6 @@ async def wait_future(future: Future[T]) -> T:
     Shielded: cancelling the waiter does not cancel the work on the runtime loop
     (a cancelled ``aclose()`` must not cut a drain in half).
     """
-    if sniffio.current_async_library() == "asyncio":
+    if asyncio._get_running_loop() is not None:
         return await asyncio.shield(asyncio.wrap_future(future))
     return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
