@@ -273,6 +273,13 @@ class LogManager:
         self._queue.request_wake()
         return marker.done.wait(timeout)
 
+    async def _drain_on_runtime(self) -> None:
+        marker = FlushMarker(asyncio.Event())
+        self._queue.items.append(marker)
+        self._pump.wake()
+        assert marker.on_loop is not None
+        await marker.on_loop.wait()
+
     async def aflush(self, timeout: float | None = None) -> bool:
         """``flush()`` for async code: waits in a worker thread, not on the loop."""
         return await anyio.to_thread.run_sync(self.flush, timeout, abandon_on_cancel=True)
@@ -413,6 +420,9 @@ class LogManager:
         return True
 
     async def _shutdown_on_runtime(self) -> None:
+        # 1. Every record accepted so far reaches its file, 2. the final copy cycles
+        # ship those files, 3. the pump drains what the cycles themselves logged.
+        await self._drain_on_runtime()
         with self._lock:
             ops = list(self._copies.values())
             self._copies.clear()
@@ -435,7 +445,7 @@ class LogManager:
         while self._queue.items:
             item = self._queue.items.popleft()
             if isinstance(item, FlushMarker):
-                item.done.set()
+                item.set()
             else:
                 leftovers.append(item)
         for handler, record in leftovers:

@@ -52,10 +52,10 @@ def test_close_runs_a_final_cycle(tmp_path: Path) -> None:
     log = lm.get_logger("final")
     log.add(src / "app.log", fmt="%(message)s")
     lm.start_hdfs_copy("final", [str(src / "*.log")], str(dest), copy_interval=3600)
-    for i in range(1000):
+    for i in range(20_000):
         log.info("line %d", i)
     lm.close()  # drains the records, then the final cycle ships them
-    assert (dest / "app.log").read_text().splitlines() == [f"line {i}" for i in range(1000)]
+    assert (dest / "app.log").read_text().splitlines() == [f"line {i}" for i in range(20_000)]
 
 
 def test_same_name_same_params_returns_the_handle_else_conflict(tmp_path: Path) -> None:
