@@ -48,7 +48,7 @@ async def main(out: Path, timezone: str) -> None:
     status = op.status()
     stats = lm.stats()
     files = sorted(logs.glob("*.json"))
-    lines = sum(1 for f in files for _ in f.open(encoding="utf-8"))
+    lines = sum(len(f.read_text(encoding="utf-8").splitlines()) for f in files)
     first = json.loads(files[0].read_text(encoding="utf-8").splitlines()[0])
     print(f"records accepted: {stats.accepted:,}  written: {stats.written:,}", end="")
     print(f"  dropped: {stats.dropped}")
