@@ -669,3 +669,59 @@ async def test_status_redacts_credentials(env: Env) -> None:
     engine = await env.engine(resolver=local, hdfs_destination="s3://k:hunter2@b/x")
     assert engine.status().destination == "s3://k:***@b/x"
     assert "hunter2" not in repr(engine.status())
+
+
+async def test_pyarrow_path_on_a_non_local_filesystem(env: Env) -> None:
+    # mock:// is pyarrow's in-memory filesystem, resolved through from_uri: the
+    # generic (non-local) transfer path, append included.
+    engine = await env.engine(hdfs_destination="mock:///logs")
+    dest = engine._dest
+    assert dest is not None and dest.filesystem.type_name == "mock"
+    path = env.write("app.log", lines(0, 100))
+    first = await engine.flush()
+    assert first.ok and first.files_replaced == 1
+    env.write("app.log", lines(100, 3), mode="ab")
+    grown = await engine.flush()
+    assert (grown.files_appended, grown.bytes_shipped) == (1, len(lines(100, 3)))
+    with dest.filesystem.open_input_stream("logs/app.log") as f:
+        assert f.read() == path.read_bytes()
+    names = [i.path for i in dest.filesystem.get_file_info(pafs.FileSelector("logs"))]
+    assert names == ["logs/app.log"]
+
+
+async def test_manifests_are_per_copy_name_and_destination(env: Env) -> None:
+    env.write("a.log", b"a")
+    one = await env.engine(copy_name="one")
+    two = await env.engine(copy_name="two")
+    other_dest = await env.engine(copy_name="one", hdfs_destination=str(env.dst) + "-2")
+    # "two" shares the destination: its own manifest, rebuilt from what "one"
+    # put there, so the identical file is not sent again.
+    shipped = [(await e.flush()).files_shipped for e in (one, two, other_dest)]
+    assert shipped == [1, 0, 1]
+    folders = {e.state_path for e in (one, two, other_dest)}
+    assert len(folders) == 3
+    assert all((folder / "manifest.json").is_file() for folder in folders)
+
+
+async def test_run_survives_a_failing_cycle(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    env.write("a.log", b"a")
+    engine = await env.engine(copy_interval=0.01)
+    # The state folder turns into a file: saving the manifest fails each cycle.
+    shutil.rmtree(engine.state_path)
+    engine.state_path.write_text("in the way")
+    with caplog.at_level(logging.ERROR, logger="aiologship.copy"):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.run)
+            with anyio.fail_after(10):
+                while engine.status().consecutive_failures < 3:
+                    await anyio.sleep(0.01)
+            assert engine.status().state is CopyState.RUNNING
+            engine.state_path.unlink()
+            engine.state_path.mkdir()
+            with anyio.fail_after(10):
+                while engine.status().consecutive_failures:
+                    await anyio.sleep(0.01)
+            await engine.stop()
+    assert len([r for r in caplog.records if "cycle failed" in r.getMessage()]) == 1
+    assert env.dest_files() == {"a.log": b"a"}
+    assert (engine.state_path / "manifest.json").is_file()

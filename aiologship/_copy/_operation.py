@@ -44,6 +44,7 @@ from ._transfer import (
     SourceVanished,
     TempNames,
     remove_files,
+    ship_batch,
     ship_file,
     ship_with_retry,
 )
@@ -57,9 +58,12 @@ DEFAULT_WORKERS = 4
 _FAILED_FILES_BEFORE_ABORT = 2
 # Save the manifest mid-cycle after this many bytes or seconds, so a crash
 # during a long cycle does not forget what already reached the destination.
-_SAVE_EVERY_BYTES = 1 << 20
+_SAVE_EVERY_BYTES = 64 << 20
 _SAVE_EVERY_SECONDS = 1.0
 _LOCK_NAME = "lock"
+# Small files travel in batches, one worker-thread call per batch.
+_BATCH_FILES = 64
+_BATCH_BYTES = 4 << 20
 
 
 class CopyState(StrEnum):
@@ -164,6 +168,7 @@ class CopyEngine:
             destination=spec.destination_redacted,
         )
         self._needs_rebuild = False
+        self._unsaved = False
         self._prepared = False
         self._dest: Destination | None = None
         self._leftovers: set[str] = set()
@@ -267,7 +272,7 @@ class CopyEngine:
         try:
             interval = self.spec.copy_interval
             while not self._stop_requested.is_set():
-                await self._cycle()
+                await self._guarded_cycle()
                 if interval is None:
                     self._next_cycle_at = None
                     await self._stop_requested.wait()
@@ -277,10 +282,22 @@ class CopyEngine:
                     await self._stop_requested.wait()
             self._state = CopyState.STOPPING
             self._next_cycle_at = None
-            await self._cycle()
+            await self._guarded_cycle()
         finally:
             self._running = False
             self._finish()
+
+    async def _guarded_cycle(self) -> None:
+        """A cycle of the periodic loop: an unexpected error (the state folder
+        removed under us, a bug) is logged once per streak and retried next
+        cycle instead of ending the loop; the app never sees it raise."""
+        try:
+            await self._cycle()
+        except Exception as exc:
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            self._failures += 1
+            if self._failures == 1:
+                logger.exception("copy %r: cycle failed", self.spec.copy_name)
 
     async def flush(self) -> CycleResult:
         """Run one cycle now (after any cycle in progress) and return its result."""
@@ -380,7 +397,7 @@ class CopyEngine:
             except ConfigError as exc:  # e.g. the URI itself (cannot get better by retrying)
                 tally.dest_error = str(exc)
             finally:
-                if tally.unsaved_bytes or tally.shipped:
+                if tally.unsaved_bytes or tally.shipped or self._unsaved:
                     with anyio.CancelScope(shield=True):
                         await self._save()
             finished = self._clock()
@@ -491,37 +508,74 @@ class CopyEngine:
     ) -> None:
         queue = deque(todo)
         spec = self.spec
+        uri = dest.uri
+
+        async def ship_alone(f: SourceFile) -> Shipped | Exception:
+            prev = self._manifest.entries.get(f.path)
+            ship = functools.partial(
+                ship_file, dest, f, prev, temps=self._temps, dirs=self._dirs, progress=progress
+            )
+            try:
+                return await ship_with_retry(
+                    ship,
+                    max_retries=spec.max_retries,
+                    retry_delay=spec.retry_delay,
+                    sleep=self._sleep,
+                    limiter=self._limiter,
+                    on_leftover=self._leftovers.add,
+                )
+            except (SourceVanished, SourceUnreadable, DestinationFailure) as exc:
+                return exc
+
+        async def settle(f: SourceFile, outcome: Shipped | Exception) -> None:
+            if isinstance(outcome, Shipped):
+                tally.failed_in_a_row = 0
+                await self._shipped(f, outcome, tally, progress)
+            elif isinstance(outcome, SourceVanished):
+                if not await anyio.to_thread.run_sync(os.path.lexists, f.path):
+                    tally.pending -= 1  # gone for good: nothing left to ship
+            elif isinstance(outcome, SourceUnreadable):
+                file_errors[f.path] = f"{f.path}: {outcome}"
+            else:
+                tally.failed_in_a_row += 1
+                tally.dest_error = f"{uri}: {outcome}"
+
+        def next_batch() -> list[SourceFile]:
+            batch = [queue.popleft()]
+            size = batch[0].size
+            while (
+                queue
+                and len(batch) < _BATCH_FILES
+                and size + queue[0].size <= _BATCH_BYTES
+                and batch[0].size < _BATCH_BYTES
+            ):
+                size += queue[0].size
+                batch.append(queue.popleft())
+            return batch
 
         async def worker() -> None:
             while queue and tally.failed_in_a_row < _FAILED_FILES_BEFORE_ABORT:
-                f = queue.popleft()
-                prev = self._manifest.entries.get(f.path)
-                ship = functools.partial(
-                    ship_file, dest, f, prev, temps=self._temps, dirs=self._dirs,
-                    progress=progress,
+                batch = next_batch()
+                if len(batch) == 1:
+                    await settle(batch[0], await ship_alone(batch[0]))
+                    continue
+                items = [(f, self._manifest.entries.get(f.path)) for f in batch]
+                outcomes = await anyio.to_thread.run_sync(
+                    functools.partial(
+                        ship_batch, dest, items, temps=self._temps, dirs=self._dirs,
+                        progress=progress,
+                    ),
+                    limiter=self._limiter,
                 )
-                try:
-                    shipped = await ship_with_retry(
-                        ship,
-                        max_retries=spec.max_retries,
-                        retry_delay=spec.retry_delay,
-                        sleep=self._sleep,
-                        limiter=self._limiter,
-                        on_leftover=self._leftovers.add,
-                    )
-                except SourceVanished:
-                    if not await anyio.to_thread.run_sync(os.path.lexists, f.path):
-                        tally.pending -= 1  # gone for good: nothing left to ship
-                    continue
-                except SourceUnreadable as exc:
-                    file_errors[f.path] = f"{f.path}: {exc}"
-                    continue
-                except DestinationFailure as exc:
-                    tally.failed_in_a_row += 1
-                    tally.dest_error = f"{dest.uri}: {exc}"
-                    continue
-                tally.failed_in_a_row = 0
-                await self._shipped(f, shipped, tally, progress)
+                for f, outcome in zip(batch, outcomes, strict=True):
+                    if isinstance(outcome, DestinationFailure):
+                        if outcome.leftover is not None:
+                            self._leftovers.add(outcome.leftover)
+                        if tally.failed_in_a_row >= _FAILED_FILES_BEFORE_ABORT:
+                            continue  # destination down: stays pending
+                        # Retried alone, with the full retry policy.
+                        outcome = await ship_alone(f)
+                    await settle(f, outcome)
 
         async with anyio.create_task_group() as tg:
             for _ in range(min(self._workers, len(todo))):
@@ -552,6 +606,8 @@ class CopyEngine:
             await self._save()
 
     async def _save(self) -> None:
+        # Stays set until a save succeeds, so a failed save is retried next cycle.
+        self._unsaved = True
         async with self._save_lock:
             snapshot = dict(self._manifest.entries)
             manifest = Manifest(
@@ -563,6 +619,7 @@ class CopyEngine:
             await anyio.to_thread.run_sync(
                 lambda: write_atomic(manifest.path, manifest.snapshot()), limiter=self._limiter
             )
+            self._unsaved = False
 
     # ------------------------------------------------------------ bookkeeping
 
