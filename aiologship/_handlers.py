@@ -184,7 +184,7 @@ class SinkHandler(logging.Handler):
         self._maxsize = queue.maxsize
         self._after_close = after_close
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         if self.filters:
             result: Any = self.filter(record)
             if not result:

@@ -510,11 +510,7 @@ async def _stop_quietly(op: CopyOperation) -> None:
 
 
 def _detect_copy_enabled() -> bool:
-    try:
-        from ._coordination import copy_enabled
-    except ImportError:
-        return True
-    return copy_enabled()
+    return True  # replaced by Ray role detection (issue 5)
 
 
 # ------------------------------------------------------ process-wide hooks

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -50,7 +50,7 @@ class Runtime:
     def in_runtime_thread(self) -> bool:
         return self._thread is not None and threading.current_thread() is self._thread
 
-    def start(self, main_task: Callable[[], Awaitable[None]] | None = None) -> None:
+    def start(self, main_task: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
         """Start the thread (idempotent) and return at once.
 
         No waiting here: a caller may hold the ``logging`` module lock (``dictConfig``
@@ -85,7 +85,7 @@ class Runtime:
         self,
         ready: threading.Event,
         failure: list[BaseException],
-        main_task: Callable[[], Awaitable[None]] | None,
+        main_task: Callable[[], Coroutine[Any, Any, None]] | None,
     ) -> None:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()  # before main_task runs: wake-ups work
@@ -171,7 +171,7 @@ class Runtime:
         future = self.submit(func, *args)
         return await wait_future(future)
 
-    def spawn(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    def spawn(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Start a background task; must be called on the runtime loop."""
         if self._tg is None or not self.in_runtime_thread():
             raise AiologshipError("spawn() must be called on the aiologship runtime loop")

@@ -213,9 +213,7 @@ def _append_offset(
     return None
 
 
-def _dest_range_matches(
-    dest: Destination, f: BinaryIO, final: str, start: int, end: int
-) -> bool:
+def _dest_range_matches(dest: Destination, f: BinaryIO, final: str, start: int, end: int) -> bool:
     fd = f.fileno()
     try:
         with dest.filesystem.open_input_file(final) as remote:
