@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -259,7 +259,7 @@ def parse_timezone(value: Any, key: str = "timezone", source: _Source = _NO_SOUR
     if name.upper() == "UTC":
         return UTC
     if name.lower() == "local":
-        local = __import__("datetime").datetime.now().astimezone().tzinfo
+        local: tzinfo | None = datetime.now().astimezone().tzinfo
         assert local is not None
         return local
     try:

@@ -82,7 +82,7 @@ class TextFormatter(logging.Formatter):
         return self._clock.iso(record.created, record.msecs)
 
 
-class JsonFormatter(_JsonFormatter):  # type: ignore[misc]
+class JsonFormatter(_JsonFormatter):
     """One JSON object per line: ``timestamp`` (ISO-8601 with offset), ``level``,
     ``logger``, ``message``, every ``extra=`` field, and ``exc_info`` /
     ``stack_info`` text when present."""

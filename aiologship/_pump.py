@@ -109,7 +109,7 @@ class Pump:
             self.in_flight -= len(lines)
         self.in_flight = 0
         for marker in markers:
-            marker.done.set()
+            marker.set()
 
     async def _report_drops(self) -> None:
         """One warning per overflow episode: once the queue has room again."""

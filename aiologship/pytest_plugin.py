@@ -19,15 +19,13 @@ from .testing import capture_logs
 
 try:
     import pytest_asyncio
-
-    _async_fixture = pytest_asyncio.fixture
 except ImportError:  # pragma: no cover - pytest-asyncio is a test dependency
-    _async_fixture = None
+    pytest_asyncio = None  # type: ignore[assignment]
 
 
-if _async_fixture is not None:
+if pytest_asyncio is not None:
 
-    @_async_fixture
+    @pytest_asyncio.fixture
     async def log_manager(tmp_path: Path) -> AsyncIterator[LogManager]:
         """A LogManager for one test: state under tmp_path, closed afterwards."""
         async with LogManager(state_dir=tmp_path / "aiologship-state") as manager:
