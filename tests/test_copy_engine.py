@@ -60,7 +60,10 @@ class Env:
         **overrides: Any,
     ) -> CopyEngine:
         engine = CopyEngine(
-            self.spec(**overrides), state_dir=self.state, sleep=self.sleep, resolver=resolver,
+            self.spec(**overrides),
+            state_dir=self.state,
+            sleep=self.sleep,
+            resolver=resolver,
             workers=workers,
         )
         await engine.open()
@@ -238,16 +241,19 @@ async def test_lost_manifest_is_rebuilt_without_reupload(env: Env) -> None:
     assert (result.files_shipped, result.files_appended) == (1, 1)
     assert result.bytes_shipped == len(lines(7000, 3))
     assert handler.calls.count("open_output_stream") == 0
-    assert env.dest_files() == {
-        f"f{i}.log": (env.src / f"f{i}.log").read_bytes() for i in range(5)
-    }
+    assert env.dest_files() == {f"f{i}.log": (env.src / f"f{i}.log").read_bytes() for i in range(5)}
     assert manifest.is_file()
 
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"{not json", b"[]", b'{"version": 1, "destination": "elsewhere", "files": {}}',
-     b'{"version": 1, "files": {"x": {"size": "big"}}}', b""],
+    [
+        b"{not json",
+        b"[]",
+        b'{"version": 1, "destination": "elsewhere", "files": {}}',
+        b'{"version": 1, "files": {"x": {"size": "big"}}}',
+        b"",
+    ],
 )
 async def test_corrupt_manifest_is_rebuilt(
     env: Env, garbage: bytes, caplog: pytest.LogCaptureFixture
@@ -331,7 +337,7 @@ async def test_base_name_collision_is_reported_never_overwritten(env: Env) -> No
     result = await engine.flush()
     assert env.dest_files() == {"app.log": b"from a\n"}
     assert not result.ok
-    (path, reason), = result.file_errors
+    ((path, reason),) = result.file_errors
     assert path == str(b)
     assert str(a) in reason and str(b) in reason and "collision" in reason
     status = engine.status()
@@ -386,7 +392,7 @@ async def test_unreadable_entry_is_reported_and_the_rest_continue(env: Env) -> N
     finally:
         server.close()
     assert env.dest_files() == {"a.log": b"a\n"}
-    (path, reason), = result.file_errors
+    ((path, reason),) = result.file_errors
     assert path == str(sock_path) and "socket" in reason
     assert engine.status().file_errors == result.file_errors
 
@@ -511,8 +517,14 @@ async def test_every_pyarrow_call_runs_in_a_worker_thread(env: Env) -> None:
     env.write("a.log", b"new\n")
     await engine.flush()
     await engine.stop()
-    assert {"create_dir", "open_output_stream", "move", "open_append_stream",
-            "get_file_info", "get_file_info_selector"} <= set(handler.calls)
+    assert {
+        "create_dir",
+        "open_output_stream",
+        "move",
+        "open_append_stream",
+        "get_file_info",
+        "get_file_info_selector",
+    } <= set(handler.calls)
     loop_thread = threading.current_thread()
     assert loop_thread not in handler.threads
     assert all(t is not threading.main_thread() for t in handler.threads)
@@ -522,9 +534,7 @@ async def test_failing_destination_shows_in_status_and_logs_once_per_streak(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
     broken = True
-    handler = LocalHandler(
-        env.dst, fail=lambda name, path: broken and name == "open_output_stream"
-    )
+    handler = LocalHandler(env.dst, fail=lambda name, path: broken and name == "open_output_stream")
     for name in ("a.log", "b.log", "c.log"):
         env.write(name, name.encode())
     engine = await env.engine(resolver=handler.resolver, max_retries=2, retry_delay=1, workers=1)

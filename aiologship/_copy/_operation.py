@@ -247,7 +247,9 @@ class CopyEngine:
         except ManifestCorrupt as exc:
             logger.warning(
                 "copy %r: manifest %s is corrupt (%s); rebuilding it from the destination",
-                self.spec.copy_name, self._manifest.path, exc,
+                self.spec.copy_name,
+                self._manifest.path,
+                exc,
             )
             loaded = None
         if loaded is None:
@@ -367,14 +369,19 @@ class CopyEngine:
             scanned = 0
             try:
                 result = await scan(
-                    self.spec.path_patterns, self.spec.root_dir, self.spec.preserve_structure,
+                    self.spec.path_patterns,
+                    self.spec.root_dir,
+                    self.spec.preserve_structure,
                     self._limiter,
                 )
                 scanned = len(result.files)
                 file_errors.update(result.problems)
                 for path in result.outside_root:
-                    logger.debug("copy %r: %s leads outside root_dir, not followed",
-                                 self.spec.copy_name, path)
+                    logger.debug(
+                        "copy %r: %s leads outside root_dir, not followed",
+                        self.spec.copy_name,
+                        path,
+                    )
                 # Planned before touching the destination, so a destination that
                 # is down still shows how many files wait for it.
                 todo = self._plan(result, file_errors)
@@ -435,7 +442,9 @@ class CopyEngine:
             await self._save()
             logger.info(
                 "copy %r: manifest rebuilt from %s (%d files already there)",
-                self.spec.copy_name, dest.uri, len(rebuilt),
+                self.spec.copy_name,
+                dest.uri,
+                len(rebuilt),
             )
         self._prepared = True
 
@@ -448,14 +457,12 @@ class CopyEngine:
                 if dest.base_path:
                     fs.create_dir(dest.base_path, recursive=True)
             elif fs.get_file_info(dest.base_path).type != pafs.FileType.Directory:
-                raise DestinationFailure(
-                    f"{dest.uri} does not exist (create_dest_dirs=False)"
-                )
+                raise DestinationFailure(f"{dest.uri} does not exist (create_dest_dirs=False)")
             listing = list_destination(dest)
             stale = [dest.path_of(rel) for rel in listing if self._temps.is_stale(rel)]
             self._leftovers.update(remove_files(dest, stale))
             for rel in stale:
-                listing.pop(rel[len(dest.base_path) + 1:] if dest.base_path else rel, None)
+                listing.pop(rel[len(dest.base_path) + 1 :] if dest.base_path else rel, None)
         except (OSError, pyarrow.ArrowException) as exc:
             raise DestinationFailure(f"{dest.uri}: {exc}") from exc
         if not needs_rebuild:
@@ -571,7 +578,11 @@ class CopyEngine:
                 items = [(f, self._manifest.entries.get(f.path)) for f in batch]
                 outcomes = await anyio.to_thread.run_sync(
                     functools.partial(
-                        ship_batch, dest, items, temps=self._temps, dirs=self._dirs,
+                        ship_batch,
+                        dest,
+                        items,
+                        temps=self._temps,
+                        dirs=self._dirs,
                         progress=progress,
                     ),
                     limiter=self._limiter,
@@ -642,15 +653,19 @@ class CopyEngine:
         self._reported_files = set(cycle.file_errors)
         if cycle.file_errors:
             path, reason = cycle.file_errors[0]
-            self._last_error = reason if len(cycle.file_errors) == 1 else (
-                f"{reason} (and {len(cycle.file_errors) - 1} more)"
+            self._last_error = (
+                reason
+                if len(cycle.file_errors) == 1
+                else (f"{reason} (and {len(cycle.file_errors) - 1} more)")
             )
         if cycle.destination_error is not None:
             self._record_destination_failure(cycle.destination_error)
         elif self._failures:
             logger.info(
                 "copy %r: destination %s works again after %d failed cycles",
-                self.spec.copy_name, self.spec.destination_redacted, self._failures,
+                self.spec.copy_name,
+                self.spec.destination_redacted,
+                self._failures,
             )
             self._failures = 0
 
@@ -660,10 +675,10 @@ class CopyEngine:
         if self._failures == 1:
             # One record per failure streak; the status carries the rest.
             logger.error(
-                "copy %r: destination failing, files stay pending and are retried "
-                "every cycle: %s", self.spec.copy_name, message,
+                "copy %r: destination failing, files stay pending and are retried every cycle: %s",
+                self.spec.copy_name,
+                message,
             )
 
 
 __all__ = ["CopyEngine", "CopyState", "CopyStatus", "CycleResult"]
-

@@ -27,8 +27,9 @@ from tenacity import (
     before_sleep_log,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
     wait_none,
+    wait_random,
 )
 
 from .._fs import Destination
@@ -212,9 +213,7 @@ def _append_offset(
     return None
 
 
-def _dest_range_matches(
-    dest: Destination, f: BinaryIO, final: str, start: int, end: int
-) -> bool:
+def _dest_range_matches(dest: Destination, f: BinaryIO, final: str, start: int, end: int) -> bool:
     fd = f.fileno()
     try:
         with dest.filesystem.open_input_file(final) as remote:
@@ -518,7 +517,9 @@ async def ship_with_retry(
     ``max_retries`` retries after the first attempt, exponential backoff from
     ``retry_delay`` with jitter, capped at ``RETRY_CAP`` seconds."""
     wait = (
-        wait_exponential_jitter(initial=retry_delay, max=RETRY_CAP, jitter=retry_delay)
+        # wait_exponential_jitter's ``initial`` is deprecated in tenacity 9.2 and its
+        # replacement missing before; this sum is the same policy on every version.
+        wait_exponential(multiplier=retry_delay, max=RETRY_CAP) + wait_random(0, retry_delay)
         if retry_delay > 0
         else wait_none()
     )
