@@ -93,7 +93,7 @@ def scan_pattern(pattern: str, root: Path | None, preserve: bool) -> ScanResult:
             SourceFile(
                 path=path,
                 dest=(
-                    path[len(prefix):].replace(os.sep, "/")
+                    path[len(prefix) :].replace(os.sep, "/")
                     if prefix is not None and path.startswith(prefix)
                     else _dest_name(path, root, preserve)
                 ),
