@@ -170,7 +170,9 @@ async def _copy(spec: Any, state_dir: Path, driver: HdfsDriver, show_bar: bool) 
                             "(Ctrl-C again to abort)",
                             file=sys.stderr,
                         )
-                        tg.start_soon(engine.stop)
+                        if spec.copy_interval is not None:
+                            tg.start_soon(engine.stop)
+                        # --once: the cycle in progress is the final one.
                     else:
                         aborted = True
                         tg.cancel_scope.cancel()

@@ -725,3 +725,22 @@ async def test_run_survives_a_failing_cycle(env: Env, caplog: pytest.LogCaptureF
     assert len([r for r in caplog.records if "cycle failed" in r.getMessage()]) == 1
     assert env.dest_files() == {"a.log": b"a"}
     assert (engine.state_path / "manifest.json").is_file()
+
+
+async def test_concurrent_stops_share_one_final_cycle(env: Env) -> None:
+    env.write("a.log", b"a")
+    engine = await env.engine()
+    results: list[CopyState] = []
+
+    async def stop_and_look() -> None:
+        await engine.stop()
+        results.append(engine.status().state)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(stop_and_look)
+    assert results == [CopyState.STOPPED] * 3
+    assert engine.status().files_shipped == 1
+    # The state lock is free only now: another engine may take over.
+    successor = await env.engine()
+    assert (await successor.flush()).files_shipped == 0

@@ -178,6 +178,7 @@ class CopyEngine:
         self._stop_requested = anyio.Event()
         self._done = anyio.Event()
         self._running = False
+        self._stopping = False
         self._opened = False
         self._state = CopyState.NEW
         self._progress = Progress()
@@ -315,10 +316,13 @@ class CopyEngine:
         if self._state in (CopyState.STOPPED, CopyState.FAILED):
             return
         self._stop_requested.set()
-        if self._running:
-            self._state = CopyState.STOPPING
+        if self._running or self._stopping:
+            # run() or another stop() does the final cycle: wait for it.
+            if self._running:
+                self._state = CopyState.STOPPING
             await self._done.wait()
             return
+        self._stopping = True
         if self._opened and final_cycle:
             self._state = CopyState.STOPPING
             try:
