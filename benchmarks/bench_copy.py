@@ -290,7 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or (3 if args.quick else 5)
     with tempfile.TemporaryDirectory(prefix="bench-copy-", dir=args.workdir) as tmp:
         work = Path(tmp)
-        print(f"aiologship copy benchmarks (median of {runs} runs, in {work})")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(
+            f"aiologship copy benchmarks (median of {runs} runs, in {work}; "
+            f"{os.cpu_count()} CPUs, load average {load})"
+        )
         only = set(args.only or ["big", "small", "unchanged", "append"])
         if "big" in only:
             bench_big(work, args.big_files, parse_size(args.big_size, "big_size"), runs)

@@ -51,7 +51,7 @@ from ._transfer import (
 
 logger = logging.getLogger("aiologship.copy")
 
-DEFAULT_WORKERS = 4
+DEFAULT_WORKERS = 8
 # Two files in a row failing at the destination after all their retries means
 # the destination is down: the rest of the cycle would only repeat the same
 # retries, so they wait for the next cycle instead.
