@@ -225,6 +225,13 @@ class _ProgressBar:
 
     def draw(self) -> None:
         p = self._engine.progress()
+        if not p.planned:
+            line = "\rscanning..."
+            if line != self._last:
+                self._stream.write(line)
+                self._stream.flush()
+                self._last = line
+            return
         total = max(p.bytes_total, 1)
         done = min(p.bytes_done, total)
         fraction = done / total if p.bytes_total else (1.0 if p.files_total == 0 else 0.0)

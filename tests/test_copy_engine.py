@@ -517,6 +517,16 @@ async def test_every_pyarrow_call_runs_in_a_worker_thread(env: Env) -> None:
     env.write("a.log", b"new\n")
     await engine.flush()
     await engine.stop()
+    # A lost manifest is rebuilt by reading the destination; a destination
+    # file longer than the manifest says is verified with random reads.
+    (engine.state_path / "manifest.json").unlink()
+    again = await env.engine(resolver=handler.resolver)
+    await again.flush()
+    env.write("a.log", b"more\n", mode="ab")
+    with open(env.dst / "a.log", "ab") as f:
+        f.write(b"mo")  # as if a killed copier had appended part of it
+    assert (await again.flush()).bytes_shipped == 3
+    assert env.dest_files()["a.log"] == b"new\nmore\n"
     assert {
         "create_dir",
         "open_output_stream",
@@ -524,6 +534,8 @@ async def test_every_pyarrow_call_runs_in_a_worker_thread(env: Env) -> None:
         "open_append_stream",
         "get_file_info",
         "get_file_info_selector",
+        "open_input_stream",
+        "open_input_file",
     } <= set(handler.calls)
     loop_thread = threading.current_thread()
     assert loop_thread not in handler.threads

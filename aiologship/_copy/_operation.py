@@ -402,6 +402,7 @@ class CopyEngine:
                     self._leftovers = set(failed)
                 progress.files_total = len(todo)
                 progress.bytes_total = sum(max(0, f.size - self._sent_before(f)) for f in todo)
+                progress.planned = True
                 await self._ship_all(dest, todo, tally, file_errors, progress)
             except (DestinationError, DestinationFailure) as exc:
                 tally.dest_error = str(exc)

@@ -79,6 +79,7 @@ class Progress:
         self.bytes_total = 0
         self.files_done = 0
         self.files_total = 0
+        self.planned = False  # totals are known (the scan and the plan are done)
 
     def add(self, n: int) -> None:
         with self._lock:
