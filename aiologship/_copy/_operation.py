@@ -51,7 +51,7 @@ from ._transfer import (
 
 logger = logging.getLogger("aiologship.copy")
 
-DEFAULT_WORKERS = 4
+DEFAULT_WORKERS = 8
 # Two files in a row failing at the destination after all their retries means
 # the destination is down: the rest of the cycle would only repeat the same
 # retries, so they wait for the next cycle instead.
@@ -178,6 +178,7 @@ class CopyEngine:
         self._stop_requested = anyio.Event()
         self._done = anyio.Event()
         self._running = False
+        self._stopping = False
         self._opened = False
         self._state = CopyState.NEW
         self._progress = Progress()
@@ -315,10 +316,13 @@ class CopyEngine:
         if self._state in (CopyState.STOPPED, CopyState.FAILED):
             return
         self._stop_requested.set()
-        if self._running:
-            self._state = CopyState.STOPPING
+        if self._running or self._stopping:
+            # run() or another stop() does the final cycle: wait for it.
+            if self._running:
+                self._state = CopyState.STOPPING
             await self._done.wait()
             return
+        self._stopping = True
         if self._opened and final_cycle:
             self._state = CopyState.STOPPING
             try:
@@ -398,6 +402,7 @@ class CopyEngine:
                     self._leftovers = set(failed)
                 progress.files_total = len(todo)
                 progress.bytes_total = sum(max(0, f.size - self._sent_before(f)) for f in todo)
+                progress.planned = True
                 await self._ship_all(dest, todo, tally, file_errors, progress)
             except (DestinationError, DestinationFailure) as exc:
                 tally.dest_error = str(exc)
@@ -471,31 +476,40 @@ class CopyEngine:
 
     def _plan(self, result: ScanResult, file_errors: dict[str, str]) -> list[SourceFile]:
         """Changed files, oldest first; base-name collisions reported, not shipped."""
-        owners = self._manifest.owners()
         groups: dict[str, list[SourceFile]] = {}
         for f in result.files:
             groups.setdefault(f.dest, []).append(f)
         todo: list[SourceFile] = []
         entries = self._manifest.entries
+        owners: dict[str, str] | None = None  # built only when a name is contested
         for name, group in groups.items():
-            owner = owners.get(name)
-            if len(group) > 1 or (owner is not None and owner != group[0].path):
-                group.sort(key=lambda f: (f.path != owner, f.path))
-                winner = group[0] if owner is None or group[0].path == owner else None
-                keeper = owner if winner is None else winner.path
-                for loser in group if winner is None else group[1:]:
-                    file_errors[loser.path] = (
-                        f"collision: {loser.path} and {keeper} both map to {name!r} at the "
-                        "destination (preserve_structure=False keeps base names); "
-                        f"{loser.path} is not shipped"
-                    )
-                if winner is None:
+            if len(group) == 1:
+                f = group[0]
+                entry = entries.get(f.path)
+                if entry is not None and entry.dest == name:
+                    # The usual case: a file this copy already owns at the destination.
+                    if not entry.unchanged(f):
+                        todo.append(f)
                     continue
-                group = [winner]
-            f = group[0]
-            entry = entries.get(f.path)
-            if entry is None or not entry.unchanged(f):
-                todo.append(f)
+            if owners is None:
+                owners = self._manifest.owners()
+            owner = owners.get(name)
+            if len(group) == 1 and owner in (None, group[0].path):
+                todo.append(group[0])
+                continue
+            group.sort(key=lambda f: (f.path != owner, f.path))
+            winner = group[0] if owner is None or group[0].path == owner else None
+            keeper = owner if winner is None else winner.path
+            for loser in group if winner is None else group[1:]:
+                file_errors[loser.path] = (
+                    f"collision: {loser.path} and {keeper} both map to {name!r} at the "
+                    "destination (preserve_structure=False keeps base names); "
+                    f"{loser.path} is not shipped"
+                )
+            if winner is not None:
+                entry = entries.get(winner.path)
+                if entry is None or not entry.unchanged(winner):
+                    todo.append(winner)
         todo.sort(key=lambda f: (f.mtime_ns, f.path))
         return todo
 
