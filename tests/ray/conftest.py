@@ -10,6 +10,7 @@ Detached copier actors outlive their job, so every test kills the ones it made.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,13 @@ from typing import Any
 
 import pytest
 
+_STDLIB_RECORD_FACTORY = logging.getLogRecordFactory()
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'aiologship[ray]')")
+# Importing Ray installs a process-wide LogRecord factory (it adds _ray_timestamp_ns).
+# Keep it inside this module's cluster fixture, so the other test modules of the
+# session see the stdlib's records as they would without Ray.
+_RAY_RECORD_FACTORY = logging.getLogRecordFactory()
+logging.setLogRecordFactory(_STDLIB_RECORD_FACTORY)
 
 from _raytest import kill_copiers  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -51,6 +58,7 @@ class RayCluster:
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[RayCluster]:
+    logging.setLogRecordFactory(_RAY_RECORD_FACTORY)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
@@ -87,6 +95,7 @@ def ray_cluster() -> Iterator[RayCluster]:
     finally:
         ray.shutdown()
         cluster.shutdown()
+        logging.setLogRecordFactory(_STDLIB_RECORD_FACTORY)
 
 
 @pytest.fixture

@@ -206,7 +206,11 @@ def test_killed_copier_restarts_and_resumes(cluster: Any, tmp_path: Path) -> Non
         i = 0
         while not stop.is_set() and i < 400:
             data = f"record {i}\n".encode() * 200
-            (src / f"part-{i:04d}.log").write_bytes(data)
+            # Atomic at the source: a copier never sees a half-written file, so any
+            # file rewritten at the destination after the restart was shipped twice.
+            tmp = src / f".part-{i:04d}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, src / f"part-{i:04d}.log")
             written[f"part-{i:04d}.log"] = data
             i += 1
             time.sleep(0.02)
