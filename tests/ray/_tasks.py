@@ -170,19 +170,29 @@ def manager_task(
     params: dict[str, Any] | None, *, state_dir: str, barrier: Any = None
 ) -> dict[str, Any]:
     """What the guide's user task does, through the public LogManager."""
+    import os
+
     from aiologship import LogManager
+    from aiologship._coordination import detect_role
 
     log, handler = _capture()
     try:
-        out: dict[str, Any] = {"node_id": ray.get_runtime_context().get_node_id()}
+        out: dict[str, Any] = {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid(),
+            "role": str(detect_role()),
+        }
         if barrier is not None:
             ray.get(barrier.wait.remote(), timeout=120)
         with LogManager(state_dir=state_dir) as lm:
             out["enabled"] = lm.hdfs_copy_enabled
             out["ray_enabled"] = lm._ray_hdfs_enabled
             if params is not None:
-                op = lm.start_hdfs_copy(**params)
-                out["state"] = op.state
+                try:
+                    op = lm.start_hdfs_copy(**params)
+                    out["state"] = op.state
+                except Exception as exc:  # reported with the node and logs, for the test
+                    out["state"] = f"error: {type(exc).__name__}: {exc}"
         out["logs"] = list(handler.lines)
         return out
     finally:

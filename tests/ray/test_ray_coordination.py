@@ -332,10 +332,14 @@ def test_conflicting_parameters_raise_in_the_caller(cluster: Any, tmp_path: Path
 # ------------------------------------------------------------------ through LogManager
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="LogManager._detect_copy_enabled does not ask _coordination.copy_gate yet",
+)
 @pytest.mark.timeout(180)
 def test_manager_gate_on_each_node(cluster: Any, tmp_path: Path) -> None:
-    """``hdfs_copy_enabled`` / ``_ray_hdfs_enabled`` and the skipped handle, as the
-    lead's LogManager reports them through ``_coordination.copy_enabled``."""
+    """``hdfs_copy_enabled`` / ``_ray_hdfs_enabled`` and the skipped handle, through
+    LogManager (passes with the manager wiring described in the ray branch report)."""
     make_logs(tmp_path / "src", 1)
     p = params("mgr_logs", tmp_path / "src", tmp_path / "dest")
     state = str(tmp_path / "state")
@@ -351,7 +355,8 @@ def test_manager_gate_on_each_node(cluster: Any, tmp_path: Path) -> None:
         None, state_dir=state
     )
     for r in ray.get(workers, timeout=120):
-        assert (r["enabled"], r["ray_enabled"], r["state"]) == (False, False, "skipped")
+        assert r["node_id"] != cluster.node_ids["head"], r
+        assert (r["enabled"], r["ray_enabled"], r["state"]) == (False, False, "skipped"), str(r)
         assert "INFO Ray worker node detected: HDFS copy disabled" in r["logs"]
         assert f"INFO {SKIP_LINE.format('mgr_logs')}" in r["logs"]
     r = ray.get(head, timeout=120)
