@@ -135,7 +135,20 @@ def detect_role() -> Role:
     with _role_lock:
         role = _role_cache.get(key)
         if role is None:
-            role = Role.HEAD if node_is_head(node_id) else Role.WORKER
+            try:
+                is_head = node_is_head(node_id)
+            except Exception as exc:
+                # Unsure means "do not copy": duplicate shipping is what this layer
+                # prevents, and the files stay on disk. Not cached: the next manager
+                # asks again.
+                logger.warning(
+                    "cannot tell whether Ray node %s is the head (%s); "
+                    "treating it as a worker node",
+                    node_id,
+                    exc,
+                )
+                return Role.WORKER
+            role = Role.HEAD if is_head else Role.WORKER
             _role_cache[key] = role
     return role
 

@@ -170,6 +170,22 @@ def test_cache_is_per_node(fake_ray: Any) -> None:
     assert fake.lookups == 2
 
 
+def test_failed_lookup_means_worker_and_is_not_cached(fake_ray: Any, caplog: Any) -> None:
+    fake = fake_ray(NODE, NODE)
+
+    def broken() -> list[dict[str, Any]]:
+        fake.lookups += 1
+        raise ConnectionError("GCS unreachable")
+
+    fake.nodes = broken
+    with caplog.at_level(logging.WARNING, "aiologship"):
+        assert detect_role() is Role.WORKER
+    assert "GCS unreachable" in lines(caplog)[0] and NODE in lines(caplog)[0]
+    del fake.nodes  # the GCS is back
+    assert detect_role() is Role.HEAD
+    assert fake.lookups == 2
+
+
 # ------------------------------------------------------------------ gate and log lines
 
 
