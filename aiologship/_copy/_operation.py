@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import IO
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import anyio.to_thread
@@ -167,6 +168,9 @@ class CopyEngine:
             copy_name=spec.copy_name,
             destination=spec.destination_redacted,
         )
+        # A local destination inside the globbed tree must not ship its own
+        # files again (archive/app.log, archive/archive/app.log, ...).
+        self._dest_prefix = _local_prefix(spec.hdfs_destination)
         self._needs_rebuild = False
         self._unsaved = False
         self._prepared = False
@@ -491,7 +495,10 @@ class CopyEngine:
     def _plan(self, result: ScanResult, file_errors: dict[str, str]) -> list[SourceFile]:
         """Changed files, oldest first; base-name collisions reported, not shipped."""
         groups: dict[str, list[SourceFile]] = {}
+        prefix = self._dest_prefix
         for f in result.files:
+            if prefix is not None and f.path.startswith(prefix):
+                continue
             groups.setdefault(f.dest, []).append(f)
         todo: list[SourceFile] = []
         entries = self._manifest.entries
@@ -701,3 +708,14 @@ class CopyEngine:
 
 
 __all__ = ["CopyEngine", "CopyState", "CopyStatus", "CycleResult"]
+
+
+def _local_prefix(destination: str) -> str | None:
+    """``/base/`` of a plain-path or file:// destination, else None."""
+    if "://" not in destination:
+        path = destination
+    elif destination.lower().startswith(("file://", "local://")):
+        path = unquote(urlsplit(destination).path)
+    else:
+        return None
+    return os.path.join(os.path.realpath(path), "")
