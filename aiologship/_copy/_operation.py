@@ -577,7 +577,7 @@ class CopyEngine:
                 if not await anyio.to_thread.run_sync(os.path.lexists, f.path):
                     tally.pending -= 1  # gone for good: nothing left to ship
             elif isinstance(outcome, SourceUnreadable):
-                file_errors[f.path] = f"{f.path}: {outcome}"
+                file_errors[f.path] = str(outcome)
             else:
                 tally.failed_in_a_row += 1
                 tally.dest_error = f"{uri}: {outcome}"
@@ -675,15 +675,12 @@ class CopyEngine:
         self._file_errors = cycle.file_errors
         for path, reason in cycle.file_errors:
             if (path, reason) not in self._reported_files:
-                logger.warning("copy %r: %s", self.spec.copy_name, reason)
+                logger.warning("copy %r: %s: %s", self.spec.copy_name, path, reason)
         self._reported_files = set(cycle.file_errors)
         if cycle.file_errors:
             path, reason = cycle.file_errors[0]
-            self._last_error = (
-                reason
-                if len(cycle.file_errors) == 1
-                else (f"{reason} (and {len(cycle.file_errors) - 1} more)")
-            )
+            more = len(cycle.file_errors) - 1
+            self._last_error = f"{path}: {reason}" + (f" (and {more} more)" if more else "")
         if cycle.destination_error is not None:
             self._record_destination_failure(cycle.destination_error)
         elif self._failures:
