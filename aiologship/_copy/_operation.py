@@ -5,8 +5,10 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
+import json
 import logging
 import os
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -65,6 +67,13 @@ _LOCK_NAME = "lock"
 # Small files travel in batches, one worker-thread call per batch.
 _BATCH_FILES = 64
 _BATCH_BYTES = 4 << 20
+
+
+STATUS_NAME = "status.json"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 class CopyState(StrEnum):
@@ -434,6 +443,7 @@ class CopyEngine:
                 destination_error=tally.dest_error,
             )
             self._record(cycle, finished)
+            await self._save_status()
             return cycle
 
     async def _destination(self) -> Destination:
@@ -666,6 +676,36 @@ class CopyEngine:
                 lambda: write_atomic(manifest.path, manifest.snapshot()), limiter=self._limiter
             )
             self._unsaved = False
+
+    async def _save_status(self) -> None:
+        """``status.json`` beside the manifest, for ``aiologship status`` (a shell has
+        no other way to ask a copier in another process). Best effort."""
+        status = self.status()
+        entries = list(self._manifest.entries.values())
+        payload = {
+            "copy_name": status.name,
+            "destination": status.destination,
+            "state": str(status.state),
+            "files_shipped": status.files_shipped,
+            "bytes_shipped": status.bytes_shipped,
+            "pending_files": status.pending_files,
+            "last_cycle_at": _iso(status.last_cycle_at),
+            "next_cycle_at": _iso(status.next_cycle_at),
+            "last_error": status.last_error,
+            "consecutive_failures": status.consecutive_failures,
+            "file_errors": [list(item) for item in status.file_errors],
+            "manifest_files": len(entries),
+            "manifest_bytes": sum(e.size for e in entries),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+        data = json.dumps(payload, indent=1).encode()
+        try:
+            await anyio.to_thread.run_sync(
+                write_atomic, self.state_path / STATUS_NAME, data, limiter=self._limiter
+            )
+        except OSError as exc:
+            logger.debug("copy %r: could not write %s: %s", self.spec.copy_name, STATUS_NAME, exc)
 
     # ------------------------------------------------------------ bookkeeping
 
