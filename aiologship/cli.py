@@ -22,7 +22,9 @@ from typing import Any, TextIO
 import anyio
 
 from ._config import HdfsDriver, default_state_dir
+from ._demo import add_demo_command
 from ._exceptions import ConfigError, CopyError
+from ._status import add_status_command
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -41,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_copy_command(subparsers)
+    add_status_command(subparsers)
+    add_demo_command(subparsers)
     return parser
 
 

@@ -756,3 +756,20 @@ async def test_concurrent_stops_share_one_final_cycle(env: Env) -> None:
     # The state lock is free only now: another engine may take over.
     successor = await env.engine()
     assert (await successor.flush()).files_shipped == 0
+
+
+async def test_a_destination_inside_the_globbed_tree_is_not_copied_into_itself(env: Env) -> None:
+    env.write("app.log", b"a\n")
+    engine = await env.engine(
+        path_patterns=["**/*.log"],
+        root_dir=str(env.src),
+        preserve_structure=True,
+        hdfs_destination=str(env.src / "archive"),
+    )
+    assert (await engine.flush()).files_shipped == 1
+    again = await engine.flush()
+    assert again.ok and again.files_shipped == 0
+    assert sorted(p.relative_to(env.src).as_posix() for p in env.src.rglob("*.log")) == [
+        "app.log",
+        "archive/app.log",
+    ]

@@ -123,7 +123,9 @@ async def scan(
     async with anyio.create_task_group() as tg:
         for i, pattern in enumerate(patterns):
             tg.start_soon(one, i, pattern)
-    return merge(r for r in results if r is not None)
+    # Merging is O(files) too: off the loop as well.
+    done = [r for r in results if r is not None]
+    return await anyio.to_thread.run_sync(merge, done, limiter=limiter)
 
 
 def merge(results: Iterable[ScanResult]) -> ScanResult:
