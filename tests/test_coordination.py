@@ -492,10 +492,6 @@ def _shipped(dest: Path) -> dict[str, list[bytes]]:
     return out
 
 
-# The engine builds tenacity's wait_exponential_jitter(initial=...), deprecated in the
-# installed tenacity; under warnings-as-errors that fails every transfer (engine issue,
-# reported; not this layer's).
-@pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning")
 @pytest.mark.timeout(120)
 def test_processes_share_one_copier_and_take_over(tmp_path: Path) -> None:
     """Two processes start the same copy_name on one host: one copies, the other

@@ -398,7 +398,6 @@ def test_manager_ten_tasks_one_copier(cluster: Any, tmp_path: Path) -> None:
     assert all(len(v) == 1 for v in out.values())
 
 
-@pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning")
 @pytest.mark.timeout(180)
 def test_plain_process_stands_by_while_the_ray_copier_runs(cluster: Any, tmp_path: Path) -> None:
     """Same host, same state dir: a process outside the actor (here the driver, with
