@@ -30,7 +30,12 @@ BUILD_TIMEOUT = 900.0  # a cold ~/.m2 downloads about 130 MB
 START_TIMEOUT = 120.0
 COMMAND_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
-JVM_FLAGS = ("-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.net.preferIPv4Stack=true")
+JVM_FLAGS = (
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-Djava.net.preferIPv4Stack=true",
+)
 
 
 class MiniDfsError(RuntimeError):
@@ -54,8 +59,14 @@ def build(timeout: float = BUILD_TIMEOUT) -> str:
     """Compile the harness and write its classpath once; return the java -cp value."""
     if _sources_newer_than(CLASSPATH_FILE) or not (CLASSES / "aiologship").exists():
         cmd = [
-            "mvn", "-B", "-q", "-f", str(PROJECT / "pom.xml"), "compile",
-            "dependency:build-classpath", f"-Dmdep.outputFile={CLASSPATH_FILE}",
+            "mvn",
+            "-B",
+            "-q",
+            "-f",
+            str(PROJECT / "pom.xml"),
+            "compile",
+            "dependency:build-classpath",
+            f"-Dmdep.outputFile={CLASSPATH_FILE}",
         ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -78,6 +89,7 @@ class MiniDfs:
         self._lines: collections.deque[str] = collections.deque()
         self._cond = threading.Condition()
         self._lock = threading.Lock()
+        self._pumps: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     @classmethod
@@ -92,16 +104,31 @@ class MiniDfs:
         classpath = build()
         data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
-            "java", *JVM_FLAGS, "-cp", classpath, MAIN_CLASS, str(data_dir),
-            "--datanodes", str(datanodes), "--block-size", str(block_size),
+            "java",
+            *JVM_FLAGS,
+            "-cp",
+            classpath,
+            MAIN_CLASS,
+            str(data_dir),
+            "--datanodes",
+            str(datanodes),
+            "--block-size",
+            str(block_size),
         ]
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, bufsize=1, start_new_session=True,
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
         )
         self = cls(proc, {})
-        threading.Thread(target=self._pump_stderr, daemon=True).start()
-        threading.Thread(target=self._pump_stdout, daemon=True).start()
+        for pump in (self._pump_stderr, self._pump_stdout):
+            thread = threading.Thread(target=pump, daemon=True)
+            thread.start()
+            self._pumps.append(thread)
         try:
             first = self._next_line(timeout)
         except MiniDfsError:
@@ -126,6 +153,14 @@ class MiniDfs:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        for thread in self._pumps:
+            thread.join(5)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
 
     def __enter__(self) -> MiniDfs:
         return self
@@ -138,8 +173,9 @@ class MiniDfs:
         """Send one command; return its JSON answer or raise MiniDfsError with the JVM's tail."""
         with self._lock:
             if self.proc.poll() is not None:
-                raise MiniDfsError(f"mini-cluster exited ({self.proc.returncode})\n"
-                                   f"{self.stderr_tail()}")
+                raise MiniDfsError(
+                    f"mini-cluster exited ({self.proc.returncode})\n{self.stderr_tail()}"
+                )
             assert self.proc.stdin is not None
             self.proc.stdin.write(line + "\n")
             self.proc.stdin.flush()
