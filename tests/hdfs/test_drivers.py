@@ -108,19 +108,22 @@ def test_list_and_delete(fs: Any, hdfs_dir: str) -> None:
     assert fs.get_file_info(f"{hdfs_dir}/a.log").type == pafs.FileType.NotFound
     with pytest.raises(OSError, match="directory"):
         fs.delete_file(f"{hdfs_dir}/d")  # delete_file never removes a directory
-    with pytest.raises(FileNotFoundError, match="a.log"):
+    with pytest.raises(FileNotFoundError, match=r"a\.log"):
         fs.delete_file(f"{hdfs_dir}/a.log")
     fs.delete_dir(f"{hdfs_dir}/d")
     assert fs.get_file_info(pafs.FileSelector(hdfs_dir)) == []
 
 
 def test_missing_file_errors_name_the_path(fs: Any, hdfs_dir: str) -> None:
-    with pytest.raises(FileNotFoundError, match="ghost.log"):
+    with pytest.raises(FileNotFoundError, match=r"ghost\.log"):
         _read(fs, f"{hdfs_dir}/ghost.log")
 
 
 def test_permission_denied_names_path_and_user(
-    hdfs: Any, hadoop_conf: Any, driver: HdfsDriver, hdfs_dir: str,
+    hdfs: Any,
+    hadoop_conf: Any,
+    driver: HdfsDriver,
+    hdfs_dir: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The superuser (the JVM's user) makes a folder only it may write to.
@@ -178,9 +181,7 @@ def test_native_refuses_token_in_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "T0KEN42" not in str(err.value)
 
 
-def test_webhdfs_credentials_never_in_errors(
-    hdfs: Any, hadoop_conf: Any, hdfs_dir: str
-) -> None:
+def test_webhdfs_credentials_never_in_errors(hdfs: Any, hadoop_conf: Any, hdfs_dir: str) -> None:
     # user:password goes as basic auth, the token as delegation=; the NameNode (simple
     # auth) ignores both, so the calls work; what fails must not quote either secret.
     uri = f"hdfs://bob:pa55word@127.0.0.1:{hdfs.rpc_port}{hdfs_dir}?delegation=T0KEN42"

@@ -13,6 +13,7 @@ normal local repository (~/.m2), so a second build downloads nothing.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -157,10 +158,8 @@ class MiniDfs:
             thread.join(5)
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
-                try:
+                with contextlib.suppress(OSError):
                     pipe.close()
-                except OSError:
-                    pass
 
     def __enter__(self) -> MiniDfs:
         return self
