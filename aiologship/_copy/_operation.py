@@ -289,9 +289,10 @@ class CopyEngine:
         await self.open()
         return await self._cycle()
 
-    async def stop(self) -> None:
+    async def stop(self, *, final_cycle: bool = True) -> None:
         """Request a stop, run the final cycle, wait for :meth:`run` to return.
-        Idempotent."""
+        Idempotent. ``final_cycle=False`` skips the last cycle when run() is not
+        active (a one-shot caller that has just flushed)."""
         if self._state in (CopyState.STOPPED, CopyState.FAILED):
             return
         self._stop_requested.set()
@@ -299,7 +300,7 @@ class CopyEngine:
             self._state = CopyState.STOPPING
             await self._done.wait()
             return
-        if self._opened:
+        if self._opened and final_cycle:
             self._state = CopyState.STOPPING
             try:
                 await self._cycle()
@@ -348,7 +349,6 @@ class CopyEngine:
             file_errors: dict[str, str] = {}
             scanned = 0
             try:
-                dest = await self._destination()
                 result = await scan(
                     self.spec.path_patterns, self.spec.root_dir, self.spec.preserve_structure,
                     self._limiter,
@@ -358,15 +358,20 @@ class CopyEngine:
                 for path in result.outside_root:
                     logger.debug("copy %r: %s leads outside root_dir, not followed",
                                  self.spec.copy_name, path)
+                # Planned before touching the destination, so a destination that
+                # is down still shows how many files wait for it.
+                todo = self._plan(result, file_errors)
+                tally.pending = len(todo)
+                dest = await self._destination()
                 if not self._prepared:
                     await self._prepare(dest, result)
+                    todo = self._plan(result, file_errors)  # the manifest may be rebuilt
+                    tally.pending = len(todo)
                 if self._leftovers:
                     failed = await anyio.to_thread.run_sync(
                         remove_files, dest, sorted(self._leftovers), limiter=self._limiter
                     )
                     self._leftovers = set(failed)
-                todo = self._plan(result, file_errors)
-                tally.pending = len(todo)
                 progress.files_total = len(todo)
                 progress.bytes_total = sum(max(0, f.size - self._sent_before(f)) for f in todo)
                 await self._ship_all(dest, todo, tally, file_errors, progress)
