@@ -69,13 +69,27 @@ def http_addresses(target: HdfsTarget) -> list[str]:
     if target.host and target.port is None and target.host in nameservices(conf):
         return namenode_addresses(conf, target.host, "http")
     configured = conf.get("dfs.namenode.http-address")
-    if configured:
+    if configured and (target.host is None or _same_namenode(target, conf)):
         host, _, port = configured.rpartition(":")
-        if target.host is None or host in (target.host, "0.0.0.0"):
-            return [f"{target.host or host}:{port}"]
+        if host in ("0.0.0.0", "") and target.host:
+            host = target.host
+        return [f"{host}:{port}"]
     if target.host is None:
         return []
     return [f"{target.host}:{DEFAULT_HTTP_PORT}"]
+
+
+def _same_namenode(target: HdfsTarget, conf: dict[str, str]) -> bool:
+    """Whether the URI names the NameNode the configuration describes (its web address
+    then comes from the same configuration)."""
+    rpc = conf.get("dfs.namenode.rpc-address")
+    if not rpc:
+        default = urlsplit(conf.get("fs.defaultFS", ""))
+        rpc = default.netloc
+    host, _, port = rpc.rpartition(":")
+    if host != target.host:
+        return False
+    return target.port is None or str(target.port) == port
 
 
 class _Failed(OSError):
@@ -115,6 +129,10 @@ class WebHdfsHandler(pafs.FileSystemHandler):  # type: ignore[misc]
         params: dict[str, Any] = {"op": op}
         if self.target.token:
             params["delegation"] = self.target.token
+            # A secure NameNode takes the user from the token (a different user.name is
+            # refused); one without security ignores the token, so name an explicit user.
+            if self.target.user:
+                params["user.name"] = self.target.user
         else:
             params["user.name"] = self._user
         params.update({k: v for k, v in extra.items() if v is not None})

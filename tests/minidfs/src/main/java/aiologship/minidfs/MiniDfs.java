@@ -30,7 +30,7 @@ import org.apache.hadoop.hdfs.server.datanode.DataNode;
  *
  * Prints one JSON line on stdout once the cluster is up ({"event": "ready", ports, conf_dir}),
  * then reads one command per line on stdin and answers each with one JSON line:
- * {@code status}, {@code restart-namenode}, {@code stop-namenode}, {@code start-namenode},
+ * {@code status}, {@code open-files}, {@code restart-namenode}, {@code stop-namenode}, {@code start-namenode},
  * {@code stop-datanode N}, {@code start-datanode N}, {@code shutdown}. It shuts down when
  * stdin closes, so a test run that dies never leaves a cluster behind.
  *
@@ -170,6 +170,20 @@ public final class MiniDfs {
     switch (command) {
       case "status":
         return describe("status");
+      case "open-files": {
+        // Files still open for write (under construction), as the NameNode sees them.
+        List<String> paths = new ArrayList<>();
+        org.apache.hadoop.fs.RemoteIterator<org.apache.hadoop.hdfs.protocol.OpenFileEntry> it =
+            cluster.getFileSystem().listOpenFiles(
+                java.util.EnumSet.of(
+                    org.apache.hadoop.hdfs.protocol.OpenFilesIterator.OpenFilesType.ALL_OPEN_FILES),
+                "/");
+        while (it.hasNext()) {
+          paths.add(json(it.next().getFilePath()));
+        }
+        return "{\"event\": \"open-files\", \"ok\": true, \"paths\": ["
+            + String.join(", ", paths) + "]}";
+      }
       case "restart-namenode":
         cluster.restartNameNode(0, true);
         cluster.waitActive();
