@@ -364,7 +364,9 @@ def _error(op: str, path: str, status: int, body: bytes) -> OSError:
         message = body[:200].decode("utf-8", "replace")
     kind = _EXCEPTIONS.get(exception)
     if kind is None:
-        kind = {404: FileNotFoundError, 403: PermissionError}.get(status, OSError)
+        # 403 also carries SafeModeException, StandbyException...: not a permission
+        # problem, so only AccessControlException (above) becomes PermissionError.
+        kind = {404: FileNotFoundError}.get(status, OSError)
     text = f"webhdfs {op} {path}: HTTP {status} {exception}: {message}".rstrip(": ")
     errno = {FileNotFoundError: 2, PermissionError: 13, FileExistsError: 17}.get(kind)
     return kind(errno, text) if errno else kind(text)

@@ -350,7 +350,7 @@ async def test_datanode_stopped_during_write(env: Env) -> None:
             lambda: (
                 engine.status().pending_files == 0
                 and engine.status().files_shipped >= len(sources)
-                and engine.status().last_error is None
+                and engine.status().consecutive_failures == 0
             ),
             120,
             "the copy to complete on the other DataNode",
@@ -378,29 +378,34 @@ async def test_namenode_down_at_start(env: Env) -> None:
     env.write("app.log", lines(0, 200))
     await anyio.to_thread.run_sync(env.cluster.command, "stop-namenode")
     engine = await env.engine(copy_interval=0.5, record=False)
-    worst_lag = 0.0
+    lags: list[float] = []
+    measuring = True
     app_log: list[str] = []
     log = logging.getLogger("test.app")
 
     async def ticker() -> None:
-        nonlocal worst_lag
         while True:
             t = time.monotonic()
             await anyio.sleep(0.001)
-            worst_lag = max(worst_lag, time.monotonic() - t - 0.001)
+            if measuring:
+                lags.append(time.monotonic() - t - 0.001)
             log.info("tick")
             app_log.append("tick")
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker)
         tg.start_soon(engine.run)
-        await wait_for(lambda: engine.status().last_error is not None, 30, "an error in status")
+        await wait_for(lambda: engine.status().consecutive_failures > 0, 30, "an error in status")
         status = engine.status()
         assert status.state is CopyState.RUNNING
         assert "127.0.0.1" in (status.last_error or "") or "NameNode" in (status.last_error or "")
         ticks_before = len(app_log)
-        await anyio.sleep(1.0)
+        await anyio.sleep(2.0)  # more failing cycles (interval 0.5 s) while we measure
         assert len(app_log) > ticks_before  # the app keeps running and logging
+        assert engine.status().consecutive_failures > 1
+        # The loop's lag is measured over the outage only: restarting the NameNode below
+        # starts JVM work that competes for this machine's 2 cores.
+        measuring = False
         await anyio.to_thread.run_sync(env.cluster.command, "start-namenode")
         await wait_for(
             lambda: env.dest_files().get("app.log") == lines(0, 200),
@@ -412,10 +417,18 @@ async def test_namenode_down_at_start(env: Env) -> None:
         with anyio.fail_after(60):
             await engine.stop()
         tg.cancel_scope.cancel()
-    assert engine.status().last_error is None
-    print(f"worst event-loop lag while the NameNode was down: {worst_lag * 1000:.1f} ms")
-    # Blocking work runs in threads; a lag this large would mean a call on the loop.
-    assert worst_lag < 0.25, worst_lag
+    # last_error keeps the outage's message (the last error seen); the streak is over.
+    assert engine.status().consecutive_failures == 0
+    lags.sort()
+    worst, p99 = lags[-1], lags[int(len(lags) * 0.99)]
+    print(
+        f"event-loop lag while the NameNode was down: worst {worst * 1000:.1f} ms, "
+        f"p99 {p99 * 1000:.1f} ms over {len(lags)} ticks"
+    )
+    # Blocking work runs in threads; a lag this large would mean a blocking call on the
+    # loop (the 5 ms target of issue 4 is reported above, not asserted: a shared 2-core
+    # machine preempts any process for longer than that now and then).
+    assert worst < 0.25, worst
 
 
 async def test_permission_denied_names_path_and_user(env: Env) -> None:
