@@ -101,12 +101,13 @@ class MiniDfs:
         datanodes: int = 2,
         block_size: int = 1024 * 1024,
         timeout: float = START_TIMEOUT,
+        jvm_flags: tuple[str, ...] = JVM_FLAGS,
     ) -> MiniDfs:
         classpath = build()
         data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             "java",
-            *JVM_FLAGS,
+            *jvm_flags,
             "-cp",
             classpath,
             MAIN_CLASS,
