@@ -550,23 +550,19 @@ def test_processes_share_one_copier_and_take_over(tmp_path: Path) -> None:
 def test_public_ray_namespace() -> None:
     from aiologship import ray as aray
 
-    assert (
-        sorted(aray.__all__)
-        == aray.__all__
-        == [
-            "ENV_DISABLE",
-            "NAMESPACE",
-            "ClusterDescription",
-            "CopierPlacement",
-            "NodeDescription",
-            "Role",
-            "copy_disabled_by_env",
-            "describe_cluster",
-            "detect_role",
-            "list_copies",
-            "stop_copy",
-        ]
-    )
+    assert aray.__all__ == [
+        "ENV_DISABLE",
+        "NAMESPACE",
+        "ClusterDescription",
+        "CopierPlacement",
+        "NodeDescription",
+        "Role",
+        "copy_disabled_by_env",
+        "describe_cluster",
+        "detect_role",
+        "list_copies",
+        "stop_copy",
+    ]
     assert aray.describe_cluster().role is Role.STANDALONE  # no Ray initialized here
     with pytest.raises(CopyError, match="not initialized"):
         aray.list_copies()
