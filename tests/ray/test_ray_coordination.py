@@ -332,10 +332,6 @@ def test_conflicting_parameters_raise_in_the_caller(cluster: Any, tmp_path: Path
 # ------------------------------------------------------------------ through LogManager
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LogManager._detect_copy_enabled does not ask _coordination.copy_gate yet",
-)
 @pytest.mark.timeout(180)
 def test_manager_gate_on_each_node(cluster: Any, tmp_path: Path) -> None:
     """``hdfs_copy_enabled`` / ``_ray_hdfs_enabled`` and the skipped handle, through
@@ -367,10 +363,6 @@ def test_manager_gate_on_each_node(cluster: Any, tmp_path: Path) -> None:
     assert find_copiers() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LogManager does not route Ray starts to _coordination.coordinated_backend yet",
-)
 @pytest.mark.timeout(240)
 def test_manager_ten_tasks_one_copier(cluster: Any, tmp_path: Path) -> None:
     """The guide's scenario through LogManager: one copier that outlives the tasks."""

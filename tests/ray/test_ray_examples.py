@@ -11,10 +11,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.xfail(
-    strict=True,
-    reason="LogManager does not route Ray starts to _coordination.coordinated_backend yet",
-)
 
 
 def run_example(name: str, timeout: float) -> str:
