@@ -7,6 +7,7 @@ same without blocking the caller's loop. There is no reopen after close.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import itertools
 import logging
@@ -23,7 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
-from ._config import ManagerConfig, SinkConfig, default_state_dir, load_config, parse_level, parse_retention, parse_rotation
+from ._config import (
+    ManagerConfig,
+    Rotation,
+    SinkConfig,
+    default_state_dir,
+    load_config,
+    parse_level,
+    parse_retention,
+    parse_rotation,
+)
 from ._exceptions import ClosedError, ConfigError, CopyConflictError
 from ._formatting import make_formatter
 from ._handle import Backend, CopyOperation, in_event_loop
@@ -33,6 +43,7 @@ from ._runtime import Runtime
 from ._sinks import FileWriter, Writer
 
 if TYPE_CHECKING:
+    from ._coordination import CopyGate
     from ._copy import CopyStatus
     from ._logger import Logger
 
@@ -67,17 +78,20 @@ class LogManager:
         self._state = _State.OPEN
         self._runtime = Runtime(f"{id(self):x}")
         self._queue = RecordQueue(
-            self._config.queue_size, self._config.overflow, self._config.overflow_timeout, self._wake
+            self._config.queue_size,
+            self._config.overflow,
+            self._config.overflow_timeout,
+            self._wake,
         )
         self._pump = Pump(self._queue)
-        self._pump_done: Any = None
+        self._pump_exited = asyncio.Event()
         self._writers: dict[Path, tuple[Writer, int]] = {}
         self._sinks: dict[int, tuple[logging.Logger, SinkHandler]] = {}
         self._sink_ids = itertools.count(1)
         self._after_close = 0
         self._after_close_warned = False
         self._copies: dict[str, CopyOperation] = {}
-        self._copy_enabled: bool | None = None
+        self._gate: CopyGate | None = None
         self._ensure_started()
         _live.add(self)
         try:
@@ -101,10 +115,25 @@ class LogManager:
 
     @property
     def hdfs_copy_enabled(self) -> bool:
-        """False on a Ray worker node or with ``RAY_DISABLE_HDFS_COPY=true``."""
-        if self._copy_enabled is None:
-            self._copy_enabled = _detect_copy_enabled()
-        return self._copy_enabled
+        """False on a Ray worker node or with ``RAY_DISABLE_HDFS_COPY=true``.
+
+        Decided once per manager (the first time in a process it may ask Ray's GCS
+        which node carries ``node:__internal_head__``) and logged:
+        ``Ray head node detected: HDFS copy enabled`` or
+        ``Ray worker node detected: HDFS copy disabled``.
+        """
+        return self._copy_gate().enabled
+
+    def _copy_gate(self) -> CopyGate:
+        gate = self._gate
+        if gate is None:
+            from ._coordination import copy_gate
+
+            with self._lock:
+                if self._gate is None:
+                    self._gate = copy_gate()
+                gate = self._gate
+        return gate
 
     @property
     def _ray_hdfs_enabled(self) -> bool:
@@ -162,20 +191,31 @@ class LogManager:
         return sink_id
 
     def _writer_for(self, sink: SinkConfig) -> Writer:
-        key = Path(os.path.abspath(sink.path))
+        return self._writer_for_path(sink.path, sink.rotation, sink.retention)
+
+    def _writer_for_path(
+        self, path: Path, rotation: Rotation | None, retention: int | None
+    ) -> Writer:
+        key = Path(os.path.abspath(path))
+        with self._lock:
+            return self._shared_writer(key, rotation, retention)
+
+    def _shared_writer(self, key: Path, rotation: Rotation | None, retention: int | None) -> Writer:
         entry = self._writers.get(key)
         if entry is not None:
             writer, refs = entry
             if isinstance(writer, FileWriter) and (
-                writer.rotation != sink.rotation or writer.retention != sink.retention
+                writer.rotation != rotation or writer.retention != retention
             ):
                 raise ConfigError(
-                    "rotation", sink.rotation, f"{key} is already a sink with rotation={writer.rotation}"
+                    "rotation",
+                    rotation,
+                    f"{key} is already a sink with rotation={writer.rotation}"
                     f" and retention={writer.retention}; one file has one rotation policy",
                 )
             self._writers[key] = (writer, refs + 1)
             return writer
-        writer = FileWriter(key, rotation=sink.rotation, retention=sink.retention, tz=self._config.timezone)
+        writer = FileWriter(key, rotation=rotation, retention=retention, tz=self._config.timezone)
         self._writers[key] = (writer, 1)
         return writer
 
@@ -207,8 +247,15 @@ class LogManager:
         with self._lock:
             if self._runtime.running or self._state is _State.CLOSED:
                 return
-            self._runtime.start()
-            self._pump_done = self._runtime.submit(self._pump.run)
+            self._pump_exited = asyncio.Event()
+            self._runtime.start(self._run_pump)
+
+    async def _run_pump(self) -> None:
+        exited = self._pump_exited
+        try:
+            await self._pump.run()
+        finally:
+            exited.set()
 
     def _wake(self) -> None:
         # Called by the first record after the pump went to sleep (any thread).
@@ -241,6 +288,13 @@ class LogManager:
         self._queue.items.append(marker)
         self._queue.request_wake()
         return marker.done.wait(timeout)
+
+    async def _drain_on_runtime(self) -> None:
+        marker = FlushMarker(asyncio.Event())
+        self._queue.items.append(marker)
+        self._pump.wake()
+        assert marker.on_loop is not None
+        await marker.on_loop.wait()
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """``flush()`` for async code: waits in a worker thread, not on the loop."""
@@ -309,41 +363,72 @@ class LogManager:
         return op
 
     def _copy_backend(self, spec: Any) -> tuple[Backend, Runtime | None]:
-        from ._copy_backends import LocalBackend, SkippedBackend
+        from ._copy_backends import CoordinatedBackend
 
-        if not self.hdfs_copy_enabled:
-            _log.info(
-                "HDFS copy operation '%s' skipped: disabled in Ray cluster worker node", spec.copy_name
-            )
-            return SkippedBackend(spec), None
         state_dir = self._config.state_dir or default_state_dir()
-        return LocalBackend(spec, self._runtime, state_dir, self._config.hdfs_driver), self._runtime
+        backend = CoordinatedBackend(
+            spec,
+            gate=self._copy_gate,
+            runtime=self._runtime,
+            state_dir=state_dir,
+            hdfs_driver=self._config.hdfs_driver,
+        )
+        return backend, self._runtime
 
     def list_hdfs_copy_operations(self) -> list[CopyStatus]:
-        """The status of every copy operation this manager started."""
+        """The status of each copy operation: this manager's, and in a Ray cluster
+        every copier actor's, from any node (one bounded round trip to each)."""
         with self._lock:
             ops = list(self._copies.values())
-        return [op.status() for op in ops]
+        statuses = {op.name: op.status() for op in ops}
+        if self._copy_gate().role != "standalone":
+            from ._ray_copier import list_copies
+
+            for status in list_copies():
+                if statuses.get(status.name) is None or str(statuses[status.name].state) in (
+                    "skipped",
+                    "new",
+                ):
+                    statuses[status.name] = status
+        return list(statuses.values())
+
+    async def alist_hdfs_copy_operations(self) -> list[CopyStatus]:
+        """``list_hdfs_copy_operations`` for async code (Ray calls in a thread)."""
+        return await anyio.to_thread.run_sync(self.list_hdfs_copy_operations)
 
     def stop_hdfs_copy(self, copy_name: str) -> Any:
         """Run a final copy cycle, then stop the operation.
 
         Blocks until done in sync code; on a running event loop it returns an
-        awaitable instead (``await lm.stop_hdfs_copy(name)``).
+        awaitable instead (``await lm.stop_hdfs_copy(name)``). In a Ray cluster it
+        also stops a copier another process started.
         """
-        op = self._pop_copy(copy_name)
-        return op.stop()
-
-    async def astop_hdfs_copy(self, copy_name: str) -> None:
-        op = self._pop_copy(copy_name)
-        await op.astop()
-
-    def _pop_copy(self, copy_name: str) -> CopyOperation:
+        if in_event_loop():
+            return self.astop_hdfs_copy(copy_name)
         with self._lock:
             op = self._copies.pop(copy_name, None)
-        if op is None:
+        if op is not None and not _skipped(op):
+            op.stop()
+            return None
+        self._stop_in_cluster(copy_name, found_here=op is not None)
+        return None
+
+    async def astop_hdfs_copy(self, copy_name: str) -> None:
+        with self._lock:
+            op = self._copies.pop(copy_name, None)
+        if op is not None and not _skipped(op):
+            await op.astop()
+            return
+        await anyio.to_thread.run_sync(self._stop_in_cluster, copy_name, op is not None)
+
+    def _stop_in_cluster(self, copy_name: str, found_here: bool) -> None:
+        if self._copy_gate().role != "standalone":
+            from ._ray_copier import stop_copy
+
+            stop_copy(copy_name)
+            return
+        if not found_here:
             raise ConfigError("copy_name", copy_name, "no copy operation of that name")
-        return op
 
     # --------------------------------------------------------------- lifecycle
 
@@ -381,6 +466,9 @@ class LogManager:
         return True
 
     async def _shutdown_on_runtime(self) -> None:
+        # 1. Every record accepted so far reaches its file, 2. the final copy cycles
+        # ship those files, 3. the pump drains what the cycles themselves logged.
+        await self._drain_on_runtime()
         with self._lock:
             ops = list(self._copies.values())
             self._copies.clear()
@@ -392,10 +480,7 @@ class LogManager:
         self._queue.closed = True
         self._queue.notify_space()
         self._pump.request_stop()
-        if self._pump_done is not None:
-            import asyncio
-
-            await asyncio.wrap_future(self._pump_done)
+        await self._pump_exited.wait()
         for writer, _ in list(self._writers.values()):
             await writer.aclose()
 
@@ -406,7 +491,7 @@ class LogManager:
         while self._queue.items:
             item = self._queue.items.popleft()
             if isinstance(item, FlushMarker):
-                item.done.set()
+                item.set()
             else:
                 leftovers.append(item)
         for handler, record in leftovers:
@@ -424,7 +509,10 @@ class LogManager:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -432,12 +520,17 @@ class LogManager:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 
     def __repr__(self) -> str:
-        return f"<LogManager {self._state.value} sinks={len(self._sinks)} copies={len(self._copies)}>"
+        return (
+            f"<LogManager {self._state.value} sinks={len(self._sinks)} copies={len(self._copies)}>"
+        )
 
     # -------------------------------------------------------------------- fork
 
@@ -448,27 +541,26 @@ class LogManager:
         self._written_before += self._pump.written
         self._errors_before += self._pump.write_errors
         self._pump = Pump(self._queue)
-        self._pump_done = None
         for writer, _ in self._writers.values():
             writer.forget()
         # The parent keeps running its copies; a child starts its own if it asks.
         self._copies = {}
-        self._copy_enabled = None
+        self._gate = None
 
 
 async def _stop_quietly(op: CopyOperation) -> None:
+    backend: Any = op._backend
     try:
-        await op._backend.stop()
+        if hasattr(backend, "close"):
+            await backend.close()
+        else:
+            await backend.stop()
     except Exception:
         _log.exception("final copy cycle of %r failed", op.name)
 
 
-def _detect_copy_enabled() -> bool:
-    try:
-        from ._coordination import copy_enabled
-    except ImportError:
-        return True
-    return copy_enabled()
+def _skipped(op: CopyOperation) -> bool:
+    return bool(getattr(op._backend, "skipped", False))
 
 
 # ------------------------------------------------------ process-wide hooks
@@ -492,6 +584,10 @@ def _after_fork_in_child() -> None:
 
 # Runs before the interpreter joins threads and shuts executors down, so the pump
 # and aiofiles' executor still work while we drain (atexit would be too late).
+# concurrent.futures.thread registers its own exit hook on import; importing it
+# first puts ours after it in the list, and the list runs in reverse.
+import concurrent.futures.thread  # noqa: E402, F401
+
 _register_exit = getattr(threading, "_register_atexit", None)
 if _register_exit is not None:
     _register_exit(_drain_all_at_exit)
@@ -500,3 +596,16 @@ else:  # pragma: no cover - other interpreters
 
     atexit.register(_drain_all_at_exit)
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_default_lock = threading.Lock()
+_default_manager: LogManager | None = None
+
+
+def default_manager() -> LogManager:
+    """The process-wide manager behind handlers made by ``logging.config`` (lazy)."""
+    global _default_manager
+    with _default_lock:
+        if _default_manager is None or _default_manager.closed:
+            _default_manager = LogManager()
+        return _default_manager

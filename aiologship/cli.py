@@ -22,7 +22,9 @@ from typing import Any, TextIO
 import anyio
 
 from ._config import HdfsDriver, default_state_dir
+from ._demo import add_demo_command
 from ._exceptions import ConfigError, CopyError
+from ._status import add_status_command
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -41,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_copy_command(subparsers)
+    add_status_command(subparsers)
+    add_demo_command(subparsers)
     return parser
 
 
@@ -68,28 +72,46 @@ def add_copy_command(subparsers: Any) -> None:
         ),
     )
     p.add_argument("patterns", nargs="+", metavar="PATTERN", help="glob pattern of files to ship")
-    p.add_argument("--to", dest="destination", required=True, metavar="DEST",
-                   help="destination path or URI")
-    p.add_argument("--root-dir", metavar="D",
-                   help="base of relative patterns and of --preserve-structure")
-    p.add_argument("--preserve-structure", action="store_true",
-                   help="keep paths relative to --root-dir (default: base names only)")
+    p.add_argument(
+        "--to", dest="destination", required=True, metavar="DEST", help="destination path or URI"
+    )
+    p.add_argument(
+        "--root-dir", metavar="D", help="base of relative patterns and of --preserve-structure"
+    )
+    p.add_argument(
+        "--preserve-structure",
+        action="store_true",
+        help="keep paths relative to --root-dir (default: base names only)",
+    )
     when = p.add_mutually_exclusive_group()
-    when.add_argument("--interval", metavar="S",
-                      help="copy every S seconds (or '5 min') until Ctrl-C / SIGTERM")
+    when.add_argument(
+        "--interval", metavar="S", help="copy every S seconds (or '5 min') until Ctrl-C / SIGTERM"
+    )
     when.add_argument("--once", action="store_true", help="copy once and exit (the default)")
-    p.add_argument("--name", default=DEFAULT_CLI_COPY_NAME,
-                   help=f"copy operation name, keys its manifest (default {DEFAULT_CLI_COPY_NAME})")
-    p.add_argument("--state-dir", metavar="DIR",
-                   help=f"where manifests live (default {default_state_dir()})")
+    p.add_argument(
+        "--name",
+        default=DEFAULT_CLI_COPY_NAME,
+        help=f"copy operation name, keys its manifest (default {DEFAULT_CLI_COPY_NAME})",
+    )
+    p.add_argument(
+        "--state-dir", metavar="DIR", help=f"where manifests live (default {default_state_dir()})"
+    )
     p.add_argument("--max-retries", type=int, default=3, metavar="N")
     p.add_argument("--retry-delay", default="5", metavar="S")
-    p.add_argument("--no-create-dest-dirs", action="store_true",
-                   help="fail instead of creating the destination folder")
+    p.add_argument(
+        "--no-create-dest-dirs",
+        action="store_true",
+        help="fail instead of creating the destination folder",
+    )
     p.add_argument("--hdfs-driver", choices=[d.value for d in HdfsDriver], default="auto")
     bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="show a progress bar (default: when stderr is a terminal)")
+    bar.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show a progress bar (default: when stderr is a terminal)",
+    )
     bar.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=run_copy)
@@ -122,9 +144,7 @@ def run_copy(args: argparse.Namespace) -> int:
     show_bar = args.progress if args.progress is not None else sys.stderr.isatty()
     once = spec.copy_interval is None
     try:
-        return anyio.run(
-            _copy, spec, state_dir, HdfsDriver(args.hdfs_driver), show_bar and once
-        )
+        return anyio.run(_copy, spec, state_dir, HdfsDriver(args.hdfs_driver), show_bar and once)
     except ConfigError as exc:
         print(f"aiologship copy: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -154,7 +174,9 @@ async def _copy(spec: Any, state_dir: Path, driver: HdfsDriver, show_bar: bool) 
                             "(Ctrl-C again to abort)",
                             file=sys.stderr,
                         )
-                        tg.start_soon(engine.stop)
+                        if spec.copy_interval is not None:
+                            tg.start_soon(engine.stop)
+                        # --once: the cycle in progress is the final one.
                     else:
                         aborted = True
                         tg.cancel_scope.cancel()
@@ -207,6 +229,13 @@ class _ProgressBar:
 
     def draw(self) -> None:
         p = self._engine.progress()
+        if not p.planned:
+            line = "\rscanning..."
+            if line != self._last:
+                self._stream.write(line)
+                self._stream.flush()
+                self._last = line
+            return
         total = max(p.bytes_total, 1)
         done = min(p.bytes_done, total)
         fraction = done / total if p.bytes_total else (1.0 if p.files_total == 0 else 0.0)

@@ -21,7 +21,11 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run(
         [sys.executable, "-m", "aiologship.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
     )
 
 
@@ -36,8 +40,18 @@ def tree(tmp_path: Path) -> Path:
 
 def test_one_shot_copy_with_progress_bar(tree: Path) -> None:
     dst, state = tree / "dst", tree / "state"
-    args = ["copy", "**/*.log", "--root-dir", str(tree / "src"), "--preserve-structure",
-            "--to", str(dst), "--state-dir", str(state), "--progress"]
+    args = [
+        "copy",
+        "**/*.log",
+        "--root-dir",
+        str(tree / "src"),
+        "--preserve-structure",
+        "--to",
+        str(dst),
+        "--state-dir",
+        str(state),
+        "--progress",
+    ]
     done = cli(*args)
     assert done.returncode == 0, done.stderr
     assert "100.0%" in done.stderr and "[####" in done.stderr
@@ -54,8 +68,16 @@ def test_one_shot_copy_with_progress_bar(tree: Path) -> None:
 
 
 def test_file_uri_destination_without_progress(tree: Path) -> None:
-    done = cli("copy", str(tree / "src" / "*.log"), "--to", f"file://{tree}/out",
-               "--state-dir", str(tree / "state"), "--once", "--no-progress")
+    done = cli(
+        "copy",
+        str(tree / "src" / "*.log"),
+        "--to",
+        f"file://{tree}/out",
+        "--state-dir",
+        str(tree / "state"),
+        "--once",
+        "--no-progress",
+    )
     assert done.returncode == 0, done.stderr
     assert "[" not in done.stderr.split("aiologship copy:")[0]
     assert (tree / "out" / "two.log").exists()
@@ -93,8 +115,14 @@ def test_incomplete_copy_exits_1(tree: Path) -> None:
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(tree / "src" / "sock.log"))
     try:
-        done = cli("copy", str(tree / "src" / "*.log"), "--to", str(tree / "dst"),
-                   "--state-dir", str(tree / "state"))
+        done = cli(
+            "copy",
+            str(tree / "src" / "*.log"),
+            "--to",
+            str(tree / "dst"),
+            "--state-dir",
+            str(tree / "state"),
+        )
     finally:
         sock.close()
     assert done.returncode == 1
@@ -104,8 +132,16 @@ def test_incomplete_copy_exits_1(tree: Path) -> None:
 
 def test_failing_destination_exits_1(tree: Path) -> None:
     (tree / "blocker").write_text("a file where the destination folder should be")
-    done = cli("copy", str(tree / "src" / "*.log"), "--to", str(tree / "blocker" / "dst"),
-               "--state-dir", str(tree / "state"), "--max-retries", "0")
+    done = cli(
+        "copy",
+        str(tree / "src" / "*.log"),
+        "--to",
+        str(tree / "blocker" / "dst"),
+        "--state-dir",
+        str(tree / "state"),
+        "--max-retries",
+        "0",
+    )
     assert done.returncode == 1
     assert "destination failing" in done.stderr
 
@@ -115,9 +151,24 @@ def test_interval_mode_ctrl_c_runs_the_final_cycle(tree: Path) -> None:
     dst = tree / "dst"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aiologship.cli", "copy", str(tree / "src" / "*.log"),
-         "--to", str(dst), "--state-dir", str(tree / "state"), "--interval", "1 hour"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "aiologship.cli",
+            "copy",
+            str(tree / "src" / "*.log"),
+            "--to",
+            str(dst),
+            "--state-dir",
+            str(tree / "state"),
+            "--interval",
+            "1 hour",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
     )
     try:
         deadline = time.monotonic() + 60

@@ -60,7 +60,10 @@ class Env:
         **overrides: Any,
     ) -> CopyEngine:
         engine = CopyEngine(
-            self.spec(**overrides), state_dir=self.state, sleep=self.sleep, resolver=resolver,
+            self.spec(**overrides),
+            state_dir=self.state,
+            sleep=self.sleep,
+            resolver=resolver,
             workers=workers,
         )
         await engine.open()
@@ -238,16 +241,19 @@ async def test_lost_manifest_is_rebuilt_without_reupload(env: Env) -> None:
     assert (result.files_shipped, result.files_appended) == (1, 1)
     assert result.bytes_shipped == len(lines(7000, 3))
     assert handler.calls.count("open_output_stream") == 0
-    assert env.dest_files() == {
-        f"f{i}.log": (env.src / f"f{i}.log").read_bytes() for i in range(5)
-    }
+    assert env.dest_files() == {f"f{i}.log": (env.src / f"f{i}.log").read_bytes() for i in range(5)}
     assert manifest.is_file()
 
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"{not json", b"[]", b'{"version": 1, "destination": "elsewhere", "files": {}}',
-     b'{"version": 1, "files": {"x": {"size": "big"}}}', b""],
+    [
+        b"{not json",
+        b"[]",
+        b'{"version": 1, "destination": "elsewhere", "files": {}}',
+        b'{"version": 1, "files": {"x": {"size": "big"}}}',
+        b"",
+    ],
 )
 async def test_corrupt_manifest_is_rebuilt(
     env: Env, garbage: bytes, caplog: pytest.LogCaptureFixture
@@ -331,7 +337,7 @@ async def test_base_name_collision_is_reported_never_overwritten(env: Env) -> No
     result = await engine.flush()
     assert env.dest_files() == {"app.log": b"from a\n"}
     assert not result.ok
-    (path, reason), = result.file_errors
+    ((path, reason),) = result.file_errors
     assert path == str(b)
     assert str(a) in reason and str(b) in reason and "collision" in reason
     status = engine.status()
@@ -386,7 +392,7 @@ async def test_unreadable_entry_is_reported_and_the_rest_continue(env: Env) -> N
     finally:
         server.close()
     assert env.dest_files() == {"a.log": b"a\n"}
-    (path, reason), = result.file_errors
+    ((path, reason),) = result.file_errors
     assert path == str(sock_path) and "socket" in reason
     assert engine.status().file_errors == result.file_errors
 
@@ -511,8 +517,26 @@ async def test_every_pyarrow_call_runs_in_a_worker_thread(env: Env) -> None:
     env.write("a.log", b"new\n")
     await engine.flush()
     await engine.stop()
-    assert {"create_dir", "open_output_stream", "move", "open_append_stream",
-            "get_file_info", "get_file_info_selector"} <= set(handler.calls)
+    # A lost manifest is rebuilt by reading the destination; a destination
+    # file longer than the manifest says is verified with random reads.
+    (engine.state_path / "manifest.json").unlink()
+    again = await env.engine(resolver=handler.resolver)
+    await again.flush()
+    env.write("a.log", b"more\n", mode="ab")
+    with open(env.dst / "a.log", "ab") as f:
+        f.write(b"mo")  # as if a killed copier had appended part of it
+    assert (await again.flush()).bytes_shipped == 3
+    assert env.dest_files()["a.log"] == b"new\nmore\n"
+    assert {
+        "create_dir",
+        "open_output_stream",
+        "move",
+        "open_append_stream",
+        "get_file_info",
+        "get_file_info_selector",
+        "open_input_stream",
+        "open_input_file",
+    } <= set(handler.calls)
     loop_thread = threading.current_thread()
     assert loop_thread not in handler.threads
     assert all(t is not threading.main_thread() for t in handler.threads)
@@ -522,9 +546,7 @@ async def test_failing_destination_shows_in_status_and_logs_once_per_streak(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
     broken = True
-    handler = LocalHandler(
-        env.dst, fail=lambda name, path: broken and name == "open_output_stream"
-    )
+    handler = LocalHandler(env.dst, fail=lambda name, path: broken and name == "open_output_stream")
     for name in ("a.log", "b.log", "c.log"):
         env.write(name, name.encode())
     engine = await env.engine(resolver=handler.resolver, max_retries=2, retry_delay=1, workers=1)
@@ -659,3 +681,95 @@ async def test_status_redacts_credentials(env: Env) -> None:
     engine = await env.engine(resolver=local, hdfs_destination="s3://k:hunter2@b/x")
     assert engine.status().destination == "s3://k:***@b/x"
     assert "hunter2" not in repr(engine.status())
+
+
+async def test_pyarrow_path_on_a_non_local_filesystem(env: Env) -> None:
+    # mock:// is pyarrow's in-memory filesystem, resolved through from_uri: the
+    # generic (non-local) transfer path, append included.
+    engine = await env.engine(hdfs_destination="mock:///logs")
+    dest = engine._dest
+    assert dest is not None and dest.filesystem.type_name == "mock"
+    path = env.write("app.log", lines(0, 100))
+    first = await engine.flush()
+    assert first.ok and first.files_replaced == 1
+    env.write("app.log", lines(100, 3), mode="ab")
+    grown = await engine.flush()
+    assert (grown.files_appended, grown.bytes_shipped) == (1, len(lines(100, 3)))
+    with dest.filesystem.open_input_stream("logs/app.log") as f:
+        assert f.read() == path.read_bytes()
+    names = [i.path for i in dest.filesystem.get_file_info(pafs.FileSelector("logs"))]
+    assert names == ["logs/app.log"]
+
+
+async def test_manifests_are_per_copy_name_and_destination(env: Env) -> None:
+    env.write("a.log", b"a")
+    one = await env.engine(copy_name="one")
+    two = await env.engine(copy_name="two")
+    other_dest = await env.engine(copy_name="one", hdfs_destination=str(env.dst) + "-2")
+    # "two" shares the destination: its own manifest, rebuilt from what "one"
+    # put there, so the identical file is not sent again.
+    shipped = [(await e.flush()).files_shipped for e in (one, two, other_dest)]
+    assert shipped == [1, 0, 1]
+    folders = {e.state_path for e in (one, two, other_dest)}
+    assert len(folders) == 3
+    assert all((folder / "manifest.json").is_file() for folder in folders)
+
+
+async def test_run_survives_a_failing_cycle(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    env.write("a.log", b"a")
+    engine = await env.engine(copy_interval=0.01)
+    # The state folder turns into a file: saving the manifest fails each cycle.
+    shutil.rmtree(engine.state_path)
+    engine.state_path.write_text("in the way")
+    with caplog.at_level(logging.ERROR, logger="aiologship.copy"):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.run)
+            with anyio.fail_after(10):
+                while engine.status().consecutive_failures < 3:
+                    await anyio.sleep(0.01)
+            assert engine.status().state is CopyState.RUNNING
+            engine.state_path.unlink()
+            engine.state_path.mkdir()
+            with anyio.fail_after(10):
+                while engine.status().consecutive_failures:
+                    await anyio.sleep(0.01)
+            await engine.stop()
+    assert len([r for r in caplog.records if "cycle failed" in r.getMessage()]) == 1
+    assert env.dest_files() == {"a.log": b"a"}
+    assert (engine.state_path / "manifest.json").is_file()
+
+
+async def test_concurrent_stops_share_one_final_cycle(env: Env) -> None:
+    env.write("a.log", b"a")
+    engine = await env.engine()
+    results: list[CopyState] = []
+
+    async def stop_and_look() -> None:
+        await engine.stop()
+        results.append(engine.status().state)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(stop_and_look)
+    assert results == [CopyState.STOPPED] * 3
+    assert engine.status().files_shipped == 1
+    # The state lock is free only now: another engine may take over.
+    successor = await env.engine()
+    assert (await successor.flush()).files_shipped == 0
+
+
+async def test_a_destination_inside_the_globbed_tree_is_not_copied_into_itself(env: Env) -> None:
+    env.write("app.log", b"a\n")
+    engine = await env.engine(
+        path_patterns=["**/*.log"],
+        root_dir=str(env.src),
+        preserve_structure=True,
+        hdfs_destination=str(env.src / "archive"),
+    )
+    assert (await engine.flush()).files_shipped == 1
+    again = await engine.flush()
+    assert again.ok and again.files_shipped == 0
+    assert sorted(p.relative_to(env.src).as_posix() for p in env.src.rglob("*.log")) == [
+        "app.log",
+        "archive/app.log",
+    ]

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The child copies with a real local destination; in "slow" mode the
 # destination's output streams write 64 KiB pieces with a pause between them,
 # so the parent can kill it while an upload is in flight.
-CHILD = r'''
+CHILD = r"""
 import json, sys, time
 from pathlib import Path
 
@@ -97,7 +97,7 @@ async def main():
                       "appended": result.files_appended, "replaced": result.files_replaced}))
 
 anyio.run(main)
-'''
+"""
 
 
 def lines(start: int, count: int) -> bytes:
@@ -108,7 +108,11 @@ def start(script: Path, tmp: Path, mode: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.Popen(
         [sys.executable, str(script), str(tmp / "src"), str(tmp / "dst"), str(tmp / "state"), mode],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
     )
 
 

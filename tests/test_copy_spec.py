@@ -74,8 +74,11 @@ def test_copy_interval_none_means_once() -> None:
             "outside root_dir",
         ),
         (
-            {"path_patterns": ["/app/../etc/*.log"], "root_dir": "/app",
-             "preserve_structure": True},
+            {
+                "path_patterns": ["/app/../etc/*.log"],
+                "root_dir": "/app",
+                "preserve_structure": True,
+            },
             "path_patterns",
             "outside root_dir",
         ),
@@ -104,8 +107,9 @@ def test_bad_input(overrides: dict[str, Any], key: str, reason: str) -> None:
 
 
 def test_pattern_inside_root_is_fine_with_preserve_structure() -> None:
-    spec = make(path_patterns=["/app/logs/**/*.log", "sub/*.txt"], root_dir="/app",
-                preserve_structure=True)
+    spec = make(
+        path_patterns=["/app/logs/**/*.log", "sub/*.txt"], root_dir="/app", preserve_structure=True
+    )
     assert spec.path_patterns == ("/app/logs/**/*.log", "/app/sub/*.txt")
 
 

@@ -83,8 +83,9 @@ def test_hdfs_goes_through_the_hdfs_driver(monkeypatch: pytest.MonkeyPatch) -> N
     dest = resolve_destination(
         "hdfs://u:pw@nn:9000/logs/", hdfs_driver=HdfsDriver.WEBHDFS, user="svc"
     )
-    assert calls == [("hdfs://u:pw@nn:9000/logs/", "hdfs://u:***@nn:9000/logs/",
-                      HdfsDriver.WEBHDFS, "svc")]
+    assert calls == [
+        ("hdfs://u:pw@nn:9000/logs/", "hdfs://u:***@nn:9000/logs/", HdfsDriver.WEBHDFS, "svc")
+    ]
     assert dest == Destination(dest.filesystem, "/logs", "hdfs://u:***@nn:9000/logs/", True)
 
 

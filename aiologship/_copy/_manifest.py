@@ -131,8 +131,15 @@ def _entry_fields(item: Any) -> dict[str, Any]:
     if not isinstance(item, Mapping):
         raise ManifestCorrupt("an entry is not a mapping")
     out: dict[str, Any] = {}
-    for name, kind in (("dest", str), ("size", int), ("mtime_ns", int), ("ino", int),
-                       ("dev", int), ("head", str), ("tail", str)):
+    for name, kind in (
+        ("dest", str),
+        ("size", int),
+        ("mtime_ns", int),
+        ("ino", int),
+        ("dev", int),
+        ("head", str),
+        ("tail", str),
+    ):
         value = item[name]
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ManifestCorrupt(f"entry field {name!r} has the wrong type")
@@ -172,7 +179,7 @@ def list_destination(dest: Destination) -> dict[str, int]:
     found: dict[str, int] = {}
     for info in dest.filesystem.get_file_info(selector):
         if info.type == pafs.FileType.File:
-            rel = info.path[len(prefix):] if info.path.startswith(prefix) else info.path
+            rel = info.path[len(prefix) :] if info.path.startswith(prefix) else info.path
             found[rel] = int(info.size or 0)
     return found
 

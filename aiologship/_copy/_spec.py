@@ -192,9 +192,7 @@ def _interval(value: Any) -> float | None:
         return None
     seconds = _seconds("copy_interval", value)
     if seconds <= 0:
-        raise ConfigError(
-            "copy_interval", value, "must be greater than zero (None copies once)"
-        )
+        raise ConfigError("copy_interval", value, "must be greater than zero (None copies once)")
     return seconds
 
 
