@@ -323,7 +323,12 @@ async def test_namenode_restart_mid_copy(env: Env) -> None:
             120,
             "every byte after the restart",
             interval=0.5,
-            detail=engine.status,
+            detail=lambda: (
+                engine.status(),
+                {k: len(v) for k, v in env.dest_files().items()},
+                {k: len(v) for k, v in expected.items()},
+                env.open_for_write(),
+            ),
         )
         with anyio.fail_after(60):
             await engine.stop()
