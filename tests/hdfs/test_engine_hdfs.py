@@ -22,13 +22,7 @@ from aiologship._copy import CopyEngine, CopySpec, CopyState
 from aiologship._copy._transfer import TMP_MARK
 from aiologship._fs import Destination, resolve_destination
 
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.timeout(180),
-    # The engine's tenacity call (aiologship/_copy/_transfer.py, not ours) passes the
-    # deprecated `initial=` of tenacity 9; reported to its owner.
-    pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning"),
-]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 
 
 @pytest.fixture
