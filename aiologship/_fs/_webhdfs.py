@@ -359,7 +359,8 @@ def _error(op: str, path: str, status: int, body: bytes) -> OSError:
     try:
         remote = json.loads(body).get("RemoteException", {})
         exception = str(remote.get("exception", ""))
-        message = str(remote.get("message", ""))
+        # The first line; the rest is the NameNode's Java stack trace.
+        message = str(remote.get("message", "")).split("\n", 1)[0]
     except (ValueError, AttributeError):
         message = body[:200].decode("utf-8", "replace")
     kind = _EXCEPTIONS.get(exception)

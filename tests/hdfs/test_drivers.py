@@ -253,3 +253,30 @@ def test_errors_are_pyarrow_compatible(fs: Any, hdfs_dir: str) -> None:
         assert "never" in str(exc)
     else:
         pytest.fail("deleting a missing directory succeeded")
+
+
+def _child_write(fs: Any, path: str) -> None:
+    # Runs in a forked child: the parent's hdfs-native client (and its runtime threads)
+    # did not survive the fork; the driver must build a new one for this pid.
+    with fs.open_output_stream(path) as out:
+        out.write(b"from the child")
+
+
+def test_native_client_is_recreated_after_fork(hdfs: Any, hadoop_conf: Any, hdfs_dir: str) -> None:
+    import multiprocessing
+
+    dest = resolve_destination(hdfs.uri + hdfs_dir, hdfs_driver=HdfsDriver.NATIVE)
+    fs = dest.filesystem
+    _write(fs, f"{hdfs_dir}/parent.log", b"from the parent")  # the parent's client exists
+    child = multiprocessing.get_context("fork").Process(
+        target=_child_write, args=(fs, f"{hdfs_dir}/child.log")
+    )
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        child.join(10)
+        pytest.fail("the forked child hung using the native driver")
+    assert child.exitcode == 0
+    assert _read(fs, f"{hdfs_dir}/child.log") == b"from the child"
+    assert _read(fs, f"{hdfs_dir}/parent.log") == b"from the parent"  # parent still works

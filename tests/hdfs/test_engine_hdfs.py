@@ -22,13 +22,7 @@ from aiologship._copy import CopyEngine, CopySpec, CopyState
 from aiologship._copy._transfer import TMP_MARK
 from aiologship._fs import Destination, resolve_destination
 
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.timeout(180),
-    # The engine's tenacity call (aiologship/_copy/_transfer.py, not ours) passes the
-    # deprecated `initial=` of tenacity 9; reported to its owner.
-    pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning"),
-]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 
 
 @pytest.fixture
@@ -323,7 +317,12 @@ async def test_namenode_restart_mid_copy(env: Env) -> None:
             120,
             "every byte after the restart",
             interval=0.5,
-            detail=engine.status,
+            detail=lambda: (
+                engine.status(),
+                {k: len(v) for k, v in env.dest_files().items()},
+                {k: len(v) for k, v in expected.items()},
+                env.open_for_write(),
+            ),
         )
         with anyio.fail_after(60):
             await engine.stop()

@@ -47,12 +47,20 @@ public final class MiniDfs {
   private final int httpPort;
   /** Stopped DataNodes, kept so start-datanode brings back the same one on its old ports. */
   private final Map<Integer, MiniDFSCluster.DataNodeProperties> stopped = new LinkedHashMap<>();
+  /**
+   * DataNode N is the one started N-th; restarts keep its transfer port, not its place in
+   * the cluster's list (a restarted node goes to the end), so it is found by that port.
+   */
+  private final List<Integer> xferPorts = new ArrayList<>();
 
   private MiniDfs(MiniDFSCluster cluster, Path confDir, int rpcPort, int httpPort) {
     this.cluster = cluster;
     this.confDir = confDir;
     this.rpcPort = rpcPort;
     this.httpPort = httpPort;
+    for (DataNode dn : cluster.getDataNodes()) {
+      xferPorts.add(dn.getXferPort());
+    }
   }
 
   public static void main(String[] args) throws Exception {
@@ -201,7 +209,7 @@ public final class MiniDfs {
         if (stopped.containsKey(index)) {
           throw new IllegalStateException("datanode " + index + " is already stopped");
         }
-        DataNode dn = cluster.getDataNodes().get(position(index));
+        DataNode dn = datanode(index);
         MiniDFSCluster.DataNodeProperties props = cluster.stopDataNode(dn.getDisplayName());
         stopped.put(index, props);
         return describe(command);
@@ -221,15 +229,14 @@ public final class MiniDfs {
     }
   }
 
-  /** DataNode index as named at start (0..n-1) -> its position in the cluster's live list. */
-  private int position(int index) {
-    int pos = index;
-    for (int s : stopped.keySet()) {
-      if (s < index) {
-        pos--;
+  private DataNode datanode(int index) {
+    int port = xferPorts.get(index);
+    for (DataNode dn : cluster.getDataNodes()) {
+      if (dn.getXferPort() == port) {
+        return dn;
       }
     }
-    return pos;
+    throw new IllegalStateException("datanode " + index + " is not running");
   }
 
   private String describe(String event) {
