@@ -48,6 +48,33 @@ class TextFormatter(logging.Formatter):
     def __init__(self, fmt: str | None = None, datefmt: str | None = None, *, tz: tzinfo) -> None:
         super().__init__(fmt or DEFAULT_TEXT_FORMAT, datefmt)
         self._clock = _Clock(tz)
+        self._uses_time = self.usesTime()
+        self._percent = type(self._style) is logging.PercentStyle
+        self._text = self._style._fmt
+
+    def format(self, record: logging.LogRecord) -> str:
+        # logging.Formatter.format, minus the per-record method calls that only
+        # ever give one answer for this formatter (usesTime, style dispatch).
+        if not self._percent:
+            return super().format(record)
+        msg = str(record.msg)
+        if record.args:
+            msg = msg % record.args
+        record.message = msg
+        if self._uses_time:
+            record.asctime = self.formatTime(record, self.datefmt)
+        s: str = self._text % record.__dict__
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            if s[-1:] != "\n":
+                s = s + "\n"
+            s = s + record.exc_text
+        if record.stack_info:
+            if s[-1:] != "\n":
+                s = s + "\n"
+            s = s + self.formatStack(record.stack_info)
+        return s
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         if datefmt:

@@ -1,0 +1,215 @@
+"""The caller's side of the pipeline: a bounded queue and the handler that feeds it.
+
+``SinkHandler.emit`` is the hot path: a length check, one ``deque.append`` and,
+only when the pump is asleep, one wake-up call. It takes no lock (``handle`` is
+overridden to skip ``logging.Handler``'s per-record lock: the deque is already
+thread-safe), does no I/O and never raises.
+
+Overflow is the slow path, under a lock, and every dropped record is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._config import Overflow
+
+if TYPE_CHECKING:
+    from ._sinks import Writer
+
+# Arguments of these types cannot change after the call, so formatting the
+# message later on the pump thread prints what the caller meant.
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, complex})
+
+
+class FlushMarker:
+    """Put in the queue by ``flush()``: set once every record before it is written."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+Item = tuple["SinkHandler", logging.LogRecord] | FlushMarker
+
+
+class Stats(NamedTuple):
+    """Counters of one manager's pipeline (``LogManager.stats()``)."""
+
+    accepted: int  # records that entered the queue
+    written: int  # handed to the file (or stream) successfully
+    dropped: int  # refused on a full queue, or evicted by drop_oldest
+    queued: int  # waiting in the queue now
+    write_errors: int  # records whose write or format failed (reported on stderr)
+    after_close: int  # written on the synchronous path after close()
+
+
+class RecordQueue:
+    """A bounded FIFO of ``(handler, record)`` shared by every handler of a manager."""
+
+    def __init__(
+        self,
+        maxsize: int,
+        overflow: Overflow,
+        overflow_timeout: float,
+        wake: Callable[[], None],
+    ) -> None:
+        self.items: deque[Item] = deque()
+        self.maxsize = maxsize
+        self.overflow = overflow
+        self.overflow_timeout = overflow_timeout
+        self._wake = wake
+        # True while a wake-up is scheduled or the pump is awake; the pump clears it
+        # before it drains, so a record appended after the drain sees False.
+        self.wake_pending = False
+        self.closed = False
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
+        self._waiters = 0
+        self.dropped = 0
+        self.evicted = 0
+        self.drops_by_handler: dict[SinkHandler, int] = {}
+
+    def request_wake(self) -> None:
+        self.wake_pending = True
+        self._wake()
+
+    def put_overflow(self, item: tuple[SinkHandler, logging.LogRecord]) -> None:
+        """The queue looked full: wait (threads only), evict or drop, and count it."""
+        policy = self.overflow
+        if policy is Overflow.WAIT and asyncio._get_running_loop() is None:
+            deadline = time.monotonic() + self.overflow_timeout
+            with self._space:
+                self._waiters += 1
+                try:
+                    while len(self.items) >= self.maxsize:
+                        if self.closed:
+                            break
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0 or not self._space.wait(remaining):
+                            break
+                finally:
+                    self._waiters -= 1
+                if len(self.items) < self.maxsize or self.closed:
+                    self.items.append(item)
+                    return
+                self._count_drop(item[0])
+            return
+        with self._lock:
+            if len(self.items) < self.maxsize:
+                self.items.append(item)
+            elif policy is Overflow.DROP_OLDEST:
+                oldest = self._pop_oldest_record()
+                if oldest is not None:
+                    self._count_drop(oldest[0])
+                    self.evicted += 1
+                self.items.append(item)
+            else:
+                # drop_newest, or wait on a thread that runs an event loop: a loop
+                # must never block, so it drops instead.
+                self._count_drop(item[0])
+
+    def _pop_oldest_record(self) -> tuple[SinkHandler, logging.LogRecord] | None:
+        markers: list[FlushMarker] = []
+        found: tuple[SinkHandler, logging.LogRecord] | None = None
+        while self.items:
+            head = self.items.popleft()
+            if isinstance(head, FlushMarker):
+                markers.append(head)
+                continue
+            found = head
+            break
+        self.items.extendleft(reversed(markers))
+        return found
+
+    def _count_drop(self, handler: SinkHandler) -> None:
+        self.dropped += 1
+        self.drops_by_handler[handler] = self.drops_by_handler.get(handler, 0) + 1
+
+    def take_drop_report(self) -> dict[SinkHandler, int]:
+        with self._lock:
+            report, self.drops_by_handler = self.drops_by_handler, {}
+        return report
+
+    def notify_space(self) -> None:
+        if self._waiters:
+            with self._space:
+                self._space.notify_all()
+
+    def reset_after_fork(self) -> None:
+        # The parent writes what was queued at fork time; the child starts empty.
+        self.items.clear()
+        self.wake_pending = False
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
+        self._waiters = 0
+
+
+class SinkHandler(logging.Handler):
+    """A ``logging.Handler`` whose ``emit`` only enqueues; the pump formats and writes.
+
+    Also usable from ``logging.config.dictConfig``: see ``aiologship.AsyncFileHandler``.
+    """
+
+    def __init__(
+        self,
+        queue: RecordQueue,
+        writer: Writer,
+        formatter: logging.Formatter,
+        level: int = logging.NOTSET,
+        *,
+        after_close: Callable[[SinkHandler, logging.LogRecord], None],
+    ) -> None:
+        super().__init__(level)
+        self.setFormatter(formatter)
+        self.writer = writer
+        self._queue = queue
+        self._items = queue.items
+        self._maxsize = queue.maxsize
+        self._after_close = after_close
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        if self.filters:
+            result: Any = self.filter(record)
+            if not result:
+                return False
+            if isinstance(result, logging.LogRecord):  # 3.12+: a filter may replace it
+                record = result
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            args = record.args
+            if args:
+                values = args.values() if isinstance(args, dict) else args
+                for value in values:
+                    if type(value) not in _IMMUTABLE:
+                        # A mutable argument could change before the pump formats it.
+                        record.msg = record.getMessage()
+                        record.args = None
+                        break
+            queue = self._queue
+            if queue.closed:
+                self._after_close(self, record)
+                return
+            if len(self._items) < self._maxsize:
+                self._items.append((self, record))
+            else:
+                queue.put_overflow((self, record))
+            if not queue.wake_pending:
+                queue.request_wake()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.writer.name} ({logging.getLevelName(self.level)})>"
