@@ -116,18 +116,21 @@ class LagTicker:
     def __init__(self, period: float = 0.001) -> None:
         self.period = period
         self.lags: list[float] = []
+        self.woke: list[float] = []  # wake-up times (perf_counter), to place the worst lag
         self._task: asyncio.Task[None] | None = None
         self._stop = False
         self._t0 = 0.0
         self._t1 = 0.0
 
     async def _run(self) -> None:
-        period, lags = self.period, self.lags
+        period, lags, woke = self.period, self.lags, self.woke
         clock = time.perf_counter
         while not self._stop:
             before = clock()
             await asyncio.sleep(period)
-            lags.append(clock() - before - period)
+            now = clock()
+            lags.append(now - before - period)
+            woke.append(now)
 
     def start(self) -> None:
         self._t0 = time.perf_counter()
@@ -142,12 +145,18 @@ class LagTicker:
     def summary(self) -> dict[str, float]:
         lags = sorted(self.lags) or [0.0]
         span = self._t1 - self._t0
+        worst_i = max(range(len(self.lags)), key=self.lags.__getitem__, default=None)
+        worst_at = self.woke[worst_i] - self._t0 if worst_i is not None else 0.0
 
         def pct(p: float) -> float:
             return lags[min(len(lags) - 1, int(p * len(lags)))]
 
         return {
             "worst_lag_ms": lags[-1] * 1000,
+            # When the worst wake-up came (s after the ticker started): with the FIFO
+            # reader resuming ~1 s in, tells a stall at the resume from random noise.
+            "worst_at_s": worst_at,
+            "over_5ms": sum(1 for lag in lags if lag > 0.005),
             "p99_lag_ms": pct(0.99) * 1000,
             "median_lag_ms": pct(0.5) * 1000,
             "ticks": len(self.lags),
