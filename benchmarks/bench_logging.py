@@ -447,7 +447,10 @@ def worker_main(argv: list[str]) -> int:
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--pause", type=float, default=1.0)
     p.add_argument("--queue-size", type=int, default=20_000)
+    p.add_argument("--switchinterval", type=float, default=None)
     a = p.parse_args(argv)
+    if a.switchinterval:
+        sys.setswitchinterval(a.switchinterval)
     with tempfile.TemporaryDirectory(prefix="aiologship-bench-") as d:
         tmp = Path(d)
         if a.scenario == "throughput":
@@ -575,6 +578,7 @@ def report_stall(outs: dict[str, list[WorkerOutcome]], rate: float, duration: fl
                 " ".join(f"{r['worst_lag_ms']:.1f}" for r in res) or "failed",
                 median([r["p99_lag_ms"] for r in res]),
                 median([r["missed_ticks"] for r in res]),
+                median([r["over_5ms"] for r in res]),
                 median([r["achieved_rate"] for r in res]),
                 _loads(res),
             ]
@@ -582,7 +586,16 @@ def report_stall(outs: dict[str, list[WorkerOutcome]], rate: float, duration: fl
     print_table(
         f"Loop stall: FIFO sink, reader pauses 1 s after 64 KiB; {rate:,.0f} rec/s for "
         f"{duration:g} s; 1 ms ticker",
-        ["library", "worst lag ms", "each run", "p99 ms", "missed ticks", "rec/s", "load 1m"],
+        [
+            "library",
+            "worst lag ms",
+            "each run",
+            "p99 ms",
+            "missed ticks",
+            "lags>5ms",
+            "rec/s",
+            "load 1m",
+        ],
         rows,
     )
     _print_failures(outs)
@@ -644,12 +657,22 @@ def main(argv: list[str]) -> int:
     p.add_argument("--libs", default=",".join(LIBS), help="comma-separated libraries")
     p.add_argument("--records", type=int, default=200_000)
     p.add_argument("--json", type=Path, default=None, help="write every raw result here")
+    p.add_argument(
+        "--switchinterval",
+        type=float,
+        default=None,
+        help="diagnostic: sys.setswitchinterval(S) in every worker (default: Python's 0.005)",
+    )
     a = p.parse_args(argv)
     runs = a.runs or (1 if a.quick else 3)
     scen = set(a.scenario or ["throughput", "stall", "delivery", "memory"])
     if "delivery" in scen and not scen & {"throughput", "stall"}:
         scen |= {"throughput", "stall"}
     libs = [x for x in a.libs.split(",") if x]
+    unknown = [x for x in libs if x not in ADAPTERS]
+    if unknown:
+        p.error(f"unknown libraries {unknown}; choose from {', '.join(LIBS)}")
+    common = ["--switchinterval", str(a.switchinterval)] if a.switchinterval else []
     stall_s = 2.0 if a.quick else 3.0
     mem_s = 3.0 if a.quick else 10.0
     mem_rate, mem_q = 50_000.0, 20_000
@@ -662,7 +685,7 @@ def main(argv: list[str]) -> int:
     stl: dict[str, list[WorkerOutcome]] = {}
 
     if "throughput" in scen:
-        thr = _rounds("throughput", libs, runs, ["--records", str(a.records)], timeout=300)
+        thr = _rounds("throughput", libs, runs, ["--records", str(a.records), *common], timeout=300)
         med = report_throughput(thr, a.records)
         raw["throughput"] = {k: [o.__dict__ for o in v] for k, v in thr.items()}
         ours = med.get("aiologship", float("nan"))
@@ -686,7 +709,7 @@ def main(argv: list[str]) -> int:
             "stall",
             ["none", *libs],
             runs,
-            ["--rate", "5000", "--duration", str(stall_s), "--pause", "1.0"],
+            ["--rate", "5000", "--duration", str(stall_s), "--pause", "1.0", *common],
             timeout=120,
         )
         report_stall(stl, 5000, stall_s)
@@ -721,7 +744,7 @@ def main(argv: list[str]) -> int:
         )
 
     if "memory" in scen and "aiologship" in libs:
-        verdicts.append(run_memory(runs, mem_rate, mem_s, mem_q, raw))
+        verdicts.append(run_memory(runs, mem_rate, mem_s, mem_q, raw, common))
 
     print(f"\nend: {uptime_line()}")
     print("\nSummary")
@@ -732,7 +755,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def run_memory(runs: int, rate: float, stall: float, qsize: int, raw: dict[str, Any]) -> str:
+def run_memory(
+    runs: int, rate: float, stall: float, qsize: int, raw: dict[str, Any], common: list[str]
+) -> str:
     cal = [_worker(["calibrate", "none", "--queue-size", str(qsize)], 120) for _ in range(runs)]
     bpr = median([r["bytes_per_record"] for r in _ok(cal)])
     outs = []
@@ -747,6 +772,7 @@ def run_memory(runs: int, rate: float, stall: float, qsize: int, raw: dict[str, 
                 str(stall),
                 "--queue-size",
                 str(qsize),
+                *common,
             ],
             timeout=stall + 180,
         )
