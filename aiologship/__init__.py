@@ -15,11 +15,13 @@ from ._handle import CopyOperation
 from ._handlers import Stats
 from ._logger import Logger
 from ._manager import LogManager
+from ._stdlib import AsyncFileHandler
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AiologshipError",
+    "AsyncFileHandler",
     "ClosedError",
     "ConfigError",
     "CopyConflictError",

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,7 @@ class ManagerConfig:
     level: int = DEFAULT_LEVEL
     format: LogFormat = LogFormat.TEXT
     fmt: str = DEFAULT_TEXT_FORMAT
-    timezone: tzinfo = timezone.utc
+    timezone: tzinfo = UTC
     queue_size: int = DEFAULT_QUEUE_SIZE
     overflow: Overflow = Overflow.WAIT
     overflow_timeout: float = DEFAULT_OVERFLOW_TIMEOUT
@@ -153,7 +153,9 @@ def load_config(
     unknown = sorted(set(merged) - _KEYS)
     if unknown:
         value, source = merged[unknown[0]]
-        raise source.error(unknown[0], value, f"unknown key; known keys: {', '.join(sorted(_KEYS))}")
+        raise source.error(
+            unknown[0], value, f"unknown key; known keys: {', '.join(sorted(_KEYS))}"
+        )
     values: dict[str, Any] = {}
     for key, (value, source) in merged.items():
         values[key] = _CONVERTERS[key](value, key, source)
@@ -176,11 +178,15 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError("config_path", str(path), f"invalid YAML: {problem}", path=path, line=line) from exc
+        raise ConfigError(
+            "config_path", str(path), f"invalid YAML: {problem}", path=path, line=line
+        ) from exc
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
-        raise ConfigError("config_path", str(path), "the top level must be a mapping of keys", path=path, line=1)
+        raise ConfigError(
+            "config_path", str(path), "the top level must be a mapping of keys", path=path, line=1
+        )
     return data, _key_lines(node)
 
 
@@ -251,9 +257,9 @@ def parse_timezone(value: Any, key: str = "timezone", source: _Source = _NO_SOUR
         raise source.error(key, value, "expected an IANA zone name such as 'Asia/Singapore'")
     name = value.strip()
     if name.upper() == "UTC":
-        return timezone.utc
+        return UTC
     if name.lower() == "local":
-        local = __import__("datetime").datetime.now().astimezone().tzinfo
+        local: tzinfo | None = datetime.now().astimezone().tzinfo
         assert local is not None
         return local
     try:
@@ -359,7 +365,9 @@ def parse_duration(value: Any, key: str, source: _Source = _NO_SOURCE) -> timede
     return result
 
 
-def parse_rotation(value: Any, key: str = "rotation", source: _Source = _NO_SOURCE) -> Rotation | None:
+def parse_rotation(
+    value: Any, key: str = "rotation", source: _Source = _NO_SOURCE
+) -> Rotation | None:
     """An int or a size string rotates by size; a duration rotates by time."""
     if value is None or isinstance(value, Rotation):
         return value
@@ -370,7 +378,11 @@ def parse_rotation(value: Any, key: str = "rotation", source: _Source = _NO_SOUR
         return Rotation(interval=interval)
     if isinstance(value, str):
         match = _QUANTITY.match(value)
-        if match and match.group(2).lower() in _DURATION_UNITS and match.group(2).lower() not in _SIZE_UNITS:
+        if (
+            match
+            and match.group(2).lower() in _DURATION_UNITS
+            and match.group(2).lower() not in _SIZE_UNITS
+        ):
             interval = parse_duration(value, key, source)
             if interval <= timedelta(0):
                 raise source.error(key, value, "a rotation interval must be greater than zero")
@@ -411,7 +423,9 @@ def _sinks(value: Any, key: str, source: _Source = _NO_SOURCE) -> tuple[SinkConf
         unknown = sorted(set(item) - _SINK_KEYS)
         if unknown:
             raise source.error(
-                f"{where}.{unknown[0]}", item[unknown[0]], f"unknown sink key; known: {', '.join(sorted(_SINK_KEYS))}"
+                f"{where}.{unknown[0]}",
+                item[unknown[0]],
+                f"unknown sink key; known: {', '.join(sorted(_SINK_KEYS))}",
             )
         if "path" not in item:
             raise source.error(f"{where}.path", None, "every sink needs a path")
@@ -422,7 +436,9 @@ def _sinks(value: Any, key: str, source: _Source = _NO_SOURCE) -> tuple[SinkConf
                 logger=str(item.get("logger", "") or ""),
                 level=parse_level(item.get("level", 0), f"{where}.level", source),
                 format=None if fmt is None else _enum(LogFormat)(fmt, f"{where}.format", source),
-                fmt=None if item.get("fmt") is None else _string(item["fmt"], f"{where}.fmt", source),
+                fmt=None
+                if item.get("fmt") is None
+                else _string(item["fmt"], f"{where}.fmt", source),
                 rotation=parse_rotation(item.get("rotation"), f"{where}.rotation", source),
                 retention=parse_retention(item.get("retention"), f"{where}.retention", source),
             )
@@ -437,7 +453,9 @@ def _copies(value: Any, key: str, source: _Source = _NO_SOURCE) -> tuple[Mapping
         raise source.error(key, value, "expected a list of copy operations")
     for i, item in enumerate(value):
         if not isinstance(item, Mapping):
-            raise source.error(f"{key}[{i}]", item, "expected a mapping of start_hdfs_copy arguments")
+            raise source.error(
+                f"{key}[{i}]", item, "expected a mapping of start_hdfs_copy arguments"
+            )
     return tuple(dict(item) for item in value)
 
 

@@ -37,7 +37,9 @@ def _placeholder_status(spec: CopySpec, state: str, error: str | None = None) ->
 
 
 class LocalBackend:
-    def __init__(self, spec: CopySpec, runtime: Runtime, state_dir: Path, driver: HdfsDriver) -> None:
+    def __init__(
+        self, spec: CopySpec, runtime: Runtime, state_dir: Path, driver: HdfsDriver
+    ) -> None:
         self.spec = spec
         self._runtime = runtime
         self._state_dir = state_dir

@@ -76,13 +76,13 @@ class TextFormatter(logging.Formatter):
             s = s + self.formatStack(record.stack_info)
         return s
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt:
             return datetime.fromtimestamp(record.created, self._clock.tz).strftime(datefmt)
         return self._clock.iso(record.created, record.msecs)
 
 
-class JsonFormatter(_JsonFormatter):  # type: ignore[misc]
+class JsonFormatter(_JsonFormatter):
     """One JSON object per line: ``timestamp`` (ISO-8601 with offset), ``level``,
     ``logger``, ``message``, every ``extra=`` field, and ``exc_info`` /
     ``stack_info`` text when present."""

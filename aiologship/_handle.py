@@ -80,7 +80,8 @@ class CopyOperation:
         return self._dual(self._backend.flush)
 
     async def aflush(self) -> CycleResult:
-        return await self._acall(self._backend.flush)
+        result: CycleResult = await self._acall(self._backend.flush)
+        return result
 
     def stop(self) -> Any:
         """Final cycle, then stop; ``await`` it in async code."""

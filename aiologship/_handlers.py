@@ -29,12 +29,21 @@ _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, complex})
 
 
 class FlushMarker:
-    """Put in the queue by ``flush()``: set once every record before it is written."""
+    """Put in the queue by ``flush()``: set once every record before it is written.
 
-    __slots__ = ("done",)
+    ``on_loop`` is for waiters on the runtime loop itself, which must not block it.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("done", "on_loop")
+
+    def __init__(self, on_loop: asyncio.Event | None = None) -> None:
         self.done = threading.Event()
+        self.on_loop = on_loop
+
+    def set(self) -> None:
+        self.done.set()
+        if self.on_loop is not None:
+            self.on_loop.set()
 
 
 Item = tuple["SinkHandler", logging.LogRecord] | FlushMarker
@@ -175,7 +184,7 @@ class SinkHandler(logging.Handler):
         self._maxsize = queue.maxsize
         self._after_close = after_close
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         if self.filters:
             result: Any = self.filter(record)
             if not result:

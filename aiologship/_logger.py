@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from logging import CRITICAL, DEBUG, ERROR, INFO, WARNING
 from collections.abc import MutableMapping
 from datetime import timedelta
+from logging import CRITICAL, DEBUG, ERROR, INFO, WARNING
 from typing import TYPE_CHECKING, Any
 
 from ._records import fast_path_ok, make_record
@@ -28,7 +28,9 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
         super().__init__(logger, None)
         self._log_manager = manager
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         # LoggerAdapter replaces the caller's extra= with its own; keep the caller's.
         return msg, kwargs
 

@@ -7,6 +7,7 @@ same without blocking the caller's loop. There is no reopen after close.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import itertools
 import logging
@@ -23,7 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
-from ._config import ManagerConfig, SinkConfig, default_state_dir, load_config, parse_level, parse_retention, parse_rotation
+from ._config import (
+    ManagerConfig,
+    Rotation,
+    SinkConfig,
+    default_state_dir,
+    load_config,
+    parse_level,
+    parse_retention,
+    parse_rotation,
+)
 from ._exceptions import ClosedError, ConfigError, CopyConflictError
 from ._formatting import make_formatter
 from ._handle import Backend, CopyOperation, in_event_loop
@@ -67,10 +77,13 @@ class LogManager:
         self._state = _State.OPEN
         self._runtime = Runtime(f"{id(self):x}")
         self._queue = RecordQueue(
-            self._config.queue_size, self._config.overflow, self._config.overflow_timeout, self._wake
+            self._config.queue_size,
+            self._config.overflow,
+            self._config.overflow_timeout,
+            self._wake,
         )
         self._pump = Pump(self._queue)
-        self._pump_done: Any = None
+        self._pump_exited = asyncio.Event()
         self._writers: dict[Path, tuple[Writer, int]] = {}
         self._sinks: dict[int, tuple[logging.Logger, SinkHandler]] = {}
         self._sink_ids = itertools.count(1)
@@ -162,20 +175,31 @@ class LogManager:
         return sink_id
 
     def _writer_for(self, sink: SinkConfig) -> Writer:
-        key = Path(os.path.abspath(sink.path))
+        return self._writer_for_path(sink.path, sink.rotation, sink.retention)
+
+    def _writer_for_path(
+        self, path: Path, rotation: Rotation | None, retention: int | None
+    ) -> Writer:
+        key = Path(os.path.abspath(path))
+        with self._lock:
+            return self._shared_writer(key, rotation, retention)
+
+    def _shared_writer(self, key: Path, rotation: Rotation | None, retention: int | None) -> Writer:
         entry = self._writers.get(key)
         if entry is not None:
             writer, refs = entry
             if isinstance(writer, FileWriter) and (
-                writer.rotation != sink.rotation or writer.retention != sink.retention
+                writer.rotation != rotation or writer.retention != retention
             ):
                 raise ConfigError(
-                    "rotation", sink.rotation, f"{key} is already a sink with rotation={writer.rotation}"
+                    "rotation",
+                    rotation,
+                    f"{key} is already a sink with rotation={writer.rotation}"
                     f" and retention={writer.retention}; one file has one rotation policy",
                 )
             self._writers[key] = (writer, refs + 1)
             return writer
-        writer = FileWriter(key, rotation=sink.rotation, retention=sink.retention, tz=self._config.timezone)
+        writer = FileWriter(key, rotation=rotation, retention=retention, tz=self._config.timezone)
         self._writers[key] = (writer, 1)
         return writer
 
@@ -207,8 +231,15 @@ class LogManager:
         with self._lock:
             if self._runtime.running or self._state is _State.CLOSED:
                 return
-            self._runtime.start()
-            self._pump_done = self._runtime.submit(self._pump.run)
+            self._pump_exited = asyncio.Event()
+            self._runtime.start(self._run_pump)
+
+    async def _run_pump(self) -> None:
+        exited = self._pump_exited
+        try:
+            await self._pump.run()
+        finally:
+            exited.set()
 
     def _wake(self) -> None:
         # Called by the first record after the pump went to sleep (any thread).
@@ -241,6 +272,13 @@ class LogManager:
         self._queue.items.append(marker)
         self._queue.request_wake()
         return marker.done.wait(timeout)
+
+    async def _drain_on_runtime(self) -> None:
+        marker = FlushMarker(asyncio.Event())
+        self._queue.items.append(marker)
+        self._pump.wake()
+        assert marker.on_loop is not None
+        await marker.on_loop.wait()
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """``flush()`` for async code: waits in a worker thread, not on the loop."""
@@ -313,7 +351,8 @@ class LogManager:
 
         if not self.hdfs_copy_enabled:
             _log.info(
-                "HDFS copy operation '%s' skipped: disabled in Ray cluster worker node", spec.copy_name
+                "HDFS copy operation '%s' skipped: disabled in Ray cluster worker node",
+                spec.copy_name,
             )
             return SkippedBackend(spec), None
         state_dir = self._config.state_dir or default_state_dir()
@@ -381,6 +420,9 @@ class LogManager:
         return True
 
     async def _shutdown_on_runtime(self) -> None:
+        # 1. Every record accepted so far reaches its file, 2. the final copy cycles
+        # ship those files, 3. the pump drains what the cycles themselves logged.
+        await self._drain_on_runtime()
         with self._lock:
             ops = list(self._copies.values())
             self._copies.clear()
@@ -392,10 +434,7 @@ class LogManager:
         self._queue.closed = True
         self._queue.notify_space()
         self._pump.request_stop()
-        if self._pump_done is not None:
-            import asyncio
-
-            await asyncio.wrap_future(self._pump_done)
+        await self._pump_exited.wait()
         for writer, _ in list(self._writers.values()):
             await writer.aclose()
 
@@ -406,7 +445,7 @@ class LogManager:
         while self._queue.items:
             item = self._queue.items.popleft()
             if isinstance(item, FlushMarker):
-                item.done.set()
+                item.set()
             else:
                 leftovers.append(item)
         for handler, record in leftovers:
@@ -424,7 +463,10 @@ class LogManager:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -432,12 +474,17 @@ class LogManager:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 
     def __repr__(self) -> str:
-        return f"<LogManager {self._state.value} sinks={len(self._sinks)} copies={len(self._copies)}>"
+        return (
+            f"<LogManager {self._state.value} sinks={len(self._sinks)} copies={len(self._copies)}>"
+        )
 
     # -------------------------------------------------------------------- fork
 
@@ -448,7 +495,6 @@ class LogManager:
         self._written_before += self._pump.written
         self._errors_before += self._pump.write_errors
         self._pump = Pump(self._queue)
-        self._pump_done = None
         for writer, _ in self._writers.values():
             writer.forget()
         # The parent keeps running its copies; a child starts its own if it asks.
@@ -464,11 +510,7 @@ async def _stop_quietly(op: CopyOperation) -> None:
 
 
 def _detect_copy_enabled() -> bool:
-    try:
-        from ._coordination import copy_enabled
-    except ImportError:
-        return True
-    return copy_enabled()
+    return True  # replaced by Ray role detection (issue 5)
 
 
 # ------------------------------------------------------ process-wide hooks
@@ -492,6 +534,10 @@ def _after_fork_in_child() -> None:
 
 # Runs before the interpreter joins threads and shuts executors down, so the pump
 # and aiofiles' executor still work while we drain (atexit would be too late).
+# concurrent.futures.thread registers its own exit hook on import; importing it
+# first puts ours after it in the list, and the list runs in reverse.
+import concurrent.futures.thread  # noqa: E402, F401
+
 _register_exit = getattr(threading, "_register_atexit", None)
 if _register_exit is not None:
     _register_exit(_drain_all_at_exit)
@@ -500,3 +546,16 @@ else:  # pragma: no cover - other interpreters
 
     atexit.register(_drain_all_at_exit)
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_default_lock = threading.Lock()
+_default_manager: LogManager | None = None
+
+
+def default_manager() -> LogManager:
+    """The process-wide manager behind handlers made by ``logging.config`` (lazy)."""
+    global _default_manager
+    with _default_lock:
+        if _default_manager is None or _default_manager.closed:
+            _default_manager = LogManager()
+        return _default_manager

@@ -59,7 +59,7 @@ class Pump:
                 while items:
                     await self._drain_batch()
                     await anyio.lowlevel.checkpoint()
-                self._report_drops()
+                await self._report_drops()
                 if self._stopping and not items:
                     return
         finally:
@@ -98,14 +98,20 @@ class Pump:
                 await writer.awrite(lines)
                 self.written += len(lines)
             except Exception:
-                self.write_errors += len(lines)
-                _report_write_error(writer, len(lines))
+                # Accepted records are not given up on one failure: the synchronous
+                # path reopens the file (this loop is ours, blocking it is fine here).
+                try:
+                    writer.write_sync(lines)
+                    self.written += len(lines)
+                except Exception:
+                    self.write_errors += len(lines)
+                    _report_write_error(writer, len(lines))
             self.in_flight -= len(lines)
         self.in_flight = 0
         for marker in markers:
-            marker.done.set()
+            marker.set()
 
-    def _report_drops(self) -> None:
+    async def _report_drops(self) -> None:
         """One warning per overflow episode: once the queue has room again."""
         queue = self._queue
         if not queue.drops_by_handler or len(queue.items) >= queue.maxsize // 2:
@@ -119,7 +125,12 @@ class Pump:
                 "(queue_size=%d, overflow=%s)",
                 (count, queue.maxsize, queue.overflow.value), None,
             )  # fmt: skip
-            queue.items.append((handler, record))
+            # Written straight to the file (not counted as an accepted record), so the
+            # gap is visible where the records are missing.
+            try:
+                await handler.writer.awrite([handler.format(record) + "\n"])
+            except Exception:
+                _report_write_error(handler.writer, 1)
         _log.warning(
             "dropped %d records: logging queue full (queue_size=%d, overflow=%s); "
             "see LogManager.stats()",

@@ -26,7 +26,7 @@ _get_ident = threading.get_ident
 _current_thread = threading.current_thread
 _time = time.time
 _start_time: float = logging._startTime  # type: ignore[attr-defined]
-_level_names: dict[int, str] = logging._levelToName  # type: ignore[attr-defined]
+_level_names: dict[int, str] = logging._levelToName
 _paths: dict[str, tuple[str, str]] = {}
 _TASK_NAME = sys.version_info >= (3, 12)
 _pid = os.getpid()
@@ -45,7 +45,7 @@ def fast_path_ok(logger: logging.Logger) -> bool:
     return (
         logging.getLogRecordFactory() is _LogRecord
         and type(logger).makeRecord is logging.Logger.makeRecord
-        and logging._srcfile is not None  # type: ignore[attr-defined]
+        and logging._srcfile is not None
     )
 
 
@@ -112,7 +112,7 @@ def make_record(
             asyncio = sys.modules.get("asyncio")
             if asyncio is not None:
                 try:
-                    d["taskName"] = asyncio.current_task().get_name()  # type: ignore[union-attr]
+                    d["taskName"] = asyncio.current_task().get_name()
                 except Exception:
                     pass
     if extra is not None:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-import sniffio
 from anyio.abc import TaskGroup
 from anyio.from_thread import BlockingPortal
 
@@ -38,42 +37,63 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tg: TaskGroup | None = None
         self._stopped = threading.Event()
+        self._ready = threading.Event()
+        self._failure: list[BaseException] = []
 
     # ------------------------------------------------------------------ state
 
     @property
     def running(self) -> bool:
-        return self._portal is not None
+        """Started and not stopped (the loop may still be starting up)."""
+        return self._thread is not None and not self._stopped.is_set()
 
     def in_runtime_thread(self) -> bool:
         return self._thread is not None and threading.current_thread() is self._thread
 
-    def start(self, on_started: Callable[[], None] | None = None) -> None:
-        """Start the thread (idempotent); ``on_started`` runs once, in the caller."""
+    def start(self, main_task: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
+        """Start the thread (idempotent) and return at once.
+
+        No waiting here: a caller may hold the ``logging`` module lock (``dictConfig``
+        building a handler), which the new thread needs while it imports and starts
+        its loop. Calls that need the portal wait for it, with a bound.
+        ``main_task`` runs on the loop from its first moment.
+        """
         with self._lock:
-            if self._portal is not None:
+            if self._thread is not None and not self._stopped.is_set():
                 return
-            ready = threading.Event()
-            failure: list[BaseException] = []
+            self._ready = threading.Event()
+            self._failure = []
             self._stopped.clear()
             thread = threading.Thread(
-                target=self._thread_main, args=(ready, failure), name=f"aiologship-{self.name}", daemon=True
+                target=self._thread_main,
+                args=(self._ready, self._failure, main_task),
+                name=f"aiologship-{self.name}",
+                daemon=True,
             )
-            thread.start()
-            if not ready.wait(_START_TIMEOUT):
-                raise AiologshipError(f"aiologship runtime thread did not start in {_START_TIMEOUT:.0f} s")
-            if failure:
-                raise AiologshipError("aiologship runtime thread failed to start") from failure[0]
             self._thread = thread
-            if on_started is not None:
-                on_started()
+            thread.start()
 
-    def _thread_main(self, ready: threading.Event, failure: list[BaseException]) -> None:
+    def _wait_ready(self) -> None:
+        if not self._ready.wait(_START_TIMEOUT):
+            raise AiologshipError(
+                f"aiologship runtime thread did not start in {_START_TIMEOUT:.0f} s"
+            )
+        if self._failure:
+            raise AiologshipError("aiologship runtime thread failed") from self._failure[0]
+
+    def _thread_main(
+        self,
+        ready: threading.Event,
+        failure: list[BaseException],
+        main_task: Callable[[], Coroutine[Any, Any, None]] | None,
+    ) -> None:
         async def main() -> None:
+            self._loop = asyncio.get_running_loop()  # before main_task runs: wake-ups work
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                if main_task is not None:
+                    tg.start_soon(main_task)
                 async with BlockingPortal() as portal:
-                    self._loop = asyncio.get_running_loop()
                     self._portal = portal
                     ready.set()
                     await portal.sleep_until_stopped()
@@ -83,7 +103,7 @@ class Runtime:
 
         try:
             anyio.run(main, backend="asyncio")
-        except BaseException as exc:  # reported to the starter, or lost with the thread
+        except BaseException as exc:  # reported to the next caller that needs the portal
             failure.append(exc)
         finally:
             self._portal = None
@@ -94,9 +114,14 @@ class Runtime:
 
     def stop(self, timeout: float) -> bool:
         """Stop the loop after its tasks end; True if the thread finished in time."""
-        portal, thread = self._portal, self._thread
-        if portal is None or thread is None:
+        thread = self._thread
+        if thread is None or self._stopped.is_set():
             return True
+        self._wait_ready()
+        portal = self._portal
+        if portal is None:
+            thread.join(timeout)
+            return not thread.is_alive()
         if self.in_runtime_thread():
             raise AiologshipError("cannot stop the aiologship runtime from its own thread")
         try:
@@ -114,6 +139,8 @@ class Runtime:
         self._loop = None
         self._tg = None
         self._stopped = threading.Event()
+        self._ready = threading.Event()
+        self._failure = []
 
     # ------------------------------------------------------------- scheduling
 
@@ -129,7 +156,7 @@ class Runtime:
         """Run ``await func(*args)`` on the runtime loop and wait (sync callers)."""
         if self.in_runtime_thread():
             raise AiologshipError(
-                "a blocking aiologship call was made from its own runtime thread; use the async form"
+                "a blocking aiologship call was made on its own runtime thread; use the async form"
             )
         return self._require_portal().call(func, *args)
 
@@ -144,13 +171,15 @@ class Runtime:
         future = self.submit(func, *args)
         return await wait_future(future)
 
-    def spawn(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    def spawn(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Start a background task; must be called on the runtime loop."""
         if self._tg is None or not self.in_runtime_thread():
             raise AiologshipError("spawn() must be called on the aiologship runtime loop")
         self._tg.start_soon(func, *args)
 
     def _require_portal(self) -> BlockingPortal:
+        if self._thread is not None and not self._stopped.is_set():
+            self._wait_ready()
         portal = self._portal
         if portal is None:
             raise AiologshipError("the aiologship runtime is not running")
@@ -163,6 +192,6 @@ async def wait_future(future: Future[T]) -> T:
     Shielded: cancelling the waiter does not cancel the work on the runtime loop
     (a cancelled ``aclose()`` must not cut a drain in half).
     """
-    if sniffio.current_async_library() == "asyncio":
+    if asyncio._get_running_loop() is not None:
         return await asyncio.shield(asyncio.wrap_future(future))
     return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)

@@ -232,7 +232,9 @@ def _check_writable(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError("path", str(path), f"cannot create folder {path.parent}: {exc.strerror}") from exc
+        raise ConfigError(
+            "path", str(path), f"cannot create folder {path.parent}: {exc.strerror}"
+        ) from exc
     if path.is_dir():
         raise ConfigError("path", str(path), "is a directory, not a file")
     if path.exists():

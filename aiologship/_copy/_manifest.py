@@ -1,0 +1,233 @@
+"""The durable record of what is shipped, one per copy_name and destination.
+
+Lives in ``<state_dir>/<safe copy_name>-<hash of redacted destination>/manifest.json``,
+never at the destination. Written atomically (temp file, fsync, rename, fsync of
+the folder): a crash leaves the previous or the next version, never half of one.
+If it is lost or corrupt, :func:`rebuild` recovers it from the destination.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow.fs as pafs
+
+from .._fs import Destination
+from ._scan import SourceFile
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+# Bytes hashed at each end of the shipped range: enough to tell a truncated and
+# rewritten log (copytruncate) from one that only grew, at O(1) cost per cycle.
+FINGERPRINT_BYTES = 4096
+_COMPARE_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One source file as last shipped: bytes ``[0, size)`` are at ``dest``."""
+
+    dest: str
+    size: int
+    mtime_ns: int
+    ino: int
+    dev: int
+    head: str  # hash of the first min(size, FINGERPRINT_BYTES) bytes
+    tail: str  # hash of the FINGERPRINT_BYTES bytes ending at size
+
+    def unchanged(self, f: SourceFile) -> bool:
+        return (
+            f.dest == self.dest
+            and f.size == self.size
+            and f.mtime_ns == self.mtime_ns
+            and f.ino == self.ino
+            and f.dev == self.dev
+        )
+
+
+class ManifestCorrupt(Exception):
+    """The manifest file exists but cannot be used (reason in the message)."""
+
+
+class Manifest:
+    """The entries of one copy, keyed by source path. Not thread-safe: the
+    engine mutates it on its event loop and saves snapshots in a thread."""
+
+    def __init__(self, path: Path, *, copy_name: str, destination: str) -> None:
+        self.path = path
+        self.copy_name = copy_name
+        self.destination = destination  # redacted
+        self.entries: dict[str, Entry] = {}
+
+    @classmethod
+    def load(cls, path: Path, *, copy_name: str, destination: str) -> Manifest | None:
+        """The stored manifest, ``None`` if there is none; raises ``ManifestCorrupt``."""
+        manifest = cls(path, copy_name=copy_name, destination=destination)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(raw)
+            if data.get("version") != FORMAT_VERSION:
+                raise ManifestCorrupt(f"unknown format version {data.get('version')!r}")
+            if data.get("destination") != destination:
+                other = data.get("destination")
+                raise ManifestCorrupt(f"written for another destination {other!r}")
+            entries = data["files"]
+            if not isinstance(entries, dict):
+                raise ManifestCorrupt("'files' is not a mapping")
+            for source, item in entries.items():
+                manifest.entries[str(source)] = Entry(**_entry_fields(item))
+        except ManifestCorrupt:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ManifestCorrupt(f"unreadable: {type(exc).__name__}: {exc}") from exc
+        return manifest
+
+    def snapshot(self) -> bytes:
+        data = {
+            "version": FORMAT_VERSION,
+            "copy_name": self.copy_name,
+            "destination": self.destination,
+            "files": {k: asdict(v) for k, v in sorted(self.entries.items())},
+        }
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    def owners(self) -> dict[str, str]:
+        """destination path -> source path."""
+        return {e.dest: source for source, e in self.entries.items()}
+
+
+def write_atomic(path: Path, payload: bytes) -> None:
+    """Replace ``path`` with ``payload`` atomically and durably. Blocking."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _entry_fields(item: Any) -> dict[str, Any]:
+    if not isinstance(item, Mapping):
+        raise ManifestCorrupt("an entry is not a mapping")
+    out: dict[str, Any] = {}
+    for name, kind in (
+        ("dest", str),
+        ("size", int),
+        ("mtime_ns", int),
+        ("ino", int),
+        ("dev", int),
+        ("head", str),
+        ("tail", str),
+    ):
+        value = item[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ManifestCorrupt(f"entry field {name!r} has the wrong type")
+        out[name] = value
+    return out
+
+
+# ---------------------------------------------------------------- fingerprints
+
+
+def digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def fingerprints(f: BinaryIO, size: int) -> tuple[str, str]:
+    """(head, tail) hashes of bytes ``[0, size)`` of the open file ``f``."""
+    fd = f.fileno()
+    head = os.pread(fd, min(size, FINGERPRINT_BYTES), 0)
+    start = max(0, size - FINGERPRINT_BYTES)
+    tail = head[start:] if size <= FINGERPRINT_BYTES else os.pread(fd, size - start, start)
+    return digest(head), digest(tail)
+
+
+def prefix_matches(f: BinaryIO, entry: Entry) -> bool:
+    """Do bytes ``[0, entry.size)`` of ``f`` still look like what was shipped?"""
+    head, tail = fingerprints(f, entry.size)
+    return head == entry.head and tail == entry.tail
+
+
+# ---------------------------------------------------------------- rebuild
+
+
+def list_destination(dest: Destination) -> dict[str, int]:
+    """Every file under the destination base: relative path -> size. Blocking."""
+    selector = pafs.FileSelector(dest.base_path, recursive=True, allow_not_found=True)
+    prefix = dest.base_path.rstrip("/") + "/" if dest.base_path else ""
+    found: dict[str, int] = {}
+    for info in dest.filesystem.get_file_info(selector):
+        if info.type == pafs.FileType.File:
+            rel = info.path[len(prefix) :] if info.path.startswith(prefix) else info.path
+            found[rel] = int(info.size or 0)
+    return found
+
+
+def rebuild(
+    dest: Destination, sources: Iterable[SourceFile], listing: Mapping[str, int]
+) -> dict[str, Entry]:
+    """Entries for sources whose destination file holds a prefix of their bytes.
+
+    The destination file is compared byte for byte with the source (a read, no
+    upload): an identical file is recorded as shipped, a shorter prefix as
+    partly shipped (the next cycle appends the rest), anything else is left out
+    and replaced. Blocking.
+    """
+    entries: dict[str, Entry] = {}
+    for src in sources:
+        size = listing.get(src.dest)
+        if size is None:
+            continue
+        try:
+            with open(src.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if size > st.st_size or not _same_prefix(dest, src.dest, f, size):
+                    continue
+                head, tail = fingerprints(f, size)
+        except OSError:
+            continue  # unreadable or vanished: the cycle reports or skips it
+        entries[src.path] = Entry(
+            dest=src.dest,
+            size=size,
+            # A partial prefix must not look unchanged: -1 forces the append path.
+            mtime_ns=st.st_mtime_ns if size == st.st_size else -1,
+            ino=st.st_ino,
+            dev=st.st_dev,
+            head=head,
+            tail=tail,
+        )
+    return entries
+
+
+def _same_prefix(dest: Destination, rel: str, f: BinaryIO, size: int) -> bool:
+    fd = f.fileno()
+    offset = 0
+    with dest.filesystem.open_input_stream(dest.path_of(rel)) as remote:
+        while offset < size:
+            want = min(_COMPARE_CHUNK, size - offset)
+            theirs = remote.read(want)
+            if not theirs or os.pread(fd, len(theirs), offset) != theirs:
+                return False
+            offset += len(theirs)
+    return offset == size

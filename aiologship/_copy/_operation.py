@@ -1,0 +1,675 @@
+"""CopyEngine: the periodic loop, status, flush and stop of one copy operation."""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import IO
+
+import anyio
+import anyio.to_thread
+import pyarrow
+import pyarrow.fs as pafs
+
+from .._config import HdfsDriver
+from .._exceptions import ConfigError, CopyError, DestinationError
+from .._fs import Destination, resolve_destination
+from ._manifest import (
+    MANIFEST_NAME,
+    Entry,
+    Manifest,
+    ManifestCorrupt,
+    list_destination,
+    rebuild,
+    write_atomic,
+)
+from ._scan import ScanResult, SourceFile, scan
+from ._spec import CopySpec
+from ._transfer import (
+    DestinationFailure,
+    DirCache,
+    Progress,
+    Shipped,
+    SourceUnreadable,
+    SourceVanished,
+    TempNames,
+    remove_files,
+    ship_batch,
+    ship_file,
+    ship_with_retry,
+)
+
+logger = logging.getLogger("aiologship.copy")
+
+DEFAULT_WORKERS = 4
+# Two files in a row failing at the destination after all their retries means
+# the destination is down: the rest of the cycle would only repeat the same
+# retries, so they wait for the next cycle instead.
+_FAILED_FILES_BEFORE_ABORT = 2
+# Save the manifest mid-cycle after this many bytes or seconds, so a crash
+# during a long cycle does not forget what already reached the destination.
+_SAVE_EVERY_BYTES = 64 << 20
+_SAVE_EVERY_SECONDS = 1.0
+_LOCK_NAME = "lock"
+# Small files travel in batches, one worker-thread call per batch.
+_BATCH_FILES = 64
+_BATCH_BYTES = 4 << 20
+
+
+class CopyState(StrEnum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # set by the coordination layer (Ray worker node), never here
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CopyStatus:
+    """A snapshot of one copy operation. ``files_shipped``/``bytes_shipped`` count
+    transfers (appends and replacements) since the engine opened."""
+
+    name: str
+    state: CopyState
+    destination: str  # redacted
+    files_shipped: int
+    bytes_shipped: int
+    pending_files: int
+    last_cycle_at: datetime | None
+    next_cycle_at: datetime | None
+    last_error: str | None
+    consecutive_failures: int
+    # (path, reason) of matched files that could not be shipped in the last
+    # cycle: unreadable, not regular files, base-name collisions.
+    file_errors: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CycleResult:
+    """What one cycle did. ``bytes_shipped`` counts bytes sent to the destination."""
+
+    started_at: datetime
+    finished_at: datetime
+    files_scanned: int
+    files_shipped: int
+    files_appended: int
+    files_replaced: int
+    bytes_shipped: int
+    pending_files: int
+    file_errors: tuple[tuple[str, str], ...]
+    destination_error: str | None
+
+    @property
+    def ok(self) -> bool:
+        """Everything matched is at the destination and nothing failed."""
+        return self.destination_error is None and self.pending_files == 0 and not self.file_errors
+
+
+@dataclass(slots=True)
+class _Tally:
+    shipped: int = 0
+    appended: int = 0
+    replaced: int = 0
+    bytes: int = 0
+    pending: int = 0
+    failed_in_a_row: int = 0
+    dest_error: str | None = None
+    unsaved_bytes: int = 0
+    last_save: float = 0.0
+
+
+class CopyEngine:
+    """Runs one copy operation on the caller's event loop; blocking work in threads.
+
+    ``clock`` (wall-clock seconds) and ``sleep`` (retry waits) are injectable for
+    tests; ``resolver`` replaces :func:`resolve_destination` (tests of one layer).
+    """
+
+    def __init__(
+        self,
+        spec: CopySpec,
+        *,
+        state_dir: Path,
+        hdfs_driver: HdfsDriver = HdfsDriver.AUTO,
+        user: str | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        resolver: Callable[[str], Destination] | None = None,
+        workers: int = DEFAULT_WORKERS,
+    ) -> None:
+        self.spec = spec
+        self.state_path = Path(state_dir) / spec.state_key
+        self._hdfs_driver = hdfs_driver
+        self._user = user
+        self._clock = clock
+        self._sleep = sleep
+        self._resolver = resolver or functools.partial(
+            resolve_destination, hdfs_driver=hdfs_driver, user=user
+        )
+        self._workers = max(1, workers)
+        self._limiter = anyio.CapacityLimiter(self._workers)
+        tag = hashlib.sha256(spec.state_key.encode()).hexdigest()[:8]
+        self._temps = TempNames(tag)
+        self._dirs = DirCache()
+        self._manifest = Manifest(
+            self.state_path / MANIFEST_NAME,
+            copy_name=spec.copy_name,
+            destination=spec.destination_redacted,
+        )
+        self._needs_rebuild = False
+        self._unsaved = False
+        self._prepared = False
+        self._dest: Destination | None = None
+        self._leftovers: set[str] = set()
+        self._lock_file: IO[bytes] | None = None
+        self._cycle_lock = anyio.Lock()
+        self._save_lock = anyio.Lock()
+        self._stop_requested = anyio.Event()
+        self._done = anyio.Event()
+        self._running = False
+        self._opened = False
+        self._state = CopyState.NEW
+        self._progress = Progress()
+        # status
+        self._files_shipped = 0
+        self._bytes_shipped = 0
+        self._pending = 0
+        self._last_cycle_at: float | None = None
+        self._next_cycle_at: float | None = None
+        self._last_error: str | None = None
+        self._failures = 0
+        self._file_errors: tuple[tuple[str, str], ...] = ()
+        self._reported_files: set[tuple[str, str]] = set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        """Check the state directory, take its lock, load the manifest and
+        resolve the destination. Raises ``ConfigError`` (state dir, URI) or
+        ``CopyError`` (another process runs this copy). A destination that
+        cannot be reached is not an error here: cycles retry it."""
+        if self._opened:
+            return
+        try:
+            await anyio.to_thread.run_sync(self._open_state, limiter=self._limiter)
+        except BaseException:
+            self._state = CopyState.FAILED
+            raise
+        try:
+            self._dest = await anyio.to_thread.run_sync(
+                self._resolver, self.spec.hdfs_destination, limiter=self._limiter
+            )
+        except DestinationError as exc:
+            self._record_destination_failure(str(exc))
+        except BaseException:
+            self._release_lock()
+            self._state = CopyState.FAILED
+            raise
+        self._opened = True
+        self._state = CopyState.RUNNING
+
+    def _open_state(self) -> None:
+        try:
+            self.state_path.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.state_path / ".probe", b"")
+            os.unlink(self.state_path / ".probe")
+            lock = open(self.state_path / _LOCK_NAME, "a+b")  # noqa: SIM115 -- held until stop
+        except OSError as exc:
+            raise ConfigError(
+                "state_dir", str(self.state_path.parent), f"not writable: {exc.strerror or exc}"
+            ) from exc
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise CopyError(
+                f"copy operation {self.spec.copy_name!r} is already running in another "
+                f"process (state {self.state_path} is locked)"
+            ) from None
+        self._lock_file = lock
+        try:
+            loaded = Manifest.load(
+                self._manifest.path,
+                copy_name=self.spec.copy_name,
+                destination=self.spec.destination_redacted,
+            )
+        except ManifestCorrupt as exc:
+            logger.warning(
+                "copy %r: manifest %s is corrupt (%s); rebuilding it from the destination",
+                self.spec.copy_name,
+                self._manifest.path,
+                exc,
+            )
+            loaded = None
+        if loaded is None:
+            self._needs_rebuild = True
+        else:
+            self._manifest = loaded
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing drops the flock
+            self._lock_file = None
+
+    async def run(self) -> None:
+        """Cycle every ``copy_interval`` seconds (once when it is None) until
+        :meth:`stop`; the final cycle runs before this returns."""
+        if self._running:
+            raise CopyError(f"copy operation {self.spec.copy_name!r} is already running")
+        if self._state in (CopyState.STOPPED, CopyState.FAILED):
+            raise CopyError(f"copy operation {self.spec.copy_name!r} is {self._state}")
+        await self.open()
+        self._running = True
+        try:
+            interval = self.spec.copy_interval
+            while not self._stop_requested.is_set():
+                await self._guarded_cycle()
+                if interval is None:
+                    self._next_cycle_at = None
+                    await self._stop_requested.wait()
+                    break
+                self._next_cycle_at = self._clock() + interval
+                with anyio.move_on_after(interval):
+                    await self._stop_requested.wait()
+            self._state = CopyState.STOPPING
+            self._next_cycle_at = None
+            await self._guarded_cycle()
+        finally:
+            self._running = False
+            self._finish()
+
+    async def _guarded_cycle(self) -> None:
+        """A cycle of the periodic loop: an unexpected error (the state folder
+        removed under us, a bug) is logged once per streak and retried next
+        cycle instead of ending the loop; the app never sees it raise."""
+        try:
+            await self._cycle()
+        except Exception as exc:
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            self._failures += 1
+            if self._failures == 1:
+                logger.exception("copy %r: cycle failed", self.spec.copy_name)
+
+    async def flush(self) -> CycleResult:
+        """Run one cycle now (after any cycle in progress) and return its result."""
+        if self._state in (CopyState.STOPPED, CopyState.FAILED):
+            raise CopyError(f"copy operation {self.spec.copy_name!r} is {self._state}")
+        await self.open()
+        return await self._cycle()
+
+    async def stop(self, *, final_cycle: bool = True) -> None:
+        """Request a stop, run the final cycle, wait for :meth:`run` to return.
+        Idempotent. ``final_cycle=False`` skips the last cycle when run() is not
+        active (a one-shot caller that has just flushed)."""
+        if self._state in (CopyState.STOPPED, CopyState.FAILED):
+            return
+        self._stop_requested.set()
+        if self._running:
+            self._state = CopyState.STOPPING
+            await self._done.wait()
+            return
+        if self._opened and final_cycle:
+            self._state = CopyState.STOPPING
+            try:
+                await self._cycle()
+            finally:
+                self._finish()
+        else:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._next_cycle_at = None
+        self._release_lock()
+        self._state = CopyState.STOPPED
+        self._done.set()
+
+    # ------------------------------------------------------------ status
+
+    def status(self) -> CopyStatus:
+        def at(t: float | None) -> datetime | None:
+            return None if t is None else datetime.fromtimestamp(t, UTC)
+
+        return CopyStatus(
+            name=self.spec.copy_name,
+            state=self._state,
+            destination=self.spec.destination_redacted,
+            files_shipped=self._files_shipped,
+            bytes_shipped=self._bytes_shipped,
+            pending_files=self._pending,
+            last_cycle_at=at(self._last_cycle_at),
+            next_cycle_at=at(self._next_cycle_at),
+            last_error=self._last_error,
+            consecutive_failures=self._failures,
+            file_errors=self._file_errors,
+        )
+
+    def progress(self) -> Progress:
+        """Live counters of the cycle in progress (or the last one)."""
+        return self._progress
+
+    # ------------------------------------------------------------ one cycle
+
+    async def _cycle(self) -> CycleResult:
+        async with self._cycle_lock:
+            started = self._clock()
+            self._progress = progress = Progress()
+            tally = _Tally(last_save=started)
+            file_errors: dict[str, str] = {}
+            scanned = 0
+            try:
+                result = await scan(
+                    self.spec.path_patterns,
+                    self.spec.root_dir,
+                    self.spec.preserve_structure,
+                    self._limiter,
+                )
+                scanned = len(result.files)
+                file_errors.update(result.problems)
+                for path in result.outside_root:
+                    logger.debug(
+                        "copy %r: %s leads outside root_dir, not followed",
+                        self.spec.copy_name,
+                        path,
+                    )
+                # Planned before touching the destination, so a destination that
+                # is down still shows how many files wait for it.
+                todo = self._plan(result, file_errors)
+                tally.pending = len(todo)
+                dest = await self._destination()
+                if not self._prepared:
+                    await self._prepare(dest, result)
+                    todo = self._plan(result, file_errors)  # the manifest may be rebuilt
+                    tally.pending = len(todo)
+                if self._leftovers:
+                    failed = await anyio.to_thread.run_sync(
+                        remove_files, dest, sorted(self._leftovers), limiter=self._limiter
+                    )
+                    self._leftovers = set(failed)
+                progress.files_total = len(todo)
+                progress.bytes_total = sum(max(0, f.size - self._sent_before(f)) for f in todo)
+                await self._ship_all(dest, todo, tally, file_errors, progress)
+            except (DestinationError, DestinationFailure) as exc:
+                tally.dest_error = str(exc)
+            except ConfigError as exc:  # e.g. the URI itself (cannot get better by retrying)
+                tally.dest_error = str(exc)
+            finally:
+                if tally.unsaved_bytes or tally.shipped or self._unsaved:
+                    with anyio.CancelScope(shield=True):
+                        await self._save()
+            finished = self._clock()
+            cycle = CycleResult(
+                started_at=datetime.fromtimestamp(started, UTC),
+                finished_at=datetime.fromtimestamp(finished, UTC),
+                files_scanned=scanned,
+                files_shipped=tally.shipped,
+                files_appended=tally.appended,
+                files_replaced=tally.replaced,
+                bytes_shipped=tally.bytes,
+                pending_files=tally.pending,
+                file_errors=tuple(sorted(file_errors.items())),
+                destination_error=tally.dest_error,
+            )
+            self._record(cycle, finished)
+            return cycle
+
+    async def _destination(self) -> Destination:
+        if self._dest is None:
+            self._dest = await anyio.to_thread.run_sync(
+                self._resolver, self.spec.hdfs_destination, limiter=self._limiter
+            )
+        return self._dest
+
+    async def _prepare(self, dest: Destination, result: ScanResult) -> None:
+        """First cycle against a destination: its base folder, stale temporary
+        files of a crashed run, and a lost manifest rebuilt from what is there."""
+        rebuilt = await anyio.to_thread.run_sync(
+            self._prepare_blocking, dest, result, self._needs_rebuild, limiter=self._limiter
+        )
+        if rebuilt is not None:
+            self._manifest.entries = rebuilt
+            self._needs_rebuild = False
+            await self._save()
+            logger.info(
+                "copy %r: manifest rebuilt from %s (%d files already there)",
+                self.spec.copy_name,
+                dest.uri,
+                len(rebuilt),
+            )
+        self._prepared = True
+
+    def _prepare_blocking(
+        self, dest: Destination, result: ScanResult, needs_rebuild: bool
+    ) -> dict[str, Entry] | None:
+        fs = dest.filesystem
+        try:
+            if self.spec.create_dest_dirs:
+                if dest.base_path:
+                    fs.create_dir(dest.base_path, recursive=True)
+            elif fs.get_file_info(dest.base_path).type != pafs.FileType.Directory:
+                raise DestinationFailure(f"{dest.uri} does not exist (create_dest_dirs=False)")
+            listing = list_destination(dest)
+            stale = [dest.path_of(rel) for rel in listing if self._temps.is_stale(rel)]
+            self._leftovers.update(remove_files(dest, stale))
+            for rel in stale:
+                listing.pop(rel[len(dest.base_path) + 1 :] if dest.base_path else rel, None)
+        except (OSError, pyarrow.ArrowException) as exc:
+            raise DestinationFailure(f"{dest.uri}: {exc}") from exc
+        if not needs_rebuild:
+            return None
+        return dict(rebuild(dest, result.files, listing))
+
+    def _plan(self, result: ScanResult, file_errors: dict[str, str]) -> list[SourceFile]:
+        """Changed files, oldest first; base-name collisions reported, not shipped."""
+        owners = self._manifest.owners()
+        groups: dict[str, list[SourceFile]] = {}
+        for f in result.files:
+            groups.setdefault(f.dest, []).append(f)
+        todo: list[SourceFile] = []
+        entries = self._manifest.entries
+        for name, group in groups.items():
+            owner = owners.get(name)
+            if len(group) > 1 or (owner is not None and owner != group[0].path):
+                group.sort(key=lambda f: (f.path != owner, f.path))
+                winner = group[0] if owner is None or group[0].path == owner else None
+                keeper = owner if winner is None else winner.path
+                for loser in group if winner is None else group[1:]:
+                    file_errors[loser.path] = (
+                        f"collision: {loser.path} and {keeper} both map to {name!r} at the "
+                        "destination (preserve_structure=False keeps base names); "
+                        f"{loser.path} is not shipped"
+                    )
+                if winner is None:
+                    continue
+                group = [winner]
+            f = group[0]
+            entry = entries.get(f.path)
+            if entry is None or not entry.unchanged(f):
+                todo.append(f)
+        todo.sort(key=lambda f: (f.mtime_ns, f.path))
+        return todo
+
+    def _sent_before(self, f: SourceFile) -> int:
+        entry = self._manifest.entries.get(f.path)
+        if entry is None or entry.ino != f.ino or not self._dest or not self._dest.can_append:
+            return 0
+        return entry.size if entry.size <= f.size else 0
+
+    async def _ship_all(
+        self,
+        dest: Destination,
+        todo: list[SourceFile],
+        tally: _Tally,
+        file_errors: dict[str, str],
+        progress: Progress,
+    ) -> None:
+        queue = deque(todo)
+        spec = self.spec
+        uri = dest.uri
+
+        async def ship_alone(f: SourceFile) -> Shipped | Exception:
+            prev = self._manifest.entries.get(f.path)
+            ship = functools.partial(
+                ship_file, dest, f, prev, temps=self._temps, dirs=self._dirs, progress=progress
+            )
+            try:
+                return await ship_with_retry(
+                    ship,
+                    max_retries=spec.max_retries,
+                    retry_delay=spec.retry_delay,
+                    sleep=self._sleep,
+                    limiter=self._limiter,
+                    on_leftover=self._leftovers.add,
+                )
+            except (SourceVanished, SourceUnreadable, DestinationFailure) as exc:
+                return exc
+
+        async def settle(f: SourceFile, outcome: Shipped | Exception) -> None:
+            if isinstance(outcome, Shipped):
+                tally.failed_in_a_row = 0
+                await self._shipped(f, outcome, tally, progress)
+            elif isinstance(outcome, SourceVanished):
+                if not await anyio.to_thread.run_sync(os.path.lexists, f.path):
+                    tally.pending -= 1  # gone for good: nothing left to ship
+            elif isinstance(outcome, SourceUnreadable):
+                file_errors[f.path] = f"{f.path}: {outcome}"
+            else:
+                tally.failed_in_a_row += 1
+                tally.dest_error = f"{uri}: {outcome}"
+
+        def next_batch() -> list[SourceFile]:
+            batch = [queue.popleft()]
+            size = batch[0].size
+            while (
+                queue
+                and len(batch) < _BATCH_FILES
+                and size + queue[0].size <= _BATCH_BYTES
+                and batch[0].size < _BATCH_BYTES
+            ):
+                size += queue[0].size
+                batch.append(queue.popleft())
+            return batch
+
+        async def worker() -> None:
+            while queue and tally.failed_in_a_row < _FAILED_FILES_BEFORE_ABORT:
+                batch = next_batch()
+                if len(batch) == 1:
+                    await settle(batch[0], await ship_alone(batch[0]))
+                    continue
+                items = [(f, self._manifest.entries.get(f.path)) for f in batch]
+                outcomes = await anyio.to_thread.run_sync(
+                    functools.partial(
+                        ship_batch,
+                        dest,
+                        items,
+                        temps=self._temps,
+                        dirs=self._dirs,
+                        progress=progress,
+                    ),
+                    limiter=self._limiter,
+                )
+                for f, outcome in zip(batch, outcomes, strict=True):
+                    if isinstance(outcome, DestinationFailure):
+                        if outcome.leftover is not None:
+                            self._leftovers.add(outcome.leftover)
+                        if tally.failed_in_a_row >= _FAILED_FILES_BEFORE_ABORT:
+                            continue  # destination down: stays pending
+                        # Retried alone, with the full retry policy.
+                        outcome = await ship_alone(f)
+                    await settle(f, outcome)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(self._workers, len(todo))):
+                tg.start_soon(worker)
+
+    async def _shipped(
+        self, f: SourceFile, shipped: Shipped, tally: _Tally, progress: Progress
+    ) -> None:
+        self._manifest.entries[f.path] = shipped.entry
+        tally.pending -= 1
+        progress.files_done += 1
+        if shipped.mode == "touch":
+            tally.unsaved_bytes += 1  # metadata changed: save it with the rest
+            return
+        tally.shipped += 1
+        tally.bytes += shipped.bytes_sent
+        tally.unsaved_bytes += max(1, shipped.bytes_sent)
+        if shipped.mode == "append":
+            tally.appended += 1
+        else:
+            tally.replaced += 1
+        self._files_shipped += 1
+        self._bytes_shipped += shipped.bytes_sent
+        now = self._clock()
+        if tally.unsaved_bytes >= _SAVE_EVERY_BYTES or now - tally.last_save >= _SAVE_EVERY_SECONDS:
+            tally.unsaved_bytes = 0
+            tally.last_save = now
+            await self._save()
+
+    async def _save(self) -> None:
+        # Stays set until a save succeeds, so a failed save is retried next cycle.
+        self._unsaved = True
+        async with self._save_lock:
+            snapshot = dict(self._manifest.entries)
+            manifest = Manifest(
+                self._manifest.path,
+                copy_name=self._manifest.copy_name,
+                destination=self._manifest.destination,
+            )
+            manifest.entries = snapshot
+            await anyio.to_thread.run_sync(
+                lambda: write_atomic(manifest.path, manifest.snapshot()), limiter=self._limiter
+            )
+            self._unsaved = False
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _record(self, cycle: CycleResult, finished: float) -> None:
+        self._last_cycle_at = finished
+        self._pending = cycle.pending_files
+        self._file_errors = cycle.file_errors
+        for path, reason in cycle.file_errors:
+            if (path, reason) not in self._reported_files:
+                logger.warning("copy %r: %s", self.spec.copy_name, reason)
+        self._reported_files = set(cycle.file_errors)
+        if cycle.file_errors:
+            path, reason = cycle.file_errors[0]
+            self._last_error = (
+                reason
+                if len(cycle.file_errors) == 1
+                else (f"{reason} (and {len(cycle.file_errors) - 1} more)")
+            )
+        if cycle.destination_error is not None:
+            self._record_destination_failure(cycle.destination_error)
+        elif self._failures:
+            logger.info(
+                "copy %r: destination %s works again after %d failed cycles",
+                self.spec.copy_name,
+                self.spec.destination_redacted,
+                self._failures,
+            )
+            self._failures = 0
+
+    def _record_destination_failure(self, message: str) -> None:
+        self._last_error = message
+        self._failures += 1
+        if self._failures == 1:
+            # One record per failure streak; the status carries the rest.
+            logger.error(
+                "copy %r: destination failing, files stay pending and are retried every cycle: %s",
+                self.spec.copy_name,
+                message,
+            )
+
+
+__all__ = ["CopyEngine", "CopyState", "CopyStatus", "CycleResult"]

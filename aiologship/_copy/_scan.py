@@ -1,0 +1,145 @@
+"""Scatter-glob: every pattern globbed concurrently in worker threads."""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+_KIND = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """A regular file matched by a pattern, as seen by the scan."""
+
+    path: str  # absolute, as matched (not resolved)
+    dest: str  # "/"-separated path relative to the destination base
+    size: int
+    mtime_ns: int
+    ino: int
+    dev: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    files: tuple[SourceFile, ...]
+    # (path, reason): matches that cannot be shipped (not a regular file, stat
+    # failed for a reason other than vanishing). Reported in the status.
+    problems: tuple[tuple[str, str], ...]
+    # Symlinks left alone because they lead outside root_dir.
+    outside_root: tuple[str, ...]
+
+
+def scan_pattern(pattern: str, root: Path | None, preserve: bool) -> ScanResult:
+    """Glob one pattern and stat its matches. Blocking: runs in a worker thread."""
+    files: list[SourceFile] = []
+    problems: list[tuple[str, str]] = []
+    outside: list[str] = []
+    real_root = os.path.realpath(root) if root is not None else None
+    real_dirs: dict[str, str] = {}
+    for path in glob.iglob(pattern, recursive=True):
+        try:
+            lst = os.lstat(path)
+        except FileNotFoundError:
+            continue  # vanished between glob and stat: nothing to ship
+        except OSError as exc:
+            problems.append((path, f"cannot stat: {exc.strerror or exc}"))
+            continue
+        if stat.S_ISDIR(lst.st_mode):
+            continue
+        if real_root is not None:
+            # A symlink (of the file or of a folder on its way) may lead outside
+            # root_dir: compare the resolved location, folders resolved once each.
+            if stat.S_ISLNK(lst.st_mode):
+                real = os.path.realpath(path)
+            else:
+                parent, name = os.path.split(path)
+                real_parent = real_dirs.get(parent)
+                if real_parent is None:
+                    real_parent = real_dirs[parent] = os.path.realpath(parent)
+                real = os.path.join(real_parent, name)
+            if not _under(real, real_root):
+                outside.append(path)
+                continue
+        st = lst
+        if stat.S_ISLNK(lst.st_mode):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue  # dangling link: its target vanished
+            except OSError as exc:
+                problems.append((path, f"cannot stat: {exc.strerror or exc}"))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                continue
+        if not stat.S_ISREG(st.st_mode):
+            kind = _KIND.get(stat.S_IFMT(st.st_mode), "not a regular file")
+            problems.append((path, f"unreadable: {kind}, not a regular file"))
+            continue
+        files.append(
+            SourceFile(
+                path=path,
+                dest=_dest_name(path, root, preserve),
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                ino=st.st_ino,
+                dev=st.st_dev,
+            )
+        )
+    return ScanResult(tuple(files), tuple(problems), tuple(outside))
+
+
+async def scan(
+    patterns: Sequence[str],
+    root: Path | None,
+    preserve: bool,
+    limiter: anyio.CapacityLimiter,
+) -> ScanResult:
+    """Glob all ``patterns`` concurrently; a file matched twice appears once."""
+    results: list[ScanResult | None] = [None] * len(patterns)
+
+    async def one(i: int, pattern: str) -> None:
+        results[i] = await anyio.to_thread.run_sync(
+            scan_pattern, pattern, root, preserve, limiter=limiter
+        )
+
+    async with anyio.create_task_group() as tg:
+        for i, pattern in enumerate(patterns):
+            tg.start_soon(one, i, pattern)
+    return merge(r for r in results if r is not None)
+
+
+def merge(results: Iterable[ScanResult]) -> ScanResult:
+    files: dict[str, SourceFile] = {}
+    problems: dict[str, str] = {}
+    outside: dict[str, None] = {}
+    for result in results:
+        for f in result.files:
+            files.setdefault(f.path, f)
+        for path, reason in result.problems:
+            problems.setdefault(path, reason)
+        outside.update(dict.fromkeys(result.outside_root))
+    return ScanResult(tuple(files.values()), tuple(problems.items()), tuple(outside))
+
+
+def _dest_name(path: str, root: Path | None, preserve: bool) -> str:
+    if preserve and root is not None:
+        rel = os.path.relpath(path, root)
+        return rel.replace(os.sep, "/")
+    return os.path.basename(path)
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)

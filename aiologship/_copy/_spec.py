@@ -1,0 +1,220 @@
+"""The validated parameters of one copy operation."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from .._config import parse_duration
+from .._exceptions import ConfigError
+from .._fs import normalize_destination, redact
+
+DEFAULT_COPY_INTERVAL = 60.0
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_RETRY_DELAY = 5.0
+
+
+class Scope(StrEnum):
+    """Where a copy runs in a Ray cluster (read by the coordination layer)."""
+
+    CLUSTER = "cluster"  # one copier, on the head node
+    NODE = "node"  # one copier on every node
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CopySpec:
+    """``start_hdfs_copy`` parameters after validation. Build with :meth:`from_params`."""
+
+    copy_name: str
+    path_patterns: tuple[str, ...]  # absolute, normalized (relative ones joined to root_dir)
+    hdfs_destination: str  # canonical (plain paths absolute); may hold credentials
+    root_dir: Path | None = None
+    copy_interval: float | None = DEFAULT_COPY_INTERVAL  # None: copy once
+    create_dest_dirs: bool = True
+    preserve_structure: bool = False
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_delay: float = DEFAULT_RETRY_DELAY
+    scope: Scope = Scope.CLUSTER
+
+    @classmethod
+    def from_params(
+        cls,
+        *,
+        copy_name: Any,
+        path_patterns: Any,
+        hdfs_destination: Any,
+        root_dir: Any = None,
+        copy_interval: Any = DEFAULT_COPY_INTERVAL,
+        create_dest_dirs: Any = True,
+        preserve_structure: Any = False,
+        max_retries: Any = DEFAULT_MAX_RETRIES,
+        retry_delay: Any = DEFAULT_RETRY_DELAY,
+        scope: Any = Scope.CLUSTER,
+    ) -> CopySpec:
+        """Validate every parameter; raise ``ConfigError(key, value, reason)``.
+
+        Never touches the filesystem, so it is safe on an event loop.
+        """
+        name = _copy_name(copy_name)
+        root = _root_dir(root_dir)
+        preserve = _bool("preserve_structure", preserve_structure)
+        patterns = _patterns(path_patterns, root, preserve)
+        return cls(
+            copy_name=name,
+            path_patterns=patterns,
+            hdfs_destination=normalize_destination(hdfs_destination),
+            root_dir=root,
+            copy_interval=_interval(copy_interval),
+            create_dest_dirs=_bool("create_dest_dirs", create_dest_dirs),
+            preserve_structure=preserve,
+            max_retries=_max_retries(max_retries),
+            retry_delay=_seconds("retry_delay", retry_delay),
+            scope=_scope(scope),
+        )
+
+    @property
+    def destination_redacted(self) -> str:
+        return redact(self.hdfs_destination)
+
+    @property
+    def state_key(self) -> str:
+        """Folder name of this copy's state: safe copy_name + hash of the redacted
+        destination (so a rotated password keeps the same manifest)."""
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", self.copy_name).strip("._") or "copy"
+        digest = hashlib.sha256(self.destination_redacted.encode()).hexdigest()[:12]
+        return f"{safe[:80]}-{digest}"
+
+    def differences(self, other: CopySpec) -> dict[str, tuple[Any, Any]]:
+        """``{parameter: (self's value, other's value)}`` for each differing
+        parameter; destinations are compared in full but shown redacted."""
+        diff: dict[str, tuple[Any, Any]] = {}
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if mine != theirs:
+                if f.name == "hdfs_destination":
+                    mine, theirs = redact(mine), redact(theirs)
+                diff[f.name] = (mine, theirs)
+        return diff
+
+    def as_params(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this spec through ``from_params``."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _copy_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("copy_name", value, "expected a non-empty string")
+    if any(ord(c) < 32 for c in value):
+        raise ConfigError("copy_name", value, "must not contain control characters")
+    name: str = value.strip()
+    return name
+
+
+def _root_dir(value: Any) -> Path | None:
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("root_dir", value, "expected a directory path")
+    return Path(os.path.abspath(os.path.expanduser(value)))
+
+
+def _patterns(value: Any, root: Path | None, preserve: bool) -> tuple[str, ...]:
+    if isinstance(value, str | os.PathLike):
+        # A lone string is almost always meant as a one-pattern list; iterating
+        # its characters would glob nonsense.
+        value = [value]
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigError("path_patterns", value, "expected a non-empty list of glob patterns")
+    patterns: list[str] = []
+    for item in value:
+        if isinstance(item, os.PathLike):
+            item = os.fspath(item)
+        if not isinstance(item, str) or not item.strip():
+            raise ConfigError("path_patterns", item, "each pattern must be a non-empty string")
+        text = os.path.expanduser(item.strip())
+        if not os.path.isabs(text):
+            if root is None:
+                raise ConfigError(
+                    "path_patterns",
+                    item,
+                    "a relative pattern needs root_dir (or use an absolute one)",
+                )
+            text = os.path.join(root, text)
+        text = os.path.normpath(text)
+        if preserve:
+            if root is None:
+                raise ConfigError(
+                    "root_dir", None, "preserve_structure=True needs root_dir to relate paths to"
+                )
+            if not _under(_literal_prefix(text), str(root)):
+                raise ConfigError(
+                    "path_patterns",
+                    item,
+                    f"matches files outside root_dir {str(root)!r}; preserve_structure "
+                    "keeps paths relative to root_dir",
+                )
+        if text not in patterns:
+            patterns.append(text)
+    return tuple(patterns)
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The directory part of ``pattern`` before its first wildcard."""
+    parts = pattern.split(os.sep)
+    literal: list[str] = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        literal.append(part)
+    return os.sep.join(literal) or os.sep
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "expected True or False")
+    return value
+
+
+def _interval(value: Any) -> float | None:
+    if value is None:
+        return None
+    seconds = _seconds("copy_interval", value)
+    if seconds <= 0:
+        raise ConfigError("copy_interval", value, "must be greater than zero (None copies once)")
+    return seconds
+
+
+def _seconds(key: str, value: Any) -> float:
+    seconds: float = parse_duration(value, key).total_seconds()
+    return seconds
+
+
+def _max_retries(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError("max_retries", value, "expected a whole number")
+    if value < 0:
+        raise ConfigError("max_retries", value, "must not be negative")
+    return value
+
+
+def _scope(value: Any) -> Scope:
+    if isinstance(value, Scope):
+        return value
+    if isinstance(value, str):
+        try:
+            return Scope(value.strip().lower())
+        except ValueError:
+            pass
+    raise ConfigError("scope", value, "expected 'cluster' or 'node'")

@@ -1,0 +1,39 @@
+"""Sessions: tests (the whole suite), demo, bench, lint."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole suite: unit, delivery, copy, HDFS mini-cluster and Ray cluster tests."""
+    session.install("-e", ".[test,ray]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """100 async tasks log to local JSON files; the logs are shipped to a local folder."""
+    session.install(".")
+    session.run("python", "examples/quickstart.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks, printed as ratios against anchors measured in the same run."""
+    session.install("-e", ".[bench]")
+    for script in ("benchmarks/bench_logging.py", "benchmarks/bench_copy.py"):
+        session.run("python", script, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("-e", ".", "ruff", "mypy", "types-PyYAML", "types-aiofiles")
+    session.run("ruff", "check", "aiologship", "tests", "benchmarks", "examples")
+    session.run("mypy", "aiologship")
