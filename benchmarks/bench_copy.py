@@ -71,8 +71,11 @@ def engine_cycle(
     src_pattern: str, dst: Path, state: Path, root: Path | None = None, preserve: bool = False
 ) -> tuple[float, Any]:
     spec = CopySpec.from_params(
-        copy_name="bench", path_patterns=[src_pattern], hdfs_destination=str(dst),
-        root_dir=None if root is None else str(root), preserve_structure=preserve,
+        copy_name="bench",
+        path_patterns=[src_pattern],
+        hdfs_destination=str(dst),
+        root_dir=None if root is None else str(root),
+        preserve_structure=preserve,
         copy_interval=None,
     )
 
@@ -107,8 +110,9 @@ def bench_big(work: Path, files: int, size: int, runs: int) -> None:
     for _ in range(runs):
         dst = work / "big-dst"
         fresh(dst)
-        cp_t.append(timed(lambda dst=dst: subprocess.run(["cp", "-r", str(src), str(dst)],
-                                                         check=True)))
+        cp_t.append(
+            timed(lambda dst=dst: subprocess.run(["cp", "-r", str(src), str(dst)], check=True))
+        )
         fresh(dst)
         pa_t.append(timed(lambda dst=dst: copy_files(src, dst)))
         fresh(dst)
@@ -118,9 +122,11 @@ def bench_big(work: Path, files: int, size: int, runs: int) -> None:
         ours_t.append(elapsed)
         fresh(dst)
     cp, pa, ours = median(cp_t), median(pa_t), median(ours_t)
-    print(f"big files    {files} x {size // MiB} MiB: cp -r {total / cp / MiB:7.0f} MiB/s, "
-          f"copy_files {total / pa / MiB:7.0f} MiB/s, aiologship {total / ours / MiB:7.0f} MiB/s"
-          f"  -> {cp / ours:.2f}x cp -r (target >= 0.8), {pa / ours:.2f}x copy_files")
+    print(
+        f"big files    {files} x {size // MiB} MiB: cp -r {total / cp / MiB:7.0f} MiB/s, "
+        f"copy_files {total / pa / MiB:7.0f} MiB/s, aiologship {total / ours / MiB:7.0f} MiB/s"
+        f"  -> {cp / ours:.2f}x cp -r (target >= 0.8), {pa / ours:.2f}x copy_files"
+    )
     shutil.rmtree(src)
 
 
@@ -138,14 +144,17 @@ def bench_small(work: Path, files: int, size: int, dirs: int, runs: int) -> None
         pa_t.append(timed(lambda dst=dst: copy_files(src, dst)))
         fresh(dst)
         fresh(work / "state")
-        elapsed, result = engine_cycle(str(src / "*" / "*.log"), dst, work / "state",
-                                       root=src, preserve=True)
+        elapsed, result = engine_cycle(
+            str(src / "*" / "*.log"), dst, work / "state", root=src, preserve=True
+        )
         assert result.ok and result.files_shipped == files, result
         ours_t.append(elapsed)
         fresh(dst)
     pa, ours = median(pa_t), median(ours_t)
-    print(f"small files  {files} x {size // 1024} KiB in {dirs} dirs: copy_files {pa:.3f} s, "
-          f"aiologship {ours:.3f} s -> {pa / ours:.2f}x copy_files (target >= 1.0)")
+    print(
+        f"small files  {files} x {size // 1024} KiB in {dirs} dirs: copy_files {pa:.3f} s, "
+        f"aiologship {ours:.3f} s -> {pa / ours:.2f}x copy_files (target >= 1.0)"
+    )
     shutil.rmtree(src)
 
 
@@ -159,8 +168,12 @@ def bench_unchanged(work: Path, files: int, runs: int) -> None:
     fresh(dst)
     fresh(state)
     spec = CopySpec.from_params(
-        copy_name="bench", path_patterns=[str(src / "*" / "*.log")], hdfs_destination=str(dst),
-        root_dir=str(src), preserve_structure=True, copy_interval=None,
+        copy_name="bench",
+        path_patterns=[str(src / "*" / "*.log")],
+        hdfs_destination=str(dst),
+        root_dir=str(src),
+        preserve_structure=True,
+        copy_interval=None,
     )
 
     async def main() -> list[float]:
@@ -189,7 +202,9 @@ def bench_append_and_lag(work: Path, base: int, added: int, runs: int) -> None:
     fresh(dst)
     fresh(state)
     spec = CopySpec.from_params(
-        copy_name="bench", path_patterns=[str(src / "*.log")], hdfs_destination=str(dst),
+        copy_name="bench",
+        path_patterns=[str(src / "*.log")],
+        hdfs_destination=str(dst),
         copy_interval=None,
     )
     extra = block_of(added)
@@ -225,10 +240,14 @@ def bench_append_and_lag(work: Path, base: int, added: int, runs: int) -> None:
         return worst, times, sent
 
     worst, times, sent = anyio.run(main)
-    print(f"append       {added // MiB} MiB to a {base // MiB} MiB file: ships "
-          f"{statistics.median(sent) / MiB:.2f} MiB in {median(times):.4f} s (target <= 0.05 s)")
-    print(f"loop lag     during a {base // MiB} MiB copy: worst {worst * 1000:.1f} ms "
-          "(target <= 5 ms)")
+    print(
+        f"append       {added // MiB} MiB to a {base // MiB} MiB file: ships "
+        f"{statistics.median(sent) / MiB:.2f} MiB in {median(times):.4f} s (target <= 0.05 s)"
+    )
+    print(
+        f"loop lag     during a {base // MiB} MiB copy: worst {worst * 1000:.1f} ms "
+        "(target <= 5 ms)"
+    )
     shutil.rmtree(src)
     fresh(dst)
 
@@ -245,8 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unchanged-files", type=int, default=10_000)
     p.add_argument("--append-base", default="1 GiB")
     p.add_argument("--append-size", default="1 MiB")
-    p.add_argument("--only", action="append", choices=["big", "small", "unchanged", "append"],
-                   help="run only these figures (repeatable)")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=["big", "small", "unchanged", "append"],
+        help="run only these figures (repeatable)",
+    )
     p.add_argument("--workdir", default=None, help="where the trees go (default: a temp dir)")
     args, _unknown = p.parse_known_args(argv)  # nox passes its posargs to every script
     if args.quick:
@@ -260,13 +283,22 @@ def main(argv: list[str] | None = None) -> int:
         if "big" in only:
             bench_big(work, args.big_files, parse_size(args.big_size, "big_size"), runs)
         if "small" in only:
-            bench_small(work, args.small_files, parse_size(args.small_size, "small_size"),
-                        args.small_dirs, runs)
+            bench_small(
+                work,
+                args.small_files,
+                parse_size(args.small_size, "small_size"),
+                args.small_dirs,
+                runs,
+            )
         if "unchanged" in only:
             bench_unchanged(work, args.unchanged_files, runs)
         if "append" in only:
-            bench_append_and_lag(work, parse_size(args.append_base, "append_base"),
-                                 parse_size(args.append_size, "append_size"), runs)
+            bench_append_and_lag(
+                work,
+                parse_size(args.append_base, "append_base"),
+                parse_size(args.append_size, "append_size"),
+                runs,
+            )
     return 0
 
 

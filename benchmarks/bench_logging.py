@@ -576,6 +576,7 @@ def report_stall(outs: dict[str, list[WorkerOutcome]], rate: float, duration: fl
                 LABELS[lib],
                 median([r["worst_lag_ms"] for r in res]),
                 " ".join(f"{r['worst_lag_ms']:.1f}" for r in res) or "failed",
+                median([r["worst_adj_ms"] for r in res]),
                 median([r["p99_lag_ms"] for r in res]),
                 median([r["missed_ticks"] for r in res]),
                 median([r["over_5ms"] for r in res]),
@@ -590,6 +591,7 @@ def report_stall(outs: dict[str, list[WorkerOutcome]], rate: float, duration: fl
             "library",
             "worst lag ms",
             "each run",
+            "worst adj ms",
             "p99 ms",
             "missed ticks",
             "lags>5ms",
@@ -597,6 +599,11 @@ def report_stall(outs: dict[str, list[WorkerOutcome]], rate: float, duration: fl
             "load 1m",
         ],
         rows,
+    )
+    print(
+        "  worst adj: worst lag minus the time the loop thread sat runnable waiting for a"
+        " CPU\n  (other processes; /proc/thread-self/schedstat); GIL waits and blocking"
+        " writes stay in it"
     )
     _print_failures(outs)
 
@@ -714,22 +721,7 @@ def main(argv: list[str]) -> int:
         )
         report_stall(stl, 5000, stall_s)
         raw["stall"] = {k: [o.__dict__ for o in v] for k, v in stl.items()}
-        res = _ok(stl.get("aiologship", []))
-        worst = median([r["worst_lag_ms"] for r in res])
-        each = " ".join(f"{r['worst_lag_ms']:.2f}" for r in res)
-        floor = median([r["worst_lag_ms"] for r in _ok(stl.get("none", []))])
-        # No logger at all already lags this much now: a miss below it is noise.
-        noisy = f"; inconclusive: the no-logging floor is {floor:.1f} ms" if floor > 5 else ""
-        verdicts.append(
-            verdict(
-                "loop stall: aiologship worst 1 ms-ticker lag <= 5 ms",
-                (worst <= 5.0) if res else None,
-                f"median worst lag {worst:.2f} ms over {len(res)} runs (each: {each}); "
-                f"no-logging floor {floor:.2f} ms{noisy}"
-                if res
-                else "aiologship did not run",
-            )
-        )
+        verdicts.append(stall_verdict(stl))
 
     if "delivery" in scen:
         ok = report_delivery(thr, stl)
@@ -753,6 +745,26 @@ def main(argv: list[str]) -> int:
     if a.json:
         a.json.write_text(json.dumps(raw, indent=1, default=str))
     return 0
+
+
+def stall_verdict(stl: dict[str, list[WorkerOutcome]]) -> str:
+    name = "loop stall: aiologship worst 1 ms-ticker lag <= 5 ms"
+    res = _ok(stl.get("aiologship", []))
+    if not res:
+        return verdict(name, None, "aiologship did not run")
+    worst = median([r["worst_lag_ms"] for r in res])
+    adj = median([r["worst_adj_ms"] for r in res])
+    floor = median([r["worst_lag_ms"] for r in _ok(stl.get("none", []))])
+    each = " ".join(f"{r['worst_lag_ms']:.1f}/{r['worst_adj_ms']:.1f}" for r in res)
+    detail = (
+        f"median worst lag {worst:.2f} ms, scheduler-adjusted {adj:.2f} ms "
+        f"(each run raw/adj: {each}); no-logging floor {floor:.2f} ms"
+    )
+    if floor <= 5.0 or adj != adj:
+        return verdict(name, worst <= 5.0, detail)
+    # With no logger at all the loop already lags > 5 ms: the raw figure measures the
+    # machine, not the library. Judge on the lag the library can be blamed for.
+    return verdict(name, adj <= 5.0, detail + "; busy machine: judged on the adjusted lag")
 
 
 def run_memory(
