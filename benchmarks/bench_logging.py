@@ -509,6 +509,15 @@ def paired_ratio(outs: dict[str, list[WorkerOutcome]], ours: str, anchor: str, k
     return median(ratios)
 
 
+def cpu_ratio(outs: dict[str, list[WorkerOutcome]], anchor: str) -> float:
+    """Anchor's CPU per record over aiologship's: the ratio load disturbs least."""
+
+    def per_rec(lib: str) -> float:
+        return median([r["cpu_s"] / r["records"] for r in _ok(outs.get(lib, []))])
+
+    return per_rec(anchor) / per_rec("aiologship")
+
+
 def report_throughput(outs: dict[str, list[WorkerOutcome]], records: int) -> dict[str, float]:
     med: dict[str, float] = {}
     rows = []
@@ -705,7 +714,8 @@ def main(argv: list[str]) -> int:
                     f"throughput >= {target}x {LABELS[anchor]}",
                     (ratio >= target) if measured else None,
                     f"{ratio:.2f}x ({ours:,.0f} vs {base:,.0f} records/s, median of {runs}; "
-                    f"paired {paired_ratio(thr, 'aiologship', anchor, 'rate'):.2f}x)"
+                    f"paired {paired_ratio(thr, 'aiologship', anchor, 'rate'):.2f}x; "
+                    f"CPU per record {cpu_ratio(thr, anchor):.2f}x less)"
                     if measured
                     else "aiologship or anchor did not run",
                 )
