@@ -301,7 +301,8 @@ async def w_throughput(lib: str, tmp: Path, records: int, tasks: int) -> dict[st
         "records": total,
         "wall_s": tm.wall,
         "cpu_s": tm.cpu,
-        "rate": total / tm.wall,
+        # Only records that reached the file count: a dropped record is not throughput.
+        "rate": chk["unique"] / tm.wall,
         # Split of the wall time: the producers' time on the loop, then close/drain.
         "log_s": tm.wall - t_close,
         "close_s": t_close,
@@ -622,40 +623,67 @@ def report_stall(outs: dict[str, list[WorkerOutcome]], rate: float, duration: fl
 
 def report_delivery(
     thr: dict[str, list[WorkerOutcome]], stall: dict[str, list[WorkerOutcome]]
-) -> dict[str, bool | None]:
+) -> tuple[dict[str, bool | None], dict[str, bool | None]]:
+    """Per library: (on disk == accepted in every run, on disk == logged in every run).
+
+    ``accepted`` is what the library says it took (``lm.stats().accepted`` for
+    aiologship; every call for the anchors, which have no drop counter): the
+    issue's target. ``logged`` is every call made: a counted drop still fails it.
+    """
     rows = []
-    ok: dict[str, bool | None] = {}
+    ok_acc: dict[str, bool | None] = {}
+    ok_all: dict[str, bool | None] = {}
     for lib in LIBS:
         t = _ok(thr.get(lib, []))
         s = _ok(stall.get(lib, []))
         if not t and not s:
-            ok[lib] = None
+            ok_acc[lib] = ok_all[lib] = None
             continue
-        lost_t = [r["lost"] for r in t]
-        dup_t = [r["duplicated"] for r in t]
-        lost_s = [r["lost"] for r in s]
-        stats_note = ""
-        if lib == "aiologship" and t:
-            st = t[-1]["stats"]
-            stats_note = " ".join(f"{k}={v}" for k, v in st.items() if isinstance(v, int))
-        ok[lib] = all(x == 0 for x in lost_t + dup_t + lost_s)
+        runs = t + s
+
+        def accepted(r: dict[str, Any]) -> int:
+            st = r.get("stats") or {}
+            return int(st.get("accepted", r.get("records", r.get("sent", 0))))
+
+        def logged(r: dict[str, Any]) -> int:
+            return int(r.get("records", r.get("sent", 0)))
+
+        ok_acc[lib] = all(r["on_disk"] == accepted(r) for r in runs) and all(
+            r["duplicated"] == 0 for r in t
+        )
+        ok_all[lib] = all(r["lost"] == 0 for r in runs) and all(r["duplicated"] == 0 for r in t)
         rows.append(
             [
                 LABELS[lib],
-                " ".join(str(x) for x in lost_t) or "-",
-                " ".join(str(x) for x in dup_t) or "-",
+                " ".join(str(r["lost"]) for r in t) or "-",
+                " ".join(str((r.get("stats") or {}).get("dropped", "-")) for r in t) or "-",
+                " ".join(str(r["duplicated"]) for r in t) or "-",
                 " ".join(str(r["reordered"]) for r in t) or "-",
-                " ".join(str(x) for x in lost_s) or "-",
-                "yes" if ok[lib] else "NO",
-                stats_note,
+                " ".join(str(r["lost"]) for r in s) or "-",
+                "yes" if ok_acc[lib] else "NO",
+                "yes" if ok_all[lib] else "NO",
             ]
         )
     print_table(
-        "Delivery: records lost per run (accepted - on disk), every run",
-        ["library", "lost (thr)", "dup (thr)", "reordered", "lost (stall)", "exact", "stats"],
+        "Delivery: per run, records logged but not on disk (thr: throughput, stall: FIFO)",
+        [
+            "library",
+            "lost (thr)",
+            "dropped (thr)",
+            "dup (thr)",
+            "reordered",
+            "lost (stall)",
+            "disk==accepted",
+            "disk==logged",
+        ],
         rows,
     )
-    return ok
+    print(
+        "  dropped: refused on a full queue and counted by the library (lm.stats());"
+        " '-': the library\n  has no such counter. disk==accepted is the issue's target;"
+        " disk==logged also fails counted drops."
+    )
+    return ok_acc, ok_all
 
 
 # =============================================================== parent: main
@@ -737,14 +765,31 @@ def main(argv: list[str]) -> int:
         verdicts.append(stall_verdict(stl))
 
     if "delivery" in scen:
-        ok = report_delivery(thr, stl)
+        ok_acc, ok_all = report_delivery(thr, stl)
+        ours = _ok(thr.get("aiologship", [])) + _ok(stl.get("aiologship", []))
+        n = len(ours)
         verdicts.append(
             verdict(
                 "delivery: aiologship records on disk == records accepted, every run",
-                ok.get("aiologship"),
-                "0 lost, 0 duplicated in every throughput and stall run"
-                if ok.get("aiologship")
+                ok_acc.get("aiologship"),
+                f"{n} runs (throughput + stall): on disk == lm.stats().accepted, 0 duplicated"
+                if ok_acc.get("aiologship")
                 else "see the delivery table",
+            )
+        )
+        dropped = [(r.get("stats") or {}).get("dropped", 0) for r in ours]
+        verdicts.append(
+            verdict(
+                "delivery (stricter, not an issue target): aiologship drops nothing at its "
+                "default settings, every run",
+                ok_all.get("aiologship"),
+                f"dropped per run: {' '.join(str(d) for d in dropped)}"
+                + (
+                    " (counted and warned, not silent: the 100k queue filled while the "
+                    "pump was short of the GIL)"
+                    if any(dropped)
+                    else ""
+                ),
             )
         )
 
