@@ -21,7 +21,7 @@ def tests(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """100 async tasks log to local JSON files; the logs are shipped to a local folder."""
     session.install(".")
-    session.run("python", "examples/quickstart.py", *session.posargs)
+    session.run("aiologship", "demo", *session.posargs)
 
 
 @nox.session(python=PYTHON)

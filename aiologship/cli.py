@@ -22,7 +22,9 @@ from typing import Any, TextIO
 import anyio
 
 from ._config import HdfsDriver, default_state_dir
+from ._demo import add_demo_command
 from ._exceptions import ConfigError, CopyError
+from ._status import add_status_command
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -41,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_copy_command(subparsers)
+    add_status_command(subparsers)
+    add_demo_command(subparsers)
     return parser
 
 
@@ -170,7 +174,9 @@ async def _copy(spec: Any, state_dir: Path, driver: HdfsDriver, show_bar: bool) 
                             "(Ctrl-C again to abort)",
                             file=sys.stderr,
                         )
-                        tg.start_soon(engine.stop)
+                        if spec.copy_interval is not None:
+                            tg.start_soon(engine.stop)
+                        # --once: the cycle in progress is the final one.
                     else:
                         aborted = True
                         tg.cancel_scope.cancel()
@@ -223,6 +229,13 @@ class _ProgressBar:
 
     def draw(self) -> None:
         p = self._engine.progress()
+        if not p.planned:
+            line = "\rscanning..."
+            if line != self._last:
+                self._stream.write(line)
+                self._stream.flush()
+                self._last = line
+            return
         total = max(p.bytes_total, 1)
         done = min(p.bytes_done, total)
         fraction = done / total if p.bytes_total else (1.0 if p.files_total == 0 else 0.0)

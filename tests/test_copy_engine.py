@@ -517,6 +517,16 @@ async def test_every_pyarrow_call_runs_in_a_worker_thread(env: Env) -> None:
     env.write("a.log", b"new\n")
     await engine.flush()
     await engine.stop()
+    # A lost manifest is rebuilt by reading the destination; a destination
+    # file longer than the manifest says is verified with random reads.
+    (engine.state_path / "manifest.json").unlink()
+    again = await env.engine(resolver=handler.resolver)
+    await again.flush()
+    env.write("a.log", b"more\n", mode="ab")
+    with open(env.dst / "a.log", "ab") as f:
+        f.write(b"mo")  # as if a killed copier had appended part of it
+    assert (await again.flush()).bytes_shipped == 3
+    assert env.dest_files()["a.log"] == b"new\nmore\n"
     assert {
         "create_dir",
         "open_output_stream",
@@ -524,6 +534,8 @@ async def test_every_pyarrow_call_runs_in_a_worker_thread(env: Env) -> None:
         "open_append_stream",
         "get_file_info",
         "get_file_info_selector",
+        "open_input_stream",
+        "open_input_file",
     } <= set(handler.calls)
     loop_thread = threading.current_thread()
     assert loop_thread not in handler.threads
@@ -725,3 +737,39 @@ async def test_run_survives_a_failing_cycle(env: Env, caplog: pytest.LogCaptureF
     assert len([r for r in caplog.records if "cycle failed" in r.getMessage()]) == 1
     assert env.dest_files() == {"a.log": b"a"}
     assert (engine.state_path / "manifest.json").is_file()
+
+
+async def test_concurrent_stops_share_one_final_cycle(env: Env) -> None:
+    env.write("a.log", b"a")
+    engine = await env.engine()
+    results: list[CopyState] = []
+
+    async def stop_and_look() -> None:
+        await engine.stop()
+        results.append(engine.status().state)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(stop_and_look)
+    assert results == [CopyState.STOPPED] * 3
+    assert engine.status().files_shipped == 1
+    # The state lock is free only now: another engine may take over.
+    successor = await env.engine()
+    assert (await successor.flush()).files_shipped == 0
+
+
+async def test_a_destination_inside_the_globbed_tree_is_not_copied_into_itself(env: Env) -> None:
+    env.write("app.log", b"a\n")
+    engine = await env.engine(
+        path_patterns=["**/*.log"],
+        root_dir=str(env.src),
+        preserve_structure=True,
+        hdfs_destination=str(env.src / "archive"),
+    )
+    assert (await engine.flush()).files_shipped == 1
+    again = await engine.flush()
+    assert again.ok and again.files_shipped == 0
+    assert sorted(p.relative_to(env.src).as_posix() for p in env.src.rglob("*.log")) == [
+        "app.log",
+        "archive/app.log",
+    ]

@@ -49,6 +49,7 @@ def scan_pattern(pattern: str, root: Path | None, preserve: bool) -> ScanResult:
     outside: list[str] = []
     real_root = os.path.realpath(root) if root is not None else None
     real_dirs: dict[str, str] = {}
+    prefix = None if root is None or not preserve else str(root).rstrip(os.sep) + os.sep
     for path in glob.iglob(pattern, recursive=True):
         try:
             lst = os.lstat(path)
@@ -91,7 +92,11 @@ def scan_pattern(pattern: str, root: Path | None, preserve: bool) -> ScanResult:
         files.append(
             SourceFile(
                 path=path,
-                dest=_dest_name(path, root, preserve),
+                dest=(
+                    path[len(prefix) :].replace(os.sep, "/")
+                    if prefix is not None and path.startswith(prefix)
+                    else _dest_name(path, root, preserve)
+                ),
                 size=st.st_size,
                 mtime_ns=st.st_mtime_ns,
                 ino=st.st_ino,
@@ -118,7 +123,9 @@ async def scan(
     async with anyio.create_task_group() as tg:
         for i, pattern in enumerate(patterns):
             tg.start_soon(one, i, pattern)
-    return merge(r for r in results if r is not None)
+    # Merging is O(files) too: off the loop as well.
+    done = [r for r in results if r is not None]
+    return await anyio.to_thread.run_sync(merge, done, limiter=limiter)
 
 
 def merge(results: Iterable[ScanResult]) -> ScanResult:

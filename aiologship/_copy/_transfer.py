@@ -79,6 +79,7 @@ class Progress:
         self.bytes_total = 0
         self.files_done = 0
         self.files_total = 0
+        self.planned = False  # totals are known (the scan and the plan are done)
 
     def add(self, n: int) -> None:
         with self._lock:
@@ -165,6 +166,9 @@ def ship_file(
         offset = None
         if prev is not None:
             offset = _append_offset(dest, f, size, st, prev, final, src.dest)
+        # Taken before the copy: if the file is truncated and rewritten while
+        # it is copied, the next cycle sees these no longer match and replaces.
+        head, tail = fingerprints(f, size)
         local = isinstance(dest.filesystem, pafs.LocalFileSystem)
         if offset is not None:
             sent = 0
@@ -176,7 +180,6 @@ def ship_file(
             replace = _replace_local if local else _replace
             sent = replace(dest, f, final, size, temps, dirs, progress, chunk_size)
             mode = "replace"
-        head, tail = fingerprints(f, size)
     entry = Entry(src.dest, size, st.st_mtime_ns, st.st_ino, st.st_dev, head, tail)
     return Shipped(entry, sent, mode)
 
