@@ -1,92 +1,37 @@
 """Where a copy operation's engine runs, behind ``CopyOperation``.
 
-``LocalBackend``: a ``CopyEngine`` on the manager's runtime loop.
-``SkippedBackend``: copies disabled here (Ray worker node, RAY_DISABLE_HDFS_COPY).
+``CoordinatedBackend`` decides on the manager's runtime (never on the caller's loop:
+the first Ray role lookup may take a GCS round trip) and then delegates to
+
+- ``SkippedBackend``: copies disabled here (Ray worker node, RAY_DISABLE_HDFS_COPY);
+- ``HostLockBackend``: outside Ray, the engine on this process's runtime while it
+  holds the host lock for the copy_name (one copier per host);
+- ``RayBackend``: in Ray, the detached copier actor for the copy_name.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
+
 from ._config import HdfsDriver
+from ._exceptions import CopyError
+from ._handle import Backend
 from ._runtime import Runtime
 
 if TYPE_CHECKING:
-    from ._copy import CopyEngine, CopySpec, CopyStatus
+    from ._coordination import CopyGate
+    from ._copy import CopySpec, CopyStatus
 
 _log = logging.getLogger("aiologship")
 
-
-def _placeholder_status(spec: CopySpec, state: str, error: str | None = None) -> CopyStatus:
-    from ._copy import CopyState, CopyStatus
-
-    return CopyStatus(
-        name=spec.copy_name,
-        state=CopyState(state),
-        destination=spec.destination_redacted,
-        files_shipped=0,
-        bytes_shipped=0,
-        pending_files=0,
-        last_cycle_at=None,
-        next_cycle_at=None,
-        last_error=error,
-        consecutive_failures=0 if error is None else 1,
-    )
-
-
-class LocalBackend:
-    def __init__(
-        self, spec: CopySpec, runtime: Runtime, state_dir: Path, driver: HdfsDriver
-    ) -> None:
-        self.spec = spec
-        self._runtime = runtime
-        self._state_dir = state_dir
-        self._driver = driver
-        self._engine: CopyEngine | None = None
-        self._error: str | None = None
-
-    async def start(self) -> None:
-        from ._copy import CopyEngine
-
-        engine = CopyEngine(self.spec, state_dir=self._state_dir, hdfs_driver=self._driver)
-        try:
-            await engine.open()
-        except Exception as exc:
-            self._error = str(exc)
-            raise
-        self._engine = engine
-        self._runtime.spawn(self._run, engine)
-
-    async def _run(self, engine: CopyEngine) -> None:
-        try:
-            await engine.run()
-        except Exception as exc:
-            self._error = str(exc)
-            _log.exception("copy operation %r stopped on an error", self.spec.copy_name)
-
-    async def flush(self) -> Any:
-        return await self._require_engine().flush()
-
-    async def stop(self) -> None:
-        if self._engine is not None:
-            await self._engine.stop()
-
-    def _require_engine(self) -> CopyEngine:
-        if self._engine is None:
-            from ._exceptions import CopyError
-
-            raise CopyError(
-                f"copy operation {self.spec.copy_name!r} is not running"
-                + (f": {self._error}" if self._error else "")
-            )
-        return self._engine
-
-    def status(self) -> CopyStatus:
-        if self._engine is not None:
-            return self._engine.status()
-        return _placeholder_status(self.spec, "failed" if self._error else "new", self._error)
+# On close(), a Ray copier gets one cycle for what this process wrote, then is left
+# running for the cluster (it outlives the task that started it).
+RELEASE_FLUSH_TIMEOUT = 60.0
 
 
 class SkippedBackend:
@@ -103,4 +48,94 @@ class SkippedBackend:
         return None
 
     def status(self) -> CopyStatus:
-        return _placeholder_status(self.spec, "skipped")
+        from ._host_copier import placeholder_status
+
+        return placeholder_status(self.spec, "skipped")  # type: ignore[no-any-return]
+
+
+class CoordinatedBackend:
+    def __init__(
+        self,
+        spec: CopySpec,
+        *,
+        gate: Callable[[], CopyGate],
+        runtime: Runtime,
+        state_dir: Path,
+        hdfs_driver: HdfsDriver,
+    ) -> None:
+        self.spec = spec
+        self._gate = gate
+        self._runtime = runtime
+        self._state_dir = state_dir
+        self._driver = hdfs_driver
+        self._inner: Any = None
+        self._error: str | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return isinstance(self._inner, SkippedBackend)
+
+    @property
+    def in_ray(self) -> bool:
+        return hasattr(self._inner, "release")
+
+    async def start(self) -> None:
+        from ._coordination import coordinated_backend, should_skip_copy
+
+        try:
+            gate = await anyio.to_thread.run_sync(self._gate)
+            if should_skip_copy(gate, self.spec.copy_name, str(self.spec.scope)):
+                self._inner = SkippedBackend(self.spec)
+                return
+            inner = coordinated_backend(
+                self.spec,
+                runtime=self._runtime,
+                state_dir=self._state_dir,
+                hdfs_driver=self._driver,
+                role=gate.role,
+            )
+            self._inner = inner
+            await inner.start()
+        except Exception as exc:
+            self._error = str(exc)
+            raise
+
+    async def flush(self) -> Any:
+        return await self._require().flush()
+
+    async def stop(self) -> None:
+        if self._inner is not None:
+            await self._inner.stop()
+
+    async def close(self) -> None:
+        """The manager closes: stop a local copier; leave a Ray copier running."""
+        inner = self._inner
+        if inner is None:
+            return
+        if not self.in_ray:
+            await inner.stop()
+            return
+        with anyio.move_on_after(RELEASE_FLUSH_TIMEOUT):
+            try:
+                await inner.flush()
+            except Exception as exc:
+                _log.warning("copy %r: flush before release failed: %s", self.spec.copy_name, exc)
+        await inner.release()
+
+    def _require(self) -> Backend:
+        if self._inner is None:
+            raise CopyError(
+                f"copy operation {self.spec.copy_name!r} is not running"
+                + (f": {self._error}" if self._error else "")
+            )
+        backend: Backend = self._inner
+        return backend
+
+    def status(self) -> CopyStatus:
+        if self._inner is not None:
+            status: CopyStatus = self._inner.status()
+            return status
+        from ._host_copier import placeholder_status
+
+        state = "failed" if self._error else "new"
+        return placeholder_status(self.spec, state, self._error)  # type: ignore[no-any-return]

@@ -43,6 +43,7 @@ from ._runtime import Runtime
 from ._sinks import FileWriter, Writer
 
 if TYPE_CHECKING:
+    from ._coordination import CopyGate
     from ._copy import CopyStatus
     from ._logger import Logger
 
@@ -90,7 +91,7 @@ class LogManager:
         self._after_close = 0
         self._after_close_warned = False
         self._copies: dict[str, CopyOperation] = {}
-        self._copy_enabled: bool | None = None
+        self._gate: CopyGate | None = None
         self._ensure_started()
         _live.add(self)
         try:
@@ -114,10 +115,25 @@ class LogManager:
 
     @property
     def hdfs_copy_enabled(self) -> bool:
-        """False on a Ray worker node or with ``RAY_DISABLE_HDFS_COPY=true``."""
-        if self._copy_enabled is None:
-            self._copy_enabled = _detect_copy_enabled()
-        return self._copy_enabled
+        """False on a Ray worker node or with ``RAY_DISABLE_HDFS_COPY=true``.
+
+        Decided once per manager (the first time in a process it may ask Ray's GCS
+        which node carries ``node:__internal_head__``) and logged:
+        ``Ray head node detected: HDFS copy enabled`` or
+        ``Ray worker node detected: HDFS copy disabled``.
+        """
+        return self._copy_gate().enabled
+
+    def _copy_gate(self) -> CopyGate:
+        gate = self._gate
+        if gate is None:
+            from ._coordination import copy_gate
+
+            with self._lock:
+                if self._gate is None:
+                    self._gate = copy_gate()
+                gate = self._gate
+        return gate
 
     @property
     def _ray_hdfs_enabled(self) -> bool:
@@ -347,42 +363,72 @@ class LogManager:
         return op
 
     def _copy_backend(self, spec: Any) -> tuple[Backend, Runtime | None]:
-        from ._copy_backends import LocalBackend, SkippedBackend
+        from ._copy_backends import CoordinatedBackend
 
-        if not self.hdfs_copy_enabled:
-            _log.info(
-                "HDFS copy operation '%s' skipped: disabled in Ray cluster worker node",
-                spec.copy_name,
-            )
-            return SkippedBackend(spec), None
         state_dir = self._config.state_dir or default_state_dir()
-        return LocalBackend(spec, self._runtime, state_dir, self._config.hdfs_driver), self._runtime
+        backend = CoordinatedBackend(
+            spec,
+            gate=self._copy_gate,
+            runtime=self._runtime,
+            state_dir=state_dir,
+            hdfs_driver=self._config.hdfs_driver,
+        )
+        return backend, self._runtime
 
     def list_hdfs_copy_operations(self) -> list[CopyStatus]:
-        """The status of every copy operation this manager started."""
+        """The status of each copy operation: this manager's, and in a Ray cluster
+        every copier actor's, from any node (one bounded round trip to each)."""
         with self._lock:
             ops = list(self._copies.values())
-        return [op.status() for op in ops]
+        statuses = {op.name: op.status() for op in ops}
+        if self._copy_gate().role != "standalone":
+            from ._ray_copier import list_copies
+
+            for status in list_copies():
+                if statuses.get(status.name) is None or str(statuses[status.name].state) in (
+                    "skipped",
+                    "new",
+                ):
+                    statuses[status.name] = status
+        return list(statuses.values())
+
+    async def alist_hdfs_copy_operations(self) -> list[CopyStatus]:
+        """``list_hdfs_copy_operations`` for async code (Ray calls in a thread)."""
+        return await anyio.to_thread.run_sync(self.list_hdfs_copy_operations)
 
     def stop_hdfs_copy(self, copy_name: str) -> Any:
         """Run a final copy cycle, then stop the operation.
 
         Blocks until done in sync code; on a running event loop it returns an
-        awaitable instead (``await lm.stop_hdfs_copy(name)``).
+        awaitable instead (``await lm.stop_hdfs_copy(name)``). In a Ray cluster it
+        also stops a copier another process started.
         """
-        op = self._pop_copy(copy_name)
-        return op.stop()
-
-    async def astop_hdfs_copy(self, copy_name: str) -> None:
-        op = self._pop_copy(copy_name)
-        await op.astop()
-
-    def _pop_copy(self, copy_name: str) -> CopyOperation:
+        if in_event_loop():
+            return self.astop_hdfs_copy(copy_name)
         with self._lock:
             op = self._copies.pop(copy_name, None)
-        if op is None:
+        if op is not None and not _skipped(op):
+            op.stop()
+            return None
+        self._stop_in_cluster(copy_name, found_here=op is not None)
+        return None
+
+    async def astop_hdfs_copy(self, copy_name: str) -> None:
+        with self._lock:
+            op = self._copies.pop(copy_name, None)
+        if op is not None and not _skipped(op):
+            await op.astop()
+            return
+        await anyio.to_thread.run_sync(self._stop_in_cluster, copy_name, op is not None)
+
+    def _stop_in_cluster(self, copy_name: str, found_here: bool) -> None:
+        if self._copy_gate().role != "standalone":
+            from ._ray_copier import stop_copy
+
+            stop_copy(copy_name)
+            return
+        if not found_here:
             raise ConfigError("copy_name", copy_name, "no copy operation of that name")
-        return op
 
     # --------------------------------------------------------------- lifecycle
 
@@ -499,18 +545,22 @@ class LogManager:
             writer.forget()
         # The parent keeps running its copies; a child starts its own if it asks.
         self._copies = {}
-        self._copy_enabled = None
+        self._gate = None
 
 
 async def _stop_quietly(op: CopyOperation) -> None:
+    backend: Any = op._backend
     try:
-        await op._backend.stop()
+        if hasattr(backend, "close"):
+            await backend.close()
+        else:
+            await backend.stop()
     except Exception:
         _log.exception("final copy cycle of %r failed", op.name)
 
 
-def _detect_copy_enabled() -> bool:
-    return True  # replaced by Ray role detection (issue 5)
+def _skipped(op: CopyOperation) -> bool:
+    return bool(getattr(op._backend, "skipped", False))
 
 
 # ------------------------------------------------------ process-wide hooks

@@ -1,0 +1,108 @@
+"""A real three-node Ray cluster for the coordination tests (issue 5).
+
+One ``ray.cluster_utils.Cluster`` per test module (it takes about 7-13 s to start on
+this 2-core machine): the head plus two worker nodes, each with a custom resource
+(``node_head``, ``node_w1``, ``node_w2``) and small CPU/memory settings. Module
+scope, not session: the unit tests of role detection need a process where Ray is
+not initialized. Tasks are placed with ``NodeAffinitySchedulingStrategy``.
+Detached copier actors outlive their job, so every test kills the ones it made.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_STDLIB_RECORD_FACTORY = logging.getLogRecordFactory()
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'aiologship[ray]')")
+# Importing Ray installs a process-wide LogRecord factory (it adds _ray_timestamp_ns).
+# Keep it inside this module's cluster fixture, so the other test modules of the
+# session see the stdlib's records as they would without Ray.
+_RAY_RECORD_FACTORY = logging.getLogRecordFactory()
+logging.setLogRecordFactory(_STDLIB_RECORD_FACTORY)
+
+from _raytest import kill_copiers  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+NODE_NAMES = ("head", "w1", "w2")
+_OBJECT_STORE = 80 * 1024 * 1024
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(HERE):
+            item.add_marker(pytest.mark.ray)
+
+
+@dataclass
+class RayCluster:
+    cluster: Any
+    node_ids: dict[str, str]  # "head"/"w1"/"w2" -> hex node id
+
+    def on(self, name: str) -> NodeAffinitySchedulingStrategy:
+        """Scheduling strategy that puts a task or actor on node ``name``."""
+        return NodeAffinitySchedulingStrategy(node_id=self.node_ids[name], soft=False)
+
+    def name_of(self, node_id: str) -> str:
+        return next(k for k, v in self.node_ids.items() if v == node_id)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[RayCluster]:
+    logging.setLogRecordFactory(_RAY_RECORD_FACTORY)
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "resources": {"node_head": 1},
+            "object_store_memory": _OBJECT_STORE,
+            "include_dashboard": False,
+        },
+    )
+    try:
+        for name in NODE_NAMES[1:]:
+            cluster.add_node(
+                num_cpus=1, resources={f"node_{name}": 1}, object_store_memory=_OBJECT_STORE
+            )
+        cluster.wait_for_nodes(timeout=60)
+        # Workers (and the detached actors they start) import aiologship and the
+        # test helpers from this checkout; nothing is pip-installed (brief).
+        pythonpath = os.pathsep.join([str(ROOT), str(HERE)])
+        ray.init(
+            address=cluster.address,
+            namespace="aiologship-tests",
+            runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+            log_to_driver=False,
+        )
+        node_ids = {}
+        for node in ray.nodes():
+            if not node["Alive"]:
+                continue
+            for name in NODE_NAMES:
+                if f"node_{name}" in node["Resources"]:
+                    node_ids[name] = node["NodeID"]
+        assert set(node_ids) == set(NODE_NAMES), node_ids
+        yield RayCluster(cluster, node_ids)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        logging.setLogRecordFactory(_STDLIB_RECORD_FACTORY)
+
+
+@pytest.fixture
+def cluster(ray_cluster: RayCluster) -> Iterator[RayCluster]:
+    """The session cluster, with no copier actors before or after the test."""
+    kill_copiers()
+    try:
+        yield ray_cluster
+    finally:
+        kill_copiers()

@@ -1,0 +1,45 @@
+"""The Ray examples run end to end (each starts its own local cluster)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+
+def run_example(name: str, timeout: float) -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_DEDUP_LOGS="0")
+    env.pop("RAY_DISABLE_HDFS_COPY", None)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout + done.stderr
+
+
+@pytest.mark.timeout(300)
+def test_ray_cluster_example() -> None:
+    out = run_example("ray_cluster.py", timeout=280)
+    states = [line.rsplit(": copy ", 1)[1] for line in out.splitlines() if ": copy " in line]
+    assert len(states) == 10 and states.count("skipped") >= 1, out[-3000:]
+    assert "HDFS copy operation 'app_logs' skipped: disabled in Ray cluster worker node" in out
+    assert out.count("copier 'app_logs'") == 1, out[-3000:]
+    assert "10 files under" in out
+
+
+@pytest.mark.timeout(300)
+def test_ray_async_actor_example() -> None:
+    out = run_example("ray_async_actor.py", timeout=280)
+    assert "'state': 'running'" in out, out[-3000:]
+    assert "copier 'service_logs'" in out
