@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +165,7 @@ class LagTicker:
         if self._schedstat is not None:
             os.close(self._schedstat)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, Any]:
         lags = sorted(self.lags) or [0.0]
         span = self._t1 - self._t0
         worst_i = max(range(len(self.lags)), key=self.lags.__getitem__, default=None)
@@ -384,6 +384,3 @@ def verdict(name: str, ok: bool | None, detail: str) -> str:
     line = f"{word}: {name}: {detail}"
     print(line, flush=True)
     return line
-
-
-Fn = Callable[..., Any]

@@ -65,7 +65,6 @@ LINE_RE = re.compile(rb"task=(\d+) seq=(\d+)")
 YIELD_EVERY = 20  # sync loggers: let the 100 tasks interleave like real request handlers
 
 LIBS = ["aiologship", "stdlib", "stdlib-queue", "aiologger", "loguru", "picologging"]
-ANCHORS = LIBS[1:]
 LABELS = {
     "aiologship": "aiologship LogManager",
     "stdlib": "stdlib FileHandler",
@@ -141,6 +140,8 @@ class StdlibQueueAdapter(StdlibAdapter):
 
 
 class PicologgingAdapter(StdlibAdapter):
+    handler: Any  # a picologging.FileHandler (not a logging.Handler subclass)
+
     async def open(self, path: Path, **kw: Any) -> None:
         import picologging
 
@@ -389,7 +390,7 @@ def w_calibrate(n: int) -> dict[str, Any]:
     del warm
     gc_collect()
     before = rss_bytes()
-    held = collections.deque()
+    held: collections.deque[tuple[logging.Handler, logging.LogRecord]] = collections.deque()
     for i in range(n):
         rec = lg.makeRecord("bench", logging.INFO, __file__, 1, MSG, (0, i, PAYLOAD), None)
         held.append((handler, rec))
@@ -766,8 +767,8 @@ def main(argv: list[str]) -> int:
 
     if "delivery" in scen:
         ok_acc, ok_all = report_delivery(thr, stl)
-        ours = _ok(thr.get("aiologship", [])) + _ok(stl.get("aiologship", []))
-        n = len(ours)
+        our_runs = _ok(thr.get("aiologship", [])) + _ok(stl.get("aiologship", []))
+        n = len(our_runs)
         verdicts.append(
             verdict(
                 "delivery: aiologship records on disk == records accepted, every run",
@@ -777,7 +778,7 @@ def main(argv: list[str]) -> int:
                 else "see the delivery table",
             )
         )
-        dropped = [(r.get("stats") or {}).get("dropped", 0) for r in ours]
+        dropped = [(r.get("stats") or {}).get("dropped", 0) for r in our_runs]
         verdicts.append(
             verdict(
                 "delivery (stricter, not an issue target): aiologship drops nothing at its "
@@ -861,20 +862,20 @@ def run_memory(
     # allocator slack. Fixed, so it cannot hide growth proportional to what was offered.
     allowance = 16 * 2**20
     bound = qsize * bpr + allowance
-    rows = []
-    for r in res:
-        st = r["stats"]
+    rows: list[list[Any]] = []
+    for run in res:
+        st = run["stats"]
         rows.append(
             [
-                f"run (load {r['load']:.1f})",
-                r["rss_growth"] / 2**20,
+                f"run (load {run['load']:.1f})",
+                run["rss_growth"] / 2**20,
                 bound / 2**20,
-                r["sent"] * bpr / 2**20,
-                r["sent"],
-                r["achieved_rate"],
+                run["sent"] * bpr / 2**20,
+                run["sent"],
+                run["achieved_rate"],
                 st.get("dropped", "?"),
                 st.get("accepted", "?"),
-                r["on_disk"],
+                run["on_disk"],
             ]
         )
     print_table(
