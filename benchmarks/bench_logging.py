@@ -749,7 +749,7 @@ def main(argv: list[str]) -> int:
                     f"paired {paired_ratio(thr, 'aiologship', anchor, 'rate'):.2f}x; "
                     f"CPU per record {cpu_ratio(thr, anchor):.2f}x less)"
                     if measured
-                    else "aiologship or anchor did not run",
+                    else f"no successful run of aiologship and {anchor} (see above; --libs?)",
                 )
             )
 
