@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import anyio
 
-from ._exceptions import CopyError
+from ._exceptions import ConfigError, CopyError
 
 logger = logging.getLogger("aiologship")
 
@@ -294,8 +294,15 @@ class HostLock:
 
     def _open(self) -> int:
         if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                raise ConfigError(
+                    "state_dir",
+                    str(self.path.parent.parent),
+                    f"cannot create the lock file {self.path}: {exc.strerror or exc}",
+                ) from exc
         return self._fd
 
     def try_acquire(self) -> bool:

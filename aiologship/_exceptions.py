@@ -51,6 +51,14 @@ class ConfigError(AiologshipError, ValueError):
         shown = _short_repr(value)
         super().__init__(f"invalid {key}={shown}{where}: {reason}")
 
+    def __reduce__(self) -> Any:
+        # Crosses process boundaries (Ray tasks, multiprocessing) as itself. The
+        # value goes as its repr: it may not be picklable.
+        return (
+            _rebuild_config_error,
+            (self.key, _short_repr(self.value), self.reason, self.path, self.line, str(self)),
+        )
+
 
 class ClosedError(AiologshipError, RuntimeError):
     """Raised by ``LogManager`` methods that start work after ``close()``."""
@@ -64,6 +72,9 @@ class DestinationError(AiologshipError):
         self.uri = uri
         self.reason = reason
         super().__init__(f"destination {uri}: {reason}")
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.uri, self.reason))
 
 
 class CopyError(AiologshipError):
@@ -82,6 +93,18 @@ class CopyConflictError(CopyError):
         super().__init__(
             f"copy operation {copy_name!r} is already running with other parameters ({diff})"
         )
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.copy_name, self.differences))
+
+
+def _rebuild_config_error(
+    key: str, value: Any, reason: str, path: str | None, line: int | None, message: str
+) -> ConfigError:
+    error = ConfigError.__new__(ConfigError)
+    Exception.__init__(error, message)
+    error.key, error.value, error.reason, error.path, error.line = key, value, reason, path, line
+    return error
 
 
 def _short_repr(value: Any, limit: int = 120) -> str:

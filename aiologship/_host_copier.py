@@ -148,7 +148,12 @@ class HostCopier:
         kept in :attr:`error` and raised by :meth:`wait_started`), so it can live
         in a task group next to other copies."""
         try:
-            if not await anyio.to_thread.run_sync(self._lock.try_acquire):
+            try:
+                leading = await anyio.to_thread.run_sync(self._lock.try_acquire)
+            except Exception as exc:
+                self._fail(exc, "cannot take its host lock")
+                return
+            if not leading:
                 self._state = HostState.STANDBY
                 self._started.set()
                 logger.info(
@@ -156,9 +161,13 @@ class HostCopier:
                     self.copy_name,
                     self._lock.holder() or "unknown",
                 )
-                got = await self._lock.acquire(
-                    poll_interval=self._poll, cancel=self._stop_requested
-                )
+                try:
+                    got = await self._lock.acquire(
+                        poll_interval=self._poll, cancel=self._stop_requested
+                    )
+                except Exception as exc:
+                    self._fail(exc, "lost its host lock file")
+                    return
                 if not got:
                     return
                 logger.info("HDFS copy '%s': previous holder gone, taking over", self.copy_name)

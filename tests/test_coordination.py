@@ -422,6 +422,23 @@ def test_open_error_reaches_the_starter_and_frees_the_lock(tmp_path: Path) -> No
     anyio.run(main)
 
 
+def test_unusable_state_dir_fails_the_start(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+
+    async def main() -> None:
+        engine = FakeEngine()
+        copier = HostCopier("app", engine, HostLock(not_a_dir, "app"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(copier.run)
+            with pytest.raises(ConfigError) as info:
+                await copier.wait_started(10)
+        assert info.value.key == "state_dir" and copier.state is HostState.FAILED
+        assert engine.calls == []
+
+    anyio.run(main)
+
+
 @pytest.mark.timeout(60)
 def test_standby_copier_takes_over_from_a_dead_process(tmp_path: Path) -> None:
     child = _hold_in_child(tmp_path)
@@ -545,3 +562,24 @@ def test_processes_share_one_copier_and_take_over(tmp_path: Path) -> None:
     assert sorted(out) == sorted(expected)
     for name, data in expected.items():
         assert out[name] == [data], name
+
+
+def test_public_ray_namespace() -> None:
+    from aiologship import ray as aray
+
+    assert aray.__all__ == [
+        "ENV_DISABLE",
+        "NAMESPACE",
+        "ClusterDescription",
+        "CopierPlacement",
+        "NodeDescription",
+        "Role",
+        "copy_disabled_by_env",
+        "describe_cluster",
+        "detect_role",
+        "list_copies",
+        "stop_copy",
+    ]
+    assert aray.describe_cluster().role is Role.STANDALONE  # no Ray initialized here
+    with pytest.raises(CopyError, match="not initialized"):
+        aray.list_copies()

@@ -9,7 +9,8 @@ import pytest
 
 from aiologship import LogManager
 
-_VOLATILE = {"created", "msecs", "relativeCreated", "lineno"}
+# asctime and message appear when some handler (pytest, Ray) already formatted the record.
+_VOLATILE = {"created", "msecs", "relativeCreated", "lineno", "asctime", "message"}
 
 
 class _Keep(logging.Handler):

@@ -18,7 +18,7 @@ def kill_copiers() -> None:
         if entry["namespace"] == NAMESPACE:
             with contextlib.suppress(ValueError):
                 ray.kill(ray.get_actor(entry["name"], namespace=NAMESPACE), no_restart=True)
-    wait_for(lambda: not _copier_names(), timeout=30, what="copier actors to be gone")
+    wait_for(lambda: not _copier_names(), timeout=60, what="copier actors to be gone")
 
 
 def _copier_names() -> list[str]:

@@ -433,3 +433,25 @@ def test_plain_process_stands_by_while_the_ray_copier_runs(cluster: Any, tmp_pat
             assert all(len(v) == 1 for v in out.values())
 
     anyio.run(main)
+
+
+@pytest.mark.timeout(120)
+def test_engine_that_cannot_open_fails_the_start_and_frees_the_name(
+    cluster: Any, tmp_path: Path
+) -> None:
+    from aiologship._exceptions import ConfigError
+    from aiologship._ray_copier import start_ray_copier
+
+    make_logs(tmp_path / "src", 1)
+    p = params("bad_state", tmp_path / "src", tmp_path / "dest")
+    not_a_dir = tmp_path / "state-file"
+    not_a_dir.write_text("a file where the state dir should be")
+    with pytest.raises(ConfigError) as info:
+        anyio.run(lambda: start_ray_copier(p, state_dir=not_a_dir, factory=engine_factory()))
+    assert info.value.key == "state_dir"  # the engine's own error, rebuilt in the caller
+    wait_for(lambda: find_copiers("bad_state") == [], timeout=30, what="the failed copier gone")
+    # The name is free again: a corrected start creates a working copier.
+    good = anyio.run(
+        lambda: start_ray_copier(p, state_dir=tmp_path / "state", factory=engine_factory())
+    )
+    assert good.actor_name == "copy:bad_state"

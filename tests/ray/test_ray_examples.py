@@ -12,7 +12,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-
 def run_example(name: str, timeout: float) -> str:
     env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_DEDUP_LOGS="0")
     env.pop("RAY_DISABLE_HDFS_COPY", None)
