@@ -11,6 +11,7 @@ the first Ray role lookup may take a GCS round trip) and then delegates to
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -83,6 +84,9 @@ class CoordinatedBackend:
         from ._coordination import coordinated_backend, should_skip_copy
 
         try:
+            # The engine's first import (pyarrow, ~100 ms) and the Ray role lookup
+            # happen in a worker thread, not on any event loop.
+            await anyio.to_thread.run_sync(importlib.import_module, "aiologship._copy._operation")
             gate = await anyio.to_thread.run_sync(self._gate)
             if should_skip_copy(gate, self.spec.copy_name, str(self.spec.scope)):
                 self._inner = SkippedBackend(self.spec)

@@ -34,6 +34,7 @@ from ._config import (
     parse_retention,
     parse_rotation,
 )
+from ._copy import CopySpec  # light: the engine (pyarrow) loads on first use
 from ._exceptions import ClosedError, ConfigError, CopyConflictError
 from ._formatting import make_formatter
 from ._handle import Backend, CopyOperation, in_event_loop
@@ -334,8 +335,6 @@ class LogManager:
         the operation has started. Starting a running ``copy_name`` again with the
         same parameters returns its handle; with others raises ``CopyConflictError``.
         """
-        from ._copy import CopySpec
-
         self._check_open("start a copy")
         spec = CopySpec.from_params(
             copy_name=copy_name,

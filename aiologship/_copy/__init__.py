@@ -14,7 +14,22 @@ manager or Ray coordination.
     engine.status()         # CopyStatus
 """
 
-from ._operation import CopyEngine, CopyState, CopyStatus, CycleResult
+from typing import TYPE_CHECKING, Any
+
 from ._spec import CopySpec, Scope
+
+if TYPE_CHECKING:
+    from ._operation import CopyEngine, CopyState, CopyStatus, CycleResult
+
+
+def __getattr__(name: str) -> Any:
+    # The engine imports pyarrow (~100 ms); validating a CopySpec on the caller's
+    # event loop must not, so the engine loads on first use, in the runtime thread.
+    if name in ("CopyEngine", "CopyState", "CopyStatus", "CycleResult"):
+        from . import _operation
+
+        return getattr(_operation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["CopyEngine", "CopySpec", "CopyState", "CopyStatus", "CycleResult", "Scope"]

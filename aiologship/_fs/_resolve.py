@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import posixpath
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
-
-import pyarrow
-import pyarrow.fs as pafs
 
 from .._config import HdfsDriver
 from .._exceptions import ConfigError, DestinationError
 from ._redact import redact, scrub
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 DESTINATION_KEY = "hdfs_destination"
 
@@ -98,6 +98,11 @@ def resolve_destination(
     """Resolve ``uri``. May block (an hdfs:// or s3:// filesystem may connect):
     call it in a worker thread. Raises ``ConfigError`` for a malformed or
     unsupported URI, ``DestinationError`` (URI redacted) when it cannot be opened."""
+    # Imported here, in the worker thread: validating a spec on a caller's event
+    # loop must not pay pyarrow's import (~100 ms) there.
+    import pyarrow
+    import pyarrow.fs as pafs
+
     text = normalize_destination(uri)
     shown = redact(text)
     if "://" not in text:
