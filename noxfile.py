@@ -28,7 +28,11 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks, printed as ratios against anchors measured in the same run."""
     session.install("-e", ".[bench]")
-    for script in ("benchmarks/bench_logging.py", "benchmarks/bench_copy.py"):
+    for script in (
+        "benchmarks/bench_logging.py",
+        "benchmarks/bench_copy.py",
+        "benchmarks/bench_hdfs.py",
+    ):
         session.run("python", script, *session.posargs)
 
 

@@ -23,6 +23,8 @@ from ._config import Overflow
 if TYPE_CHECKING:
     from ._sinks import Writer
 
+_yield_gil = time.sleep
+
 # Arguments of these types cannot change after the call, so formatting the
 # message later on the pump thread prints what the caller meant.
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, complex})
@@ -182,6 +184,7 @@ class SinkHandler(logging.Handler):
         self._queue = queue
         self._items = queue.items
         self._maxsize = queue.maxsize
+        self._high_water = queue.maxsize // 2
         self._after_close = after_close
 
     def handle(self, record: logging.LogRecord) -> bool:
@@ -209,8 +212,17 @@ class SinkHandler(logging.Handler):
             if queue.closed:
                 self._after_close(self, record)
                 return
-            if len(self._items) < self._maxsize:
+            queued = len(self._items)
+            if queued < self._high_water:
                 self._items.append((self, record))
+            elif queued < self._maxsize:
+                self._items.append((self, record))
+                if not queued & 63:
+                    # Soft back-pressure: the pump is falling behind (usually starved
+                    # of the GIL by a busy producer), so every 64th record hands it
+                    # the GIL. Not a wait, not a lock: a loop thread gets the GIL back
+                    # at the pump's next yield (~0.5 ms).
+                    _yield_gil(0)
             else:
                 queue.put_overflow((self, record))
             if not queue.wake_pending:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -21,9 +22,12 @@ if TYPE_CHECKING:
     from ._sinks import Writer
 
 MAX_BATCH = 4096
+YIELD_MASK = 511  # yield the GIL every 512 formatted records (~1 ms of work)
 IDLE_WAKE_SECONDS = 1.0  # a lost wake-up (should not happen) costs at most this much latency
 
 _log = logging.getLogger("aiologship")
+_DEFAULT_FORMATTER = logging.Formatter()
+_yield_gil = time.sleep  # sleep(0) releases the GIL and lets a waiting thread take it
 
 
 class Pump:
@@ -73,21 +77,30 @@ class Pump:
         markers: list[FlushMarker] = []
         count = min(len(items), MAX_BATCH)
         self.in_flight = count
-        for _ in range(count):
+        # Consecutive records usually share a handler: keep its formatter and its
+        # writer's line list at hand instead of looking them up per record.
+        last: SinkHandler | None = None
+        fmt: Any = None
+        lines: list[str] = []
+        for i in range(count):
+            if i & YIELD_MASK == YIELD_MASK:
+                # Hand the GIL over: a caller's event loop waiting for it would
+                # otherwise wait out the whole 5 ms switch interval (benchmarks/,
+                # loop-stall scenario).
+                _yield_gil(0)
             item = pop()
             if type(item) is tuple:
                 handler, record = item
+                if handler is not last:
+                    last = handler
+                    fmt = (handler.formatter or _DEFAULT_FORMATTER).format
+                    lines = groups.setdefault(handler.writer, [])
                 try:
-                    line = handler.format(record) + "\n"
+                    lines.append(fmt(record) + "\n")
                 except Exception:
                     self.write_errors += 1
                     self.in_flight -= 1
                     handler.handleError(record)
-                    continue
-                lines = groups.get(handler.writer)
-                if lines is None:
-                    groups[handler.writer] = lines = []
-                lines.append(line)
             else:
                 assert isinstance(item, FlushMarker)
                 markers.append(item)
