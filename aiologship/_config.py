@@ -86,21 +86,7 @@ class ManagerConfig:
     copies: tuple[Mapping[str, Any], ...] = field(default=())
 
 
-_KEYS = frozenset(
-    {
-        "level",
-        "format",
-        "fmt",
-        "timezone",
-        "queue_size",
-        "overflow",
-        "overflow_timeout",
-        "state_dir",
-        "hdfs_driver",
-        "sinks",
-        "copies",
-    }
-)
+# Settings an AIOLOGSHIP_* variable may set; lists (sinks, copies) only in YAML or kwargs.
 _ENV_KEYS = (
     "level",
     "format",
@@ -112,6 +98,7 @@ _ENV_KEYS = (
     "state_dir",
     "hdfs_driver",
 )
+_KEYS = frozenset(_ENV_KEYS) | {"sinks", "copies"}
 _SINK_KEYS = frozenset({"path", "logger", "level", "format", "fmt", "rotation", "retention"})
 
 
