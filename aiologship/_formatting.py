@@ -15,6 +15,8 @@ from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
 from ._config import DEFAULT_TEXT_FORMAT
 
+_MILLIS = tuple(f".{ms:03d}" for ms in range(1000))
+
 
 class _Clock:
     """``record.created`` -> ``2026-11-29T17:43:59.123+08:00`` in one zone."""
@@ -31,12 +33,16 @@ class _Clock:
         second = int(created)
         cache = self._cache
         if cache[0] != second:
-            moment = datetime.fromtimestamp(second, self.tz)
-            offset = moment.strftime("%z")
-            offset = "Z" if offset in ("+0000", "") else f"{offset[:3]}:{offset[3:]}"
-            cache = (second, moment.strftime("%Y-%m-%dT%H:%M:%S"), offset)
-            self._cache = cache
-        return f"{cache[1]}.{int(msecs):03d}{cache[2]}"
+            cache = self._refresh(second)
+        return cache[1] + _MILLIS[int(msecs)] + cache[2]
+
+    def _refresh(self, second: int) -> tuple[int, str, str]:
+        moment = datetime.fromtimestamp(second, self.tz)
+        offset = moment.strftime("%z")
+        offset = "Z" if offset in ("+0000", "") else f"{offset[:3]}:{offset[3:]}"
+        cache = (second, moment.strftime("%Y-%m-%dT%H:%M:%S"), offset)
+        self._cache = cache
+        return cache
 
 
 class TextFormatter(logging.Formatter):
@@ -62,7 +68,14 @@ class TextFormatter(logging.Formatter):
             msg = msg % record.args
         record.message = msg
         if self._uses_time:
-            record.asctime = self.formatTime(record, self.datefmt)
+            if self.datefmt:
+                record.asctime = self.formatTime(record, self.datefmt)
+            else:
+                # _Clock.iso inlined: this line runs once per record on the pump.
+                cache = self._clock._cache
+                if cache[0] != int(record.created):
+                    cache = self._clock._refresh(int(record.created))
+                record.asctime = cache[1] + _MILLIS[int(record.msecs)] + cache[2]
         s: str = self._text % record.__dict__
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)

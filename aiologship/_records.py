@@ -40,11 +40,18 @@ def _reset_pid() -> None:
 os.register_at_fork(after_in_child=_reset_pid)
 
 
+_fast_types: dict[type, bool] = {}
+
+
 def fast_path_ok(logger: logging.Logger) -> bool:
     """True when the stdlib would build exactly the record ``make_record`` builds."""
+    cls = type(logger)
+    ok = _fast_types.get(cls)
+    if ok is None:
+        ok = _fast_types[cls] = cls.makeRecord is logging.Logger.makeRecord
     return (
-        logging.getLogRecordFactory() is _LogRecord
-        and type(logger).makeRecord is logging.Logger.makeRecord
+        ok
+        and logging._logRecordFactory is _LogRecord  # type: ignore[attr-defined]
         and logging._srcfile is not None
     )
 
@@ -72,40 +79,44 @@ def make_record(
             exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
         elif not isinstance(exc_info, tuple):
             exc_info = sys.exc_info()
-    record: logging.LogRecord = _new(_LogRecord)
-    d = record.__dict__
-    d["name"] = logger.name
-    d["msg"] = msg
-    d["args"] = args
-    d["levelname"] = _level_names.get(level) or logging.getLevelName(level)
-    d["levelno"] = level
-    d["pathname"] = pathname
-    d["filename"] = names[0]
-    d["module"] = names[1]
-    d["exc_info"] = exc_info
-    d["exc_text"] = None
-    d["stack_info"] = None
-    d["lineno"] = frame.f_lineno
-    d["funcName"] = code.co_name
-    d["created"] = ct
-    d["msecs"] = int((ct - int(ct)) * 1000) + 0.0
-    d["relativeCreated"] = (ct - _start_time) * 1000
     if logging.logThreads:
-        d["thread"] = _get_ident()
-        d["threadName"] = _current_thread().name
+        thread: int | None = _get_ident()
+        thread_name: str | None = _current_thread().name
     else:
-        d["thread"] = d["threadName"] = None
-    if not logging.logMultiprocessing:
-        d["processName"] = None
-    else:
-        d["processName"] = "MainProcess"
+        thread = thread_name = None
+    process_name: str | None = None
+    if logging.logMultiprocessing:
+        process_name = "MainProcess"
         mp = sys.modules.get("multiprocessing")
         if mp is not None:
             try:
-                d["processName"] = mp.current_process().name
+                process_name = mp.current_process().name
             except Exception:
                 pass
-    d["process"] = _pid if logging.logProcesses else None
+    # One dict display instead of twenty attribute stores: same keys, same order
+    # as LogRecord.__init__ (tests/test_records.py compares them).
+    d = {
+        "name": logger.name,
+        "msg": msg,
+        "args": args,
+        "levelname": _level_names.get(level) or logging.getLevelName(level),
+        "levelno": level,
+        "pathname": pathname,
+        "filename": names[0],
+        "module": names[1],
+        "exc_info": exc_info,
+        "exc_text": None,
+        "stack_info": None,
+        "lineno": frame.f_lineno,
+        "funcName": code.co_name,
+        "created": ct,
+        "msecs": int((ct - int(ct)) * 1000) + 0.0,
+        "relativeCreated": (ct - _start_time) * 1000,
+        "thread": thread,
+        "threadName": thread_name,
+        "processName": process_name,
+        "process": _pid if logging.logProcesses else None,
+    }
     if _TASK_NAME:
         d["taskName"] = None
         if getattr(logging, "logAsyncioTasks", False):
@@ -115,6 +126,8 @@ def make_record(
                     d["taskName"] = asyncio.current_task().get_name()
                 except Exception:
                     pass
+    record: logging.LogRecord = _new(_LogRecord)
+    record.__dict__ = d
     if extra is not None:
         for key in extra:
             if key in ("message", "asctime") or key in d:
