@@ -73,3 +73,32 @@ def test_our_sinks_survive_a_later_dictconfig(tmp_path: Path) -> None:
         )
         log.info("after")
     assert read_lines(path) == ["before", "after"]
+
+
+def test_dictconfig_from_a_yaml_file_drains_at_exit(tmp_path: Path) -> None:
+    """The uvicorn --log-config style: a YAML file fed to dictConfig."""
+    path = tmp_path / "yaml.log"
+    config = tmp_path / "logging.yaml"
+    config.write_text(
+        "version: 1\n"
+        "disable_existing_loggers: false\n"
+        "formatters:\n  plain: {format: '%(levelname)s %(message)s'}\n"
+        "handlers:\n"
+        "  file:\n"
+        "    (): aiologship.AsyncFileHandler\n"
+        f"    filename: {path}\n"
+        "    formatter: plain\n"
+        "root: {handlers: [file], level: INFO}\n",
+        encoding="utf-8",
+    )
+    _run_script(
+        f"""
+import logging, logging.config, yaml
+with open({str(config)!r}) as f:
+    logging.config.dictConfig(yaml.safe_load(f))
+for i in range(10000):
+    logging.getLogger("y").info("%d", i)
+""",
+        tmp_path,
+    )
+    assert read_lines(path) == [f"INFO {i}" for i in range(10000)]
