@@ -38,7 +38,7 @@ def in_event_loop() -> bool:
 class CopyOperation:
     """A running (or skipped) copy operation. See ``LogManager.start_hdfs_copy``."""
 
-    def __init__(self, spec: CopySpec, backend: Backend, runtime: Runtime | None) -> None:
+    def __init__(self, spec: CopySpec, backend: Backend, runtime: Runtime) -> None:
         self.spec = spec
         self._backend = backend
         self._runtime = runtime
@@ -59,8 +59,6 @@ class CopyOperation:
 
     def _begin(self, *, wait: bool) -> None:
         """Schedule the start on the runtime; in sync code wait for it (errors raise)."""
-        if self._runtime is None:
-            return
         self._started = self._runtime.submit(self._backend.start)
         if wait:
             self._started.result()
@@ -93,14 +91,10 @@ class CopyOperation:
     def _dual(self, func: Callable[[], Awaitable[Any]]) -> Any:
         if in_event_loop():
             return self._acall(func)
-        if self._runtime is None:
-            return _run_detached(func)
         self._wait_started_sync()
         return self._runtime.call(func)
 
     async def _acall(self, func: Callable[[], Awaitable[Any]]) -> Any:
-        if self._runtime is None:
-            return await func()
         await self._await_started()
         return await self._runtime.acall(func)
 
@@ -114,12 +108,3 @@ class CopyOperation:
         except Exception:
             state = "?"
         return f"<CopyOperation {self.name!r} {state} -> {self.spec.destination_redacted}>"
-
-
-def _run_detached(func: Callable[[], Awaitable[Any]]) -> Any:
-    import anyio
-
-    async def call() -> Any:
-        return await func()
-
-    return anyio.run(call)

@@ -86,6 +86,8 @@ class LogManager:
         )
         self._pump = Pump(self._queue)
         self._pump_exited = asyncio.Event()
+        self._written_before = 0  # counters of pumps replaced after a fork
+        self._errors_before = 0
         self._writers: dict[Path, tuple[Writer, int]] = {}
         self._sinks: dict[int, tuple[logging.Logger, SinkHandler]] = {}
         self._sink_ids = itertools.count(1)
@@ -278,9 +280,6 @@ class LogManager:
             after_close=self._after_close,
         )
 
-    _written_before = 0  # counters of pumps replaced after a fork
-    _errors_before = 0
-
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every record accepted so far is written; False on timeout."""
         if self._state is _State.CLOSED or not self._runtime.running:
@@ -361,7 +360,7 @@ class LogManager:
         op._begin(wait=not in_event_loop())
         return op
 
-    def _copy_backend(self, spec: Any) -> tuple[Backend, Runtime | None]:
+    def _copy_backend(self, spec: Any) -> tuple[Backend, Runtime]:
         from ._copy_backends import CoordinatedBackend
 
         state_dir = self._config.state_dir or default_state_dir()

@@ -157,7 +157,3 @@ def _report_write_error(writer: Writer, count: int) -> None:
     # Not through logging: the failing sink may be where that record would go.
     sys.stderr.write(f"--- aiologship: could not write {count} records to {writer.name} ---\n")
     traceback.print_exc(file=sys.stderr)
-
-
-def format_for(handler: SinkHandler, record: logging.LogRecord) -> str:
-    return handler.format(record) + "\n"
