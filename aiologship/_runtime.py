@@ -47,6 +47,11 @@ class Runtime:
         """Started and not stopped (the loop may still be starting up)."""
         return self._thread is not None and not self._stopped.is_set()
 
+    @property
+    def ready(self) -> bool:
+        """The loop runs and the portal answers: ``submit`` will not wait."""
+        return self._portal is not None
+
     def in_runtime_thread(self) -> bool:
         return self._thread is not None and threading.current_thread() is self._thread
 
