@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Awaitable, Callable, Generator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,14 +29,6 @@ class Backend(Protocol):
     async def flush(self) -> CycleResult: ...
     async def stop(self) -> None: ...
     def status(self) -> CopyStatus: ...
-
-
-def _copy_outcome(source: Future[None], target: Future[None]) -> None:
-    error = source.exception()
-    if error is not None:
-        target.set_exception(error)
-    else:
-        target.set_result(None)
 
 
 def in_event_loop() -> bool:
@@ -68,26 +59,9 @@ class CopyOperation:
 
     def _begin(self, *, wait: bool) -> None:
         """Schedule the start on the runtime; in sync code wait for it (errors raise)."""
-        if wait or self._runtime.ready:
-            self._started = self._runtime.submit(self._backend.start)
-            if wait:
-                self._started.result()
-            return
-        # On an event loop, with the runtime thread still starting up (a manager made
-        # just before): submitting would wait for it on the caller's loop, so a
-        # short-lived thread waits instead.
-        started: Future[None] = Future()
-        self._started = started
-
-        def submit() -> None:
-            try:
-                inner = self._runtime.submit(self._backend.start)
-            except BaseException as exc:
-                started.set_exception(exc)
-                return
-            inner.add_done_callback(lambda f: _copy_outcome(f, started))
-
-        threading.Thread(target=submit, name="aiologship-start", daemon=True).start()
+        self._started = self._runtime.submit(self._backend.start)
+        if wait:
+            self._started.result()
 
     def __await__(self) -> Generator[Any, None, CopyOperation]:
         return self._await_started().__await__()

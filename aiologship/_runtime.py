@@ -47,11 +47,6 @@ class Runtime:
         """Started and not stopped (the loop may still be starting up)."""
         return self._thread is not None and not self._stopped.is_set()
 
-    @property
-    def ready(self) -> bool:
-        """The loop runs and the portal answers: ``submit`` will not wait."""
-        return self._portal is not None
-
     def in_runtime_thread(self) -> bool:
         return self._thread is not None and threading.current_thread() is self._thread
 
@@ -166,8 +161,29 @@ class Runtime:
         return self._require_portal().call(func, *args)
 
     def submit(self, func: Callable[..., Awaitable[T]], *args: Any) -> Future[T]:
-        """Schedule ``func(*args)`` on the runtime loop; returns at once."""
-        return self._require_portal().start_task_soon(func, *args)
+        """Schedule ``func(*args)`` on the runtime loop; returns at once.
+
+        Never waits, even while the thread is still starting (a manager created
+        just before, on an event loop): then a short-lived thread waits for the
+        portal and hands the task over, so the caller's loop does not.
+        """
+        portal = self._portal
+        if portal is not None or self._thread is None or self._stopped.is_set():
+            return self._require_portal().start_task_soon(func, *args)
+        outer: Future[T] = Future()
+
+        def hand_over() -> None:
+            try:
+                inner = self._require_portal().start_task_soon(func, *args)
+            except BaseException as exc:
+                outer.set_exception(exc)
+                return
+            inner.add_done_callback(lambda done: _copy_outcome(done, outer))
+
+        threading.Thread(
+            target=hand_over, name=f"aiologship-{self.name}-start", daemon=True
+        ).start()
+        return outer
 
     async def acall(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``func(*args)`` on the runtime loop from another event loop, without blocking it."""
@@ -189,6 +205,14 @@ class Runtime:
         if portal is None:
             raise AiologshipError("the aiologship runtime is not running")
         return portal
+
+
+def _copy_outcome(source: Future[T], target: Future[T]) -> None:
+    error = source.exception()
+    if error is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(source.result())
 
 
 async def wait_future(future: Future[T]) -> T:
