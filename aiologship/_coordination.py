@@ -374,13 +374,6 @@ class HostLock:
 # ------------------------------------------------------------------ manager hooks
 
 
-def copy_enabled(environ: Mapping[str, str] | None = None) -> bool:
-    """``lm.hdfs_copy_enabled``: :func:`copy_gate` reduced to a bool (logs the role
-    line). Prefer keeping the :class:`CopyGate` to decide per start with
-    :func:`should_skip_copy`, which knows about ``scope="node"``."""
-    return copy_gate(environ).enabled
-
-
 def coordinated_backend(
     spec: Any,
     *,

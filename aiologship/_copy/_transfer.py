@@ -112,10 +112,6 @@ class TempNames:
         return m is not None and m.group("tag") == self.tag and m.group("run") != self.run
 
 
-def is_temp_name(name: str) -> bool:
-    return _TMP_RE.match(posixpath.basename(name)) is not None
-
-
 class DirCache:
     """Destination folders known to exist (saves a create_dir per file)."""
 
