@@ -11,14 +11,16 @@ Overflow is the slow path, under a lock, and every dropped record is counted.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._config import Overflow
+from ._records import build
 
 if TYPE_CHECKING:
     from ._sinks import Writer
@@ -28,6 +30,14 @@ _yield_gil = time.sleep
 # Arguments of these types cannot change after the call, so formatting the
 # message later on the pump thread prints what the caller meant.
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, complex})
+
+
+def all_immutable(values: Iterable[Any]) -> bool:
+    # A loop, not all(<generator>): this runs on every log call.
+    for value in values:  # noqa: SIM110
+        if type(value) not in _IMMUTABLE:
+            return False
+    return True
 
 
 class FlushMarker:
@@ -48,7 +58,9 @@ class FlushMarker:
             self.on_loop.set()
 
 
-Item = tuple["SinkHandler", logging.LogRecord] | FlushMarker
+# A queued item: (handler, record); a call captured by ``_records.capture``, whose
+# item[0] is the handler's index in ``RecordQueue.sinks``; or a FlushMarker.
+Item = tuple[Any, ...] | FlushMarker
 
 
 class Stats(NamedTuple):
@@ -87,6 +99,26 @@ class RecordQueue:
         self.dropped = 0
         self.evicted = 0
         self.drops_by_handler: dict[SinkHandler, int] = {}
+        # Captured calls name their handler by number, so the queued tuple holds no
+        # reference the garbage collector would have to follow (see capture).
+        self.sinks: dict[int, SinkHandler] = {}
+        self._sink_numbers = itertools.count()
+
+    def register(self, handler: SinkHandler) -> int:
+        index = next(self._sink_numbers)
+        self.sinks[index] = handler
+        return index
+
+    def unregister(self, handler: SinkHandler) -> None:
+        if self.sinks.get(handler.index) is handler:
+            del self.sinks[handler.index]
+
+    def unpack(self, item: tuple[Any, ...]) -> tuple[SinkHandler, logging.LogRecord]:
+        """``(handler, record)`` of a queued item; KeyError for a removed sink."""
+        head = item[0]
+        if type(head) is int:
+            return self.sinks[head], build(item)
+        return head, item[1]
 
     def request_wake(self) -> None:
         self.wake_pending = True
@@ -119,7 +151,8 @@ class RecordQueue:
             elif policy is Overflow.DROP_OLDEST:
                 oldest = self._pop_oldest_record()
                 if oldest is not None:
-                    self._count_drop(oldest[0])
+                    head = oldest[0]
+                    self._count_drop(self.sinks[head] if type(head) is int else head)
                     self.evicted += 1
                 self.items.append(item)
             else:
@@ -127,9 +160,9 @@ class RecordQueue:
                 # must never block, so it drops instead.
                 self._count_drop(item[0])
 
-    def _pop_oldest_record(self) -> tuple[SinkHandler, logging.LogRecord] | None:
+    def _pop_oldest_record(self) -> tuple[Any, ...] | None:
         markers: list[FlushMarker] = []
-        found: tuple[SinkHandler, logging.LogRecord] | None = None
+        found: tuple[Any, ...] | None = None
         while self.items:
             head = self.items.popleft()
             if isinstance(head, FlushMarker):
@@ -186,6 +219,7 @@ class SinkHandler(logging.Handler):
         self._maxsize = queue.maxsize
         self._high_water = queue.maxsize // 2
         self._after_close = after_close
+        self.index = queue.register(self)
 
     def handle(self, record: logging.LogRecord) -> bool:
         if self.filters:
@@ -202,12 +236,10 @@ class SinkHandler(logging.Handler):
             args = record.args
             if args:
                 values = args.values() if isinstance(args, dict) else args
-                for value in values:
-                    if type(value) not in _IMMUTABLE:
-                        # A mutable argument could change before the pump formats it.
-                        record.msg = record.getMessage()
-                        record.args = None
-                        break
+                if not all_immutable(values):
+                    # A mutable argument could change before the pump formats it.
+                    record.msg = record.getMessage()
+                    record.args = None
             queue = self._queue
             if queue.closed:
                 self._after_close(self, record)
@@ -232,5 +264,58 @@ class SinkHandler(logging.Handler):
         except Exception:
             self.handleError(record)
 
+    def put_captured(self, item: tuple[Any, ...]) -> None:
+        """``emit`` for a call captured by ``_records.capture`` (item[0] is
+        ``self.index``): the same queue, back-pressure and wake-up, without a
+        ``LogRecord`` until the pump formats it."""
+        try:
+            queue = self._queue
+            queued = len(self._items)
+            if queue.closed or queued >= self._maxsize:
+                # After close, or overflow: the record path handles both.
+                self.emit(build(item))
+                return
+            self._items.append(item)
+            if queued >= self._high_water and not queued & 63:
+                _yield_gil(0)  # soft back-pressure, as in emit
+            if not queue.wake_pending:
+                queue.request_wake()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(build(item))
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.writer.name} ({logging.getLevelName(self.level)})>"
+
+
+_direct: dict[type, bool] = {}
+
+
+def direct_sinks(logger: logging.Logger, level: int) -> list[SinkHandler] | None:
+    """The aiologship sinks that ``logger.handle`` would hand a record of ``level``
+    to, when nothing else would see it: no logger filter, no handler filter, no
+    other kind of handler anywhere up the propagation chain (pytest's caplog, a
+    StreamHandler...). ``None`` when the record must take the stdlib path."""
+    if logger.disabled or logger.filters:
+        return None
+    sinks: list[SinkHandler] = []
+    found = False
+    c: logging.Logger | None = logger
+    while c is not None:
+        for h in c.handlers:
+            cls = type(h)
+            plain = _direct.get(cls)
+            if plain is None:
+                plain = _direct[cls] = issubclass(cls, SinkHandler) and (
+                    cls.handle is SinkHandler.handle and cls.emit is SinkHandler.emit
+                )
+            if not plain or h.filters:
+                return None
+            found = True
+            if level >= h.level:
+                sinks.append(h)  # type: ignore[arg-type]
+        if not c.propagate:
+            break
+        c = c.parent
+    return sinks if found else None  # no handler at all: stdlib's lastResort

@@ -10,7 +10,8 @@ from datetime import timedelta
 from logging import CRITICAL, DEBUG, ERROR, INFO, WARNING
 from typing import TYPE_CHECKING, Any
 
-from ._records import fast_path_ok, make_record
+from ._handlers import all_immutable, direct_sinks
+from ._records import capture, fast_path_ok, make_record
 
 if TYPE_CHECKING:
     from ._manager import LogManager
@@ -90,6 +91,15 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
                 stack_info=stack_info, stacklevel=stacklevel + 2,
             )  # fmt: skip
             return
+        if exc_info is None and extra is None and type(msg) is str and all_immutable(args):
+            sinks = direct_sinks(logger, level)
+            if sinks is not None:
+                if sinks:
+                    item = capture(sinks[0].index, logger, level, msg, args, sys._getframe(2))
+                    sinks[0].put_captured(item)
+                    for sink in sinks[1:]:
+                        sink.put_captured((sink.index, *item[1:]))
+                return
         record = make_record(logger, level, msg, args, sys._getframe(2), exc_info, extra)
         logger.handle(record)
 

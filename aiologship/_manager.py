@@ -232,6 +232,8 @@ class LogManager:
         std.removeHandler(handler)
         if self._state is _State.OPEN and not self._runtime.in_runtime_thread():
             self.flush()
+            # Queued records name their sink by number until the pump writes them.
+            self._queue.unregister(handler)
         with self._lock:
             key = next((k for k, (w, _) in self._writers.items() if w is handler.writer), None)
             if key is None:
@@ -492,7 +494,12 @@ class LogManager:
                 item.set()
             else:
                 leftovers.append(item)
-        for handler, record in leftovers:
+        for item in leftovers:
+            try:
+                handler, record = self._queue.unpack(item)
+            except KeyError:
+                self._pump.write_errors += 1
+                continue
             try:
                 handler.writer.write_sync([handler.format(record) + "\n"])
                 self._pump.written += 1

@@ -17,6 +17,7 @@ import anyio
 import anyio.lowlevel
 
 from ._handlers import FlushMarker, RecordQueue, SinkHandler
+from ._records import build
 
 if TYPE_CHECKING:
     from ._sinks import Writer
@@ -73,6 +74,7 @@ class Pump:
         queue = self._queue
         items = queue.items
         pop = items.popleft
+        sinks = queue.sinks
         groups: dict[Writer, list[str]] = {}
         markers: list[FlushMarker] = []
         count = min(len(items), MAX_BATCH)
@@ -90,7 +92,15 @@ class Pump:
                 _yield_gil(0)
             item = pop()
             if type(item) is tuple:
-                handler, record = item
+                head = item[0]
+                if type(head) is int:  # a captured call (_records.capture)
+                    sink = sinks.get(head)
+                    if sink is None:
+                        self._lost_to_removed_sink()
+                        continue
+                    handler, record = sink, build(item)
+                else:
+                    handler, record = item
                 if handler is not last:
                     last = handler
                     fmt = (handler.formatter or _DEFAULT_FORMATTER).format
@@ -123,6 +133,13 @@ class Pump:
         self.in_flight = 0
         for marker in markers:
             marker.set()
+
+    def _lost_to_removed_sink(self) -> None:
+        # Only a call racing remove_sink() on another thread gets here: it chose the
+        # sink just before the removal and enqueued just after the removal's flush.
+        self.write_errors += 1
+        self.in_flight -= 1
+        sys.stderr.write("--- aiologship: a record for a removed sink was not written ---\n")
 
     async def _report_drops(self) -> None:
         """One warning per overflow episode: once the queue has room again."""

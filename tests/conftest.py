@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from aiologship._handlers import SinkHandler, direct_sinks
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +47,38 @@ def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("AIOLOGSHIP_STATE_DIR", str(state))
     monkeypatch.delenv("RAY_DISABLE_HDFS_COPY", raising=False)
     return state
+
+
+def only_aiologship_sinks(std: logging.Logger) -> None:
+    """Cut pytest's handlers off ``std``: on the root logger (``propagate = False``)
+    and on the logger itself (pytest adds its capture handlers to loggers that do
+    not propagate). The autouse fixture above restores both."""
+    std.propagate = False
+    std.handlers[:] = [h for h in std.handlers if isinstance(h, SinkHandler)]
+
+
+@pytest.fixture(params=["captured", "record"])
+def route(request: pytest.FixtureRequest) -> Callable[[Any], Any]:
+    """Run a test on both ways a log call reaches the queue.
+
+    ``captured``: the logger's records reach only aiologship sinks (the usual
+    service set-up), so the call is queued as a flat tuple and the pump builds the
+    record. Under pytest that needs ``only_aiologship_sinks``. ``record``: another handler (pytest's) sees the
+    record too, so a ``LogRecord`` is made on the caller's side and queued.
+
+    Apply it to the logger after its sinks are added: ``log = route(log)``.
+    """
+
+    def apply(log: Any) -> Any:
+        std = log.logger
+        if request.param == "captured":
+            only_aiologship_sinks(std)
+            assert direct_sinks(std, logging.CRITICAL), "expected aiologship sinks only"
+        else:
+            assert direct_sinks(std, logging.CRITICAL) is None, "expected another handler"
+        return log
+
+    return apply
 
 
 def read_lines(path: Path) -> list[str]:

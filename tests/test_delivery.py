@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,12 +34,13 @@ def check_exactly_once(path: Path, tasks: int, per_task: int) -> None:
 
 
 @pytest.mark.timeout(180)
-async def test_one_million_records_from_100_tasks(tmp_path: Path) -> None:
+async def test_one_million_records_from_100_tasks(tmp_path: Path, route: Any) -> None:
     path = tmp_path / "million.log"
     tasks, per_task = 100, 10_000
     async with LogManager() as lm:
         log = lm.get_logger("million")
         log.add(path, fmt="%(message)s")
+        log = route(log)
 
         async def produce(task: int) -> None:
             for seq in range(per_task):
@@ -52,12 +54,13 @@ async def test_one_million_records_from_100_tasks(tmp_path: Path) -> None:
     check_exactly_once(path, tasks, per_task)
 
 
-async def test_cancellation_mid_burst_loses_nothing(tmp_path: Path) -> None:
+async def test_cancellation_mid_burst_loses_nothing(tmp_path: Path, route: Any) -> None:
     path = tmp_path / "cancel.log"
     done = [0] * 20
     async with LogManager() as lm:
         log = lm.get_logger("cancel")
         log.add(path, fmt="%(message)s")
+        log = route(log)
 
         async def produce(task: int) -> None:
             seq = 0
@@ -208,11 +211,12 @@ def wait_until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-unt
 
 @pytest.mark.parametrize("policy", [Overflow.DROP_NEWEST, Overflow.DROP_OLDEST])
 def test_overflow_drops_are_counted_and_reported_once(
-    fifo: FifoReader, policy: Overflow, caplog: pytest.LogCaptureFixture
+    fifo: FifoReader, policy: Overflow, caplog: pytest.LogCaptureFixture, route: Any
 ) -> None:
     lm = LogManager(queue_size=100, overflow=policy)
     log = lm.get_logger("ovf")
     log.add(fifo.path, fmt="%(message)s")
+    log = route(log)
     log.info("first")  # the pump takes it and blocks opening the FIFO (no reader yet)
     wait_until(lambda: lm.stats().queued == 0)
     for i in range(1000):
@@ -237,10 +241,11 @@ def test_overflow_drops_are_counted_and_reported_once(
     assert lm.stats().written == 101
 
 
-def test_wait_policy_blocks_a_thread_until_there_is_room(fifo: FifoReader) -> None:
+def test_wait_policy_blocks_a_thread_until_there_is_room(fifo: FifoReader, route: Any) -> None:
     lm = LogManager(queue_size=50, overflow="wait", overflow_timeout=30)
     log = lm.get_logger("wait")
     log.add(fifo.path, fmt="%(message)s")
+    log = route(log)
 
     def produce() -> None:
         for i in range(500):
@@ -259,10 +264,11 @@ def test_wait_policy_blocks_a_thread_until_there_is_room(fifo: FifoReader) -> No
     assert lm.stats().dropped == 0
 
 
-def test_wait_policy_gives_up_after_its_bound(fifo: FifoReader) -> None:
+def test_wait_policy_gives_up_after_its_bound(fifo: FifoReader, route: Any) -> None:
     lm = LogManager(queue_size=10, overflow="wait", overflow_timeout=0.05)
     log = lm.get_logger("waitbound")
     log.add(fifo.path, fmt="%(message)s")
+    log = route(log)
     log.info("first")
     wait_until(lambda: lm.stats().queued == 0)
     for i in range(15):
@@ -276,10 +282,11 @@ def test_wait_policy_gives_up_after_its_bound(fifo: FifoReader) -> None:
     ]
 
 
-async def test_wait_policy_never_blocks_an_event_loop(fifo: FifoReader) -> None:
+async def test_wait_policy_never_blocks_an_event_loop(fifo: FifoReader, route: Any) -> None:
     lm = LogManager(queue_size=10, overflow="wait", overflow_timeout=30)
     log = lm.get_logger("waitloop")
     log.add(fifo.path, fmt="%(message)s")
+    log = route(log)
     log.info("first")
     while lm.stats().queued:
         await asyncio.sleep(0.005)

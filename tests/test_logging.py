@@ -6,6 +6,7 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,22 +80,24 @@ def test_exception_and_stack_text_in_text_sink(tmp_path: Path) -> None:
     assert "Stack (most recent call last):" in text
 
 
-def test_sink_level_and_format(tmp_path: Path) -> None:
+def test_sink_level_and_format(tmp_path: Path, route: Any) -> None:
     with LogManager(level="DEBUG") as lm:
         log = lm.get_logger("lv")
         log.add(tmp_path / "all.log", fmt="%(levelname)s|%(message)s")
         log.add(tmp_path / "errors.log", level="ERROR", fmt="%(message)s")
+        log = route(log)
         log.debug("d")
         log.error("e")
     assert read_lines(tmp_path / "all.log") == ["DEBUG|d", "ERROR|e"]
     assert read_lines(tmp_path / "errors.log") == ["e"]
 
 
-def test_remove_detaches_after_writing_pending(tmp_path: Path) -> None:
+def test_remove_detaches_after_writing_pending(tmp_path: Path, route: Any) -> None:
     path = tmp_path / "r.log"
     with LogManager() as lm:
         log = lm.get_logger("rm")
         sink = log.add(path, fmt="%(message)s")
+        log = route(log)
         for i in range(1000):
             log.info("%d", i)
         log.remove(sink)
@@ -104,11 +107,12 @@ def test_remove_detaches_after_writing_pending(tmp_path: Path) -> None:
     assert read_lines(path) == [str(i) for i in range(1000)]
 
 
-def test_mutable_arguments_are_rendered_at_call_time(tmp_path: Path) -> None:
+def test_mutable_arguments_are_rendered_at_call_time(tmp_path: Path, route: Any) -> None:
     path = tmp_path / "m.log"
     with LogManager() as lm:
         log = lm.get_logger("mut")
         log.add(path, fmt="%(message)s")
+        log = route(log)
         items = [1]
         log.info("items=%s", items)
         items.append(2)
@@ -178,12 +182,13 @@ def test_bad_config_loses_nothing_already_logged(tmp_path: Path) -> None:
 
 
 def test_close_is_idempotent_and_late_records_are_written(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, route: Any
 ) -> None:
     path = tmp_path / "late.log"
     lm = LogManager()
     log = lm.get_logger("late")
     log.add(path, fmt="%(message)s")
+    log = route(log)
     log.info("on time")
     lm.close()
     lm.close()
@@ -222,10 +227,11 @@ def test_yaml_config_sinks_attach_to_their_logger(tmp_path: Path) -> None:
     assert json.loads(line)["message"] == "dbg"
 
 
-def test_stats_count_accepted_and_written(tmp_path: Path) -> None:
+def test_stats_count_accepted_and_written(tmp_path: Path, route: Any) -> None:
     with LogManager() as lm:
         log = lm.get_logger("stats")
         log.add(tmp_path / "s.log")
+        log = route(log)
         for _ in range(500):
             log.info("x")
         assert lm.flush(timeout=10)
@@ -234,12 +240,13 @@ def test_stats_count_accepted_and_written(tmp_path: Path) -> None:
     assert stats.dropped == stats.queued == stats.write_errors == 0
 
 
-def test_two_sinks_one_path_share_one_file(tmp_path: Path) -> None:
+def test_two_sinks_one_path_share_one_file(tmp_path: Path, route: Any) -> None:
     path = tmp_path / "shared.log"
     with LogManager() as lm:
         a, b = lm.get_logger("a"), lm.get_logger("b")
         a.add(path, fmt="%(name)s %(message)s")
         b.add(path, fmt="%(name)s %(message)s")
+        a, b = route(a), route(b)
         for i in range(100):
             a.info("%d", i)
             b.info("%d", i)
