@@ -63,8 +63,9 @@ def route(request: pytest.FixtureRequest) -> Callable[[Any], Any]:
 
     ``captured``: the logger's records reach only aiologship sinks (the usual
     service set-up), so the call is queued as a flat tuple and the pump builds the
-    record. Under pytest that needs ``only_aiologship_sinks``. ``record``: another handler (pytest's) sees the
-    record too, so a ``LogRecord`` is made on the caller's side and queued.
+    record; under pytest that needs ``only_aiologship_sinks``. ``record``: another
+    handler (pytest's) sees the record too, so a ``LogRecord`` is made on the
+    caller's side and queued.
 
     Apply it to the logger after its sinks are added: ``log = route(log)``.
     """

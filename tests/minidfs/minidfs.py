@@ -102,6 +102,7 @@ class MiniDfs:
         block_size: int = 1024 * 1024,
         timeout: float = START_TIMEOUT,
         jvm_flags: tuple[str, ...] = JVM_FLAGS,
+        conf: dict[str, str] | None = None,
     ) -> MiniDfs:
         classpath = build()
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +117,7 @@ class MiniDfs:
             str(datanodes),
             "--block-size",
             str(block_size),
+            *(arg for key, value in (conf or {}).items() for arg in ("--conf", f"{key}={value}")),
         ]
         proc = subprocess.Popen(
             cmd,

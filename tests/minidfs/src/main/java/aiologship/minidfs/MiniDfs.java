@@ -67,23 +67,31 @@ public final class MiniDfs {
     System.setOut(System.err);
     if (args.length < 1) {
       OUT.println("{\"event\": \"error\", \"error\": \"usage: MiniDfs DATA_DIR [--datanodes N]"
-          + " [--block-size BYTES]\"}");
+          + " [--block-size BYTES] [--conf KEY=VALUE]...\"}");
       OUT.flush();
       System.exit(2);
     }
     File dataDir = new File(args[0]).getAbsoluteFile();
     int datanodes = 2;
     long blockSize = 1024 * 1024;
+    Map<String, String> extraConf = new LinkedHashMap<>();
     for (int i = 1; i + 1 < args.length; i += 2) {
       switch (args[i]) {
         case "--datanodes" -> datanodes = Integer.parseInt(args[i + 1]);
         case "--block-size" -> blockSize = Long.parseLong(args[i + 1]);
+        case "--conf" -> {
+          String[] kv = args[i + 1].split("=", 2);
+          if (kv.length != 2) {
+            throw new IllegalArgumentException("--conf wants KEY=VALUE, got " + args[i + 1]);
+          }
+          extraConf.put(kv[0], kv[1]);
+        }
         default -> throw new IllegalArgumentException("unknown option " + args[i]);
       }
     }
     MiniDfs mini;
     try {
-      mini = start(dataDir, datanodes, blockSize);
+      mini = start(dataDir, datanodes, blockSize, extraConf);
     } catch (Throwable t) {
       t.printStackTrace();
       OUT.println("{\"event\": \"error\", \"error\": " + json(String.valueOf(t)) + "}");
@@ -96,7 +104,9 @@ public final class MiniDfs {
     mini.serve();
   }
 
-  private static MiniDfs start(File dataDir, int datanodes, long blockSize) throws IOException {
+  private static MiniDfs start(
+      File dataDir, int datanodes, long blockSize, Map<String, String> extraConf)
+      throws IOException {
     int rpcPort = freePort();
     int httpPort = freePort();
     Configuration conf = new HdfsConfiguration();
@@ -120,6 +130,7 @@ public final class MiniDfs {
     // Small clusters: never try to replace a DataNode in a pipeline (there is none spare).
     conf.set("dfs.client.block.write.replace-datanode-on-failure.policy", "NEVER");
     conf.setBoolean("dfs.client.block.write.replace-datanode-on-failure.enable", false);
+    extraConf.forEach(conf::set);
     MiniDFSCluster cluster = new MiniDFSCluster.Builder(conf, dataDir)
         .numDataNodes(datanodes)
         .nameNodePort(rpcPort)
@@ -134,7 +145,7 @@ public final class MiniDfs {
     writeSite(confDir.resolve("core-site.xml"), Map.of(
         "fs.defaultFS", "hdfs://127.0.0.1:" + rpcPort));
     Map<String, String> hdfs = new LinkedHashMap<>();
-    hdfs.put("dfs.replication", "1");
+    hdfs.put("dfs.replication", conf.get("dfs.replication"));
     hdfs.put("dfs.blocksize", Long.toString(blockSize));
     hdfs.put("dfs.namenode.rpc-address", "127.0.0.1:" + rpcPort);
     hdfs.put("dfs.namenode.http-address", "127.0.0.1:" + httpPort);
