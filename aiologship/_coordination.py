@@ -101,6 +101,11 @@ def _ray_if_initialized() -> Any | None:
         return None
 
 
+def ray_initialized() -> bool:
+    """Ray is initialized in this process (never imports Ray)."""
+    return _ray_if_initialized() is not None
+
+
 def current_node_id() -> str | None:
     """Hex id of the Ray node this process runs on, or None outside Ray."""
     ray = _ray_if_initialized()

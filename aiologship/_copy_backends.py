@@ -11,14 +11,22 @@ the first Ray role lookup may take a GCS round trip) and then delegates to
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
-from collections.abc import Callable
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
+# Loaded with the manager, not at a copy's first start: an import runs Python (and
+# compiles source where no bytecode is cached) holding the GIL, which would stall
+# the caller's event loop in the middle of its ``await start_hdfs_copy(...)``.
+# None of these imports Ray or pyarrow.
+from . import _coordination, _host_copier, _ray_copier  # noqa: F401
 from ._config import HdfsDriver
 from ._exceptions import CopyError
 from ._handle import Backend
@@ -54,6 +62,37 @@ class SkippedBackend:
         return placeholder_status(self.spec, "skipped")  # type: ignore[no-any-return]
 
 
+# Ray's first start of a copier actor runs pure-Python work in this process's
+# threads for a few hundred ms (its client pickles the actor class, looks it up in
+# the GCS). A thread that wants the GIL meanwhile, such as an async actor's event
+# loop, waits up to the interpreter's switch interval each time: 5 ms by default.
+_SHORT_SLICE = 0.0005
+_slices_lock = threading.Lock()
+_slices_users = 0
+_slices_saved = 0.0
+
+
+@contextlib.contextmanager
+def short_gil_slices() -> Iterator[None]:
+    """Lower ``sys.setswitchinterval`` to 0.5 ms while a Ray copier is being started,
+    then put back what was there (unless someone changed it meanwhile). Nested and
+    concurrent starts share one lowering."""
+    global _slices_users, _slices_saved
+    with _slices_lock:
+        if _slices_users == 0:
+            _slices_saved = sys.getswitchinterval()
+            if _slices_saved > _SHORT_SLICE:
+                sys.setswitchinterval(_SHORT_SLICE)
+        _slices_users += 1
+    try:
+        yield
+    finally:
+        with _slices_lock:
+            _slices_users -= 1
+            if _slices_users == 0 and sys.getswitchinterval() == _SHORT_SLICE:
+                sys.setswitchinterval(_slices_saved)
+
+
 class CoordinatedBackend:
     def __init__(
         self,
@@ -81,28 +120,43 @@ class CoordinatedBackend:
         return hasattr(self._inner, "release")
 
     async def start(self) -> None:
-        from ._coordination import coordinated_backend, should_skip_copy
+        from ._coordination import ray_initialized
 
         try:
-            # The engine's first import (pyarrow, ~100 ms) and the Ray role lookup
-            # happen in a worker thread, not on any event loop.
-            await anyio.to_thread.run_sync(importlib.import_module, "aiologship._copy._operation")
-            gate = await anyio.to_thread.run_sync(self._gate)
-            if should_skip_copy(gate, self.spec.copy_name, str(self.spec.scope)):
-                self._inner = SkippedBackend(self.spec)
-                return
-            inner = coordinated_backend(
-                self.spec,
-                runtime=self._runtime,
-                state_dir=self._state_dir,
-                hdfs_driver=self._driver,
-                role=gate.role,
-            )
-            self._inner = inner
-            await inner.start()
+            if ray_initialized():
+                # The role lookup, imports and the copier actor's start all run
+                # Python in this process's threads: see short_gil_slices.
+                with short_gil_slices():
+                    await self._start()
+            else:
+                await self._start()
         except Exception as exc:
             self._error = str(exc)
             raise
+
+    async def _start(self) -> None:
+        from ._coordination import Role, coordinated_backend, should_skip_copy
+
+        # The Ray role lookup happens in a worker thread, not on any event loop.
+        gate = await anyio.to_thread.run_sync(self._gate)
+        if should_skip_copy(gate, self.spec.copy_name, str(self.spec.scope)):
+            self._inner = SkippedBackend(self.spec)
+            return
+        if gate.role is Role.STANDALONE:
+            # The engine runs in this process: its first import (pyarrow, ~100 ms) in
+            # a worker thread. In Ray it runs in the copier actor, so this process
+            # never imports it (an import holds the GIL: every event loop of the
+            # process would stall meanwhile).
+            await anyio.to_thread.run_sync(importlib.import_module, "aiologship._copy._operation")
+        inner = coordinated_backend(
+            self.spec,
+            runtime=self._runtime,
+            state_dir=self._state_dir,
+            hdfs_driver=self._driver,
+            role=gate.role,
+        )
+        self._inner = inner
+        await inner.start()
 
     async def flush(self) -> Any:
         return await self._require().flush()

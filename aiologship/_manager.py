@@ -35,6 +35,7 @@ from ._config import (
     parse_rotation,
 )
 from ._copy import CopySpec  # light: the engine (pyarrow) loads on first use
+from ._copy_backends import CoordinatedBackend
 from ._exceptions import ClosedError, ConfigError, CopyConflictError
 from ._formatting import make_formatter
 from ._handle import Backend, CopyOperation, in_event_loop
@@ -363,8 +364,6 @@ class LogManager:
         return op
 
     def _copy_backend(self, spec: Any) -> tuple[Backend, Runtime]:
-        from ._copy_backends import CoordinatedBackend
-
         state_dir = self._config.state_dir or default_state_dir()
         backend = CoordinatedBackend(
             spec,

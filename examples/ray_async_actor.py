@@ -1,7 +1,9 @@
 """An async Ray actor that starts a copy with ``await lm.start_hdfs_copy(...)`` and
 keeps serving calls meanwhile: the start waits on the copier actor without
 blocking the actor's event loop. A ticker inside the actor measures the loop's
-worst stall during the start; the driver pings the actor while it starts.
+worst stall during the start (``worst_loop_stall_ms``), and then, as an anchor, for
+as long again with nothing starting (``idle_loop_stall_ms``); the driver pings the
+actor all along.
 
     python examples/ray_async_actor.py                 # a local single-node cluster
     python examples/ray_async_actor.py --address auto  # an existing cluster
@@ -38,10 +40,22 @@ class Service:
             await asyncio.sleep(0.001)
             self.lags.append(time.perf_counter() - t0 - 0.001)
 
+    async def idle_stall(self, seconds: float) -> float:
+        """The anchor: the same ticker for as long, serving pings, starting nothing."""
+        done = asyncio.Event()
+        ticker = asyncio.get_running_loop().create_task(self._ticker(done))
+        await asyncio.sleep(seconds)
+        done.set()
+        await ticker
+        worst = max(self.lags, default=0.0)
+        self.lags.clear()
+        return round(worst * 1000, 2)
+
     async def start_shipping(self, destination: str) -> dict[str, Any]:
         done = asyncio.Event()
         ticker = asyncio.get_running_loop().create_task(self._ticker(done))
         pings_before = self.pings
+        started = time.perf_counter()
         try:
             op = await self.lm.start_hdfs_copy(
                 copy_name="service_logs",
@@ -53,10 +67,13 @@ class Service:
             done.set()
             await ticker
         self.log.info("shipping started: %s", op.state)
+        worst = max(self.lags, default=0.0)
+        self.lags.clear()
         return {
             "state": op.state,
             "pings_served_meanwhile": self.pings - pings_before,
-            "worst_loop_stall_ms": round(max(self.lags, default=0.0) * 1000, 2),
+            "start_seconds": round(time.perf_counter() - started, 3),
+            "worst_loop_stall_ms": round(worst * 1000, 2),
         }
 
     async def ping(self) -> int:
@@ -82,7 +99,13 @@ def main() -> None:
         start = service.start_shipping.remote(destination)
         while not ray.wait([start], timeout=0.005)[0]:
             ray.get(service.ping.remote(), timeout=30)  # served while the start is awaited
-        print(ray.get(start, timeout=120))
+        result = ray.get(start, timeout=120)
+        # The machine's own noise, for comparison: as long again, pings, no start.
+        idle = service.idle_stall.remote(max(result["start_seconds"], 0.5))
+        while not ray.wait([idle], timeout=0.005)[0]:
+            ray.get(service.ping.remote(), timeout=30)
+        result["idle_loop_stall_ms"] = ray.get(idle, timeout=60)
+        print(result)
         ray.get(service.close.remote(), timeout=60)
         print(aray.describe_cluster())
         final = aray.stop_copy("service_logs")

@@ -583,3 +583,44 @@ def test_public_ray_namespace() -> None:
     assert aray.describe_cluster().role is Role.STANDALONE  # no Ray initialized here
     with pytest.raises(CopyError, match="not initialized"):
         aray.list_copies()
+
+
+def test_short_gil_slices_lower_then_restore_the_switch_interval() -> None:
+    from aiologship._copy_backends import short_gil_slices
+
+    before = sys.getswitchinterval()
+    with short_gil_slices():
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        with short_gil_slices():  # a second start meanwhile shares the lowering
+            assert sys.getswitchinterval() == pytest.approx(0.0005)
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    assert sys.getswitchinterval() == before
+
+
+def test_short_gil_slices_leave_a_value_set_meanwhile_alone() -> None:
+    from aiologship._copy_backends import short_gil_slices
+
+    before = sys.getswitchinterval()
+    try:
+        with short_gil_slices():
+            sys.setswitchinterval(0.002)  # the application's own choice
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(before)
+
+
+def test_standalone_start_never_lowers_the_switch_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiologship import LogManager
+
+    calls: list[float] = []
+    monkeypatch.setattr(sys, "setswitchinterval", calls.append)
+    (tmp_path / "a.log").write_text("x\n")
+    with LogManager(state_dir=tmp_path / "state") as lm:
+        op = lm.start_hdfs_copy(
+            "standalone", [str(tmp_path / "*.log")], str(tmp_path / "dest"), copy_interval=None
+        )
+        op.flush()
+    assert calls == []  # only a start in Ray lowers it (see the Ray cluster tests)
+    assert (tmp_path / "dest" / "a.log").read_text() == "x\n"

@@ -17,15 +17,16 @@ manager or Ray coordination.
 from typing import TYPE_CHECKING, Any
 
 from ._spec import CopySpec, Scope
+from ._status import CopyState, CopyStatus, CycleResult
 
 if TYPE_CHECKING:
-    from ._operation import CopyEngine, CopyState, CopyStatus, CycleResult
+    from ._operation import CopyEngine
 
 
 def __getattr__(name: str) -> Any:
-    # The engine imports pyarrow (~100 ms); validating a CopySpec on the caller's
-    # event loop must not, so the engine loads on first use, in the runtime thread.
-    if name in ("CopyEngine", "CopyState", "CopyStatus", "CycleResult"):
+    # The engine imports pyarrow (~100 ms, holding the GIL); validating a CopySpec or
+    # reading a status must not, so the engine loads on first use, where it runs.
+    if name == "CopyEngine":
         from . import _operation
 
         return getattr(_operation, name)

@@ -14,7 +14,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlsplit
@@ -38,6 +37,7 @@ from ._manifest import (
 )
 from ._scan import ScanResult, SourceFile, scan
 from ._spec import CopySpec
+from ._status import CopyState, CopyStatus, CycleResult
 from ._transfer import (
     DestinationFailure,
     DirCache,
@@ -74,56 +74,6 @@ STATUS_NAME = "status.json"
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
-
-
-class CopyState(StrEnum):
-    NEW = "new"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    FAILED = "failed"
-    SKIPPED = "skipped"  # set by the coordination layer (Ray worker node), never here
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CopyStatus:
-    """A snapshot of one copy operation. ``files_shipped``/``bytes_shipped`` count
-    transfers (appends and replacements) since the engine opened."""
-
-    name: str
-    state: CopyState
-    destination: str  # redacted
-    files_shipped: int
-    bytes_shipped: int
-    pending_files: int
-    last_cycle_at: datetime | None
-    next_cycle_at: datetime | None
-    last_error: str | None
-    consecutive_failures: int
-    # (path, reason) of matched files that could not be shipped in the last
-    # cycle: unreadable, not regular files, base-name collisions.
-    file_errors: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CycleResult:
-    """What one cycle did. ``bytes_shipped`` counts bytes sent to the destination."""
-
-    started_at: datetime
-    finished_at: datetime
-    files_scanned: int
-    files_shipped: int
-    files_appended: int
-    files_replaced: int
-    bytes_shipped: int
-    pending_files: int
-    file_errors: tuple[tuple[str, str], ...]
-    destination_error: str | None
-
-    @property
-    def ok(self) -> bool:
-        """Everything matched is at the destination and nothing failed."""
-        return self.destination_error is None and self.pending_files == 0 and not self.file_errors
 
 
 @dataclass(slots=True)

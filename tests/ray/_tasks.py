@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sys
 import threading
 import time
 from typing import Any
@@ -156,6 +157,9 @@ class UserService:
             "pings_during_start": self.pings - pings_before,
             "max_lag": max(self.lags) if self.lags else None,
             "ticks": len(self.lags),
+            # The engine (and pyarrow.fs) runs in the copier actor; loading it here
+            # would hold this process's GIL for ~100 ms, stalling this loop.
+            "engine_loaded_here": "aiologship._copy._operation" in sys.modules,
         }
 
     async def ping(self, i: int) -> int:
@@ -163,6 +167,29 @@ class UserService:
         if _start_gate is not None and self.measuring and self.pings >= self.hold_pings:
             _start_gate.set()
         return i
+
+
+@ray.remote(num_cpus=0)
+class ManagerService:
+    """A user's async actor with a LogManager made in ``__init__`` (sync), then
+    ``await lm.start_hdfs_copy(...)`` on the actor's loop."""
+
+    def __init__(self, state_dir: str) -> None:
+        from aiologship import LogManager
+
+        self.lm = LogManager(state_dir=state_dir)
+
+    async def start(self, params: dict[str, Any]) -> dict[str, Any]:
+        before = sys.getswitchinterval()
+        op = await self.lm.start_hdfs_copy(**params)
+        return {
+            "state": str(op.state),
+            "engine_loaded_here": "aiologship._copy._operation" in sys.modules,
+            "switch_interval": (before, sys.getswitchinterval()),
+        }
+
+    async def close(self) -> None:
+        await self.lm.aclose()
 
 
 @ray.remote(num_cpus=0)

@@ -13,7 +13,15 @@ import anyio
 import pytest
 import ray
 from _raytest import engine_factory, wait_for
-from _tasks import Barrier, GatedFactory, UserService, call_on_node, manager_task, start_copy_task
+from _tasks import (
+    Barrier,
+    GatedFactory,
+    ManagerService,
+    UserService,
+    call_on_node,
+    manager_task,
+    start_copy_task,
+)
 
 from aiologship import ray as aray
 from aiologship._exceptions import CopyConflictError
@@ -153,6 +161,7 @@ def test_async_actor_keeps_serving_while_awaiting_start(
     assert answered == list(range(len(answered)))
     assert result["pings_during_start"] >= 3, result
     assert result["ticks"] > 0
+    assert result["engine_loaded_here"] is False
     # Data, not an assertion (timing never goes into a test): the worst loop stall.
     record_property("max_loop_lag_ms", round(result["max_lag"] * 1000, 3))
     print(f"async actor: worst loop lag during start {result['max_lag'] * 1000:.2f} ms")
@@ -361,6 +370,29 @@ def test_manager_gate_on_each_node(cluster: Any, tmp_path: Path) -> None:
     r = ray.get(head_off, timeout=120)
     assert (r["enabled"], r["ray_enabled"]) == (False, False)
     assert find_copiers() == []
+
+
+@pytest.mark.timeout(180)
+def test_manager_in_async_actor_leaves_the_engine_to_the_copier(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """``await lm.start_hdfs_copy`` in an async actor: the engine (pyarrow) is loaded
+    only by the copier actor, and the switch interval lowered during the start is put
+    back."""
+    files = make_logs(tmp_path / "src", 2)
+    p = params("svc_logs", tmp_path / "src", tmp_path / "dest")
+    service = ManagerService.options(scheduling_strategy=cluster.on("head")).remote(
+        str(tmp_path / "state")
+    )
+    r = ray.get(service.start.remote(p), timeout=120)
+    assert r["state"] == "running"
+    assert r["engine_loaded_here"] is False
+    assert r["switch_interval"] == (0.005, 0.005)
+    ray.get(service.close.remote(), timeout=60)
+    assert [c.actor_name for c in find_copiers()] == ["copy:svc_logs"]
+    ray.get(copier_handle("copy:svc_logs").flush.remote(), timeout=60)
+    assert sorted(shipped(tmp_path / "dest")) == sorted(files)
+    ray.kill(service)
 
 
 @pytest.mark.timeout(240)

@@ -1,0 +1,63 @@
+"""What a copy reports: its state, a status snapshot, one cycle's result.
+
+Plain data, no pyarrow: a process that only asks about copies running elsewhere
+(a Ray copier actor, another process holding the host lock) imports this and never
+the engine (pyarrow's filesystems take ~100 ms to import, holding the GIL, which
+stalls every event loop in the process).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class CopyState(StrEnum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # set by the coordination layer (Ray worker node), never here
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CopyStatus:
+    """A snapshot of one copy operation. ``files_shipped``/``bytes_shipped`` count
+    transfers (appends and replacements) since the engine opened."""
+
+    name: str
+    state: CopyState
+    destination: str  # redacted
+    files_shipped: int
+    bytes_shipped: int
+    pending_files: int
+    last_cycle_at: datetime | None
+    next_cycle_at: datetime | None
+    last_error: str | None
+    consecutive_failures: int
+    # (path, reason) of matched files that could not be shipped in the last
+    # cycle: unreadable, not regular files, base-name collisions.
+    file_errors: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CycleResult:
+    """What one cycle did. ``bytes_shipped`` counts bytes sent to the destination."""
+
+    started_at: datetime
+    finished_at: datetime
+    files_scanned: int
+    files_shipped: int
+    files_appended: int
+    files_replaced: int
+    bytes_shipped: int
+    pending_files: int
+    file_errors: tuple[tuple[str, str], ...]
+    destination_error: str | None
+
+    @property
+    def ok(self) -> bool:
+        """Everything matched is at the destination and nothing failed."""
+        return self.destination_error is None and self.pending_files == 0 and not self.file_errors
