@@ -5,6 +5,11 @@ only when the pump is asleep, one wake-up call. It takes no lock (``handle`` is
 overridden to skip ``logging.Handler``'s per-record lock: the deque is already
 thread-safe), does no I/O and never raises.
 
+A call made through ``aiologship.Logger`` whose record would reach only
+aiologship sinks (``direct_sinks``) skips the ``LogRecord`` altogether:
+``put_captured`` queues the flat tuple of ``_records.capture`` and the pump builds
+the record. Same queue, same order, same back-pressure.
+
 Overflow is the slow path, under a lock, and every dropped record is counted.
 """
 

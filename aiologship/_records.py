@@ -7,6 +7,10 @@ cached per code file. The record is a plain ``logging.LogRecord`` with the same
 attributes as the stdlib's (``tests/test_records.py`` compares them field by
 field); anything unusual (a custom record factory or ``makeRecord``, ``stack_info``,
 ``stacklevel``) goes through the stdlib path instead.
+
+``capture`` + ``build`` split the same work in two: the caller captures its
+context into a flat tuple, the pump thread builds the record from it (see
+``capture`` for why).
 """
 
 from __future__ import annotations
