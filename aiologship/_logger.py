@@ -11,10 +11,21 @@ from logging import CRITICAL, DEBUG, ERROR, INFO, WARNING
 from typing import TYPE_CHECKING, Any
 
 from ._handlers import all_immutable, direct_sinks
-from ._records import capture, fast_path_ok, make_record
+from ._records import RESERVED, capture, fast_path_ok, make_record
 
 if TYPE_CHECKING:
     from ._manager import LogManager
+
+
+def _plain_extra(extra: Any) -> bool:
+    """``extra=`` that can travel in a captured call: a dict of immutable values
+    whose keys are no record attribute (those raise KeyError on the stdlib path)."""
+    if type(extra) is not dict:
+        return False
+    for key in extra:
+        if type(key) is not str or key in RESERVED:
+            return False
+    return all_immutable(extra.values())
 
 
 class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -91,11 +102,24 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
                 stack_info=stack_info, stacklevel=stacklevel + 2,
             )  # fmt: skip
             return
-        if exc_info is None and extra is None and type(msg) is str and all_immutable(args):
+        if (
+            exc_info is None
+            and type(msg) is str
+            and all_immutable(args)
+            and (extra is None or _plain_extra(extra))
+        ):
             sinks = direct_sinks(logger, level)
             if sinks is not None:
                 if sinks:
-                    item = capture(sinks[0].index, logger, level, msg, args, sys._getframe(2))
+                    item = capture(
+                        sinks[0].index,
+                        logger,
+                        level,
+                        msg,
+                        args,
+                        sys._getframe(2),
+                        None if extra is None else tuple(extra.items()),
+                    )
                     sinks[0].put_captured(item)
                     for sink in sinks[1:]:
                         sink.put_captured((sink.index, *item[1:]))

@@ -76,7 +76,7 @@ def make_record(
             exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
         elif not isinstance(exc_info, tuple):
             exc_info = sys.exc_info()
-    record = build((0, logger.name, level, msg, args, *_context(frame)), exc_info)
+    record = build((0, logger.name, level, msg, args, *_context(frame), None), exc_info)
     if extra is not None:
         d = record.__dict__
         for key in extra:
@@ -93,6 +93,7 @@ def capture(
     msg: str,
     args: tuple[Any, ...],
     frame: FrameType,
+    extra: tuple[tuple[str, Any], ...] | None = None,
 ) -> tuple[Any, ...]:
     """A log call as one flat tuple of str/int/float/None (and ``args``): what the
     queue holds instead of a ``LogRecord`` when the call reaches only aiologship
@@ -104,9 +105,11 @@ def capture(
     (~18% of a burst's time, measured). The collector untracks a tuple of atomic
     values the first time it sees it: a queue of these costs it nothing.
 
-    ``index`` is the sink's number in its ``RecordQueue`` (``item[0]``).
+    ``index`` is the sink's number in its ``RecordQueue`` (``item[0]``); ``extra``
+    the caller's ``extra=`` as ``(key, value)`` pairs, none of them a record
+    attribute (see ``RESERVED``).
     """
-    return (index, logger.name, level, msg, args, *_context(frame))
+    return (index, logger.name, level, msg, args, *_context(frame), extra)
 
 
 def _context(frame: FrameType) -> tuple[Any, ...]:
@@ -152,7 +155,7 @@ def build(item: tuple[Any, ...], exc_info: Any = None) -> logging.LogRecord:
     """The ``LogRecord`` of a ``capture``d call, equal to the stdlib's."""
     (
         _, name, level, msg, args, ct, pathname, lineno, func_name,
-        thread, thread_name, process_name, pid, task_name,
+        thread, thread_name, process_name, pid, task_name, extra,
     ) = item  # fmt: skip
     names = _paths.get(pathname)
     if names is None:
@@ -184,6 +187,19 @@ def build(item: tuple[Any, ...], exc_info: Any = None) -> logging.LogRecord:
     }
     if _TASK_NAME:
         d["taskName"] = task_name
+    if extra:
+        d.update(extra)
     record: logging.LogRecord = _new(_LogRecord)
     record.__dict__ = d
     return record
+
+
+# What ``extra=`` may not set (``logging.Logger.makeRecord`` raises KeyError).
+RESERVED = frozenset(
+    {
+        "name", "msg", "args", "levelname", "levelno", "pathname", "filename", "module",
+        "exc_info", "exc_text", "stack_info", "lineno", "funcName", "created", "msecs",
+        "relativeCreated", "thread", "threadName", "processName", "process", "taskName",
+        "message", "asctime",
+    }
+)  # fmt: skip

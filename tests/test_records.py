@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import sys
 from pathlib import Path
@@ -230,3 +231,30 @@ def test_captured_calls_are_not_garbage_collector_work() -> None:
     assert not gc.is_tracked(item)
     record = build(item)
     assert record.getMessage() == "n=1 s=x"
+
+
+def test_captured_call_carries_extra_fields(tmp_path: Path) -> None:
+    path = tmp_path / "extra.json"
+    with LogManager() as lm:
+        log = lm.get_logger("records.extra")
+        log.add(path, json=True)
+        only_aiologship_sinks(log.logger)
+        log.info("order %s", "A-1", extra={"order_id": 42, "user": "ann"})
+        with pytest.raises(KeyError, match="lineno"):
+            log.info("x", extra={"lineno": 3})  # still refused, as by the stdlib
+        log.info("list", extra={"items": [1, 2]})  # mutable: takes the record path
+    first, second = (json.loads(line) for line in path.read_text().splitlines())
+    assert (first["message"], first["order_id"], first["user"]) == ("order A-1", 42, "ann")
+    assert second["items"] == [1, 2]
+
+
+def test_captured_extra_builds_the_stdlib_record() -> None:
+    std = logging.getLogger("records.captured.extra")
+    frame = sys._getframe()
+    fast = build(capture(0, std, logging.INFO, "m", (), frame, (("k", "v"), ("n", 1)))); slow = logging.LogRecord(std.name, logging.INFO, frame.f_code.co_filename, frame.f_lineno, "m", (), None, frame.f_code.co_name)  # noqa: E501, E702  # fmt: skip
+    slow.__dict__.update(k="v", n=1)
+    volatile = {"created", "msecs", "relativeCreated"}
+    a = {k: v for k, v in vars(fast).items() if k not in volatile}
+    b = {k: v for k, v in vars(slow).items() if k not in volatile}
+    assert list(a) == list(b)
+    assert a == b
