@@ -157,7 +157,11 @@ class RecordQueue:
                 oldest = self._pop_oldest_record()
                 if oldest is not None:
                     head = oldest[0]
-                    self._count_drop(self.sinks[head] if type(head) is int else head)
+                    owner = self.sinks.get(head) if type(head) is int else head
+                    if owner is not None:
+                        self._count_drop(owner)
+                    else:  # its sink was removed meanwhile: counted, no file to note it in
+                        self.dropped += 1
                     self.evicted += 1
                 self.items.append(item)
             else:

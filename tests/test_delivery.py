@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -296,3 +297,25 @@ async def test_wait_policy_never_blocks_an_event_loop(fifo: FifoReader, route: A
     fifo.start()
     await lm.aclose()
     fifo.join()
+
+
+def test_drop_oldest_evicts_a_call_whose_sink_was_removed() -> None:
+    """A captured call names its sink by number; evicting one whose sink is gone
+    (removed meanwhile) counts the drop instead of failing the new record."""
+    from aiologship._handlers import RecordQueue, SinkHandler
+
+    queue = RecordQueue(2, Overflow.DROP_OLDEST, 0.0, wake=lambda: None)  # no pump
+    sink = SinkHandler(
+        queue, writer=None, formatter=logging.Formatter(), after_close=lambda h, r: None
+    )  # type: ignore[arg-type]
+    gone = SinkHandler(
+        queue, writer=None, formatter=logging.Formatter(), after_close=lambda h, r: None
+    )  # type: ignore[arg-type]
+    queue.unregister(gone)
+    stale = (gone.index, "captured call")
+    queue.items.extend([stale, (sink.index, "another")])
+    record = logging.LogRecord("evict", logging.INFO, __file__, 1, "new", None, None)
+    queue.put_overflow((sink, record))
+    assert (queue.dropped, queue.evicted) == (1, 1)
+    assert list(queue.items) == [(sink.index, "another"), (sink, record)]
+    assert queue.take_drop_report() == {}  # no sink left to note the gap in
