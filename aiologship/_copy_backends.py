@@ -26,10 +26,12 @@ import anyio.to_thread
 # compiles source where no bytecode is cached) holding the GIL, which would stall
 # the caller's event loop in the middle of its ``await start_hdfs_copy(...)``.
 # None of these imports Ray or pyarrow.
-from . import _coordination, _host_copier, _ray_copier  # noqa: F401
+from . import _ray_copier  # noqa: F401  (the Ray backend, chosen in _coordination)
 from ._config import HdfsDriver
+from ._coordination import Role, coordinated_backend, ray_initialized, should_skip_copy
 from ._exceptions import CopyError
 from ._handle import Backend
+from ._host_copier import placeholder_status
 from ._runtime import Runtime
 
 if TYPE_CHECKING:
@@ -57,8 +59,6 @@ class SkippedBackend:
         return None
 
     def status(self) -> CopyStatus:
-        from ._host_copier import placeholder_status
-
         return placeholder_status(self.spec, "skipped")  # type: ignore[no-any-return]
 
 
@@ -120,12 +120,10 @@ class CoordinatedBackend:
         return hasattr(self._inner, "release")
 
     async def start(self) -> None:
-        from ._coordination import ray_initialized
-
         try:
             if ray_initialized():
-                # The role lookup, imports and the copier actor's start all run
-                # Python in this process's threads: see short_gil_slices.
+                # The role lookup and the copier actor's start run Python in this
+                # process's threads: see short_gil_slices.
                 with short_gil_slices():
                     await self._start()
             else:
@@ -135,8 +133,6 @@ class CoordinatedBackend:
             raise
 
     async def _start(self) -> None:
-        from ._coordination import Role, coordinated_backend, should_skip_copy
-
         # The Ray role lookup happens in a worker thread, not on any event loop.
         gate = await anyio.to_thread.run_sync(self._gate)
         if should_skip_copy(gate, self.spec.copy_name, str(self.spec.scope)):
@@ -193,7 +189,5 @@ class CoordinatedBackend:
         if self._inner is not None:
             status: CopyStatus = self._inner.status()
             return status
-        from ._host_copier import placeholder_status
-
         state = "failed" if self._error else "new"
         return placeholder_status(self.spec, state, self._error)  # type: ignore[no-any-return]

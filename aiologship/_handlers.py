@@ -118,12 +118,18 @@ class RecordQueue:
         if self.sinks.get(handler.index) is handler:
             del self.sinks[handler.index]
 
-    def unpack(self, item: tuple[Any, ...]) -> tuple[SinkHandler, logging.LogRecord]:
-        """``(handler, record)`` of a queued item; KeyError for a removed sink."""
+    def owner(self, item: tuple[Any, ...]) -> SinkHandler | None:
+        """The sink of a queued item; None for a captured call whose sink was removed.
+        (The pump does the same inline: it runs per record.)"""
         head = item[0]
-        if type(head) is int:
-            return self.sinks[head], build(item)
-        return head, item[1]
+        return self.sinks.get(head) if type(head) is int else head
+
+    def unpack(self, item: tuple[Any, ...]) -> tuple[SinkHandler, logging.LogRecord] | None:
+        """``(handler, record)`` of a queued item; None for a removed sink."""
+        handler = self.owner(item)
+        if handler is None:
+            return None
+        return handler, build(item) if type(item[0]) is int else item[1]
 
     def request_wake(self) -> None:
         self.wake_pending = True
@@ -156,8 +162,7 @@ class RecordQueue:
             elif policy is Overflow.DROP_OLDEST:
                 oldest = self._pop_oldest_record()
                 if oldest is not None:
-                    head = oldest[0]
-                    owner = self.sinks.get(head) if type(head) is int else head
+                    owner = self.owner(oldest)
                     if owner is not None:
                         self._count_drop(owner)
                     else:  # its sink was removed meanwhile: counted, no file to note it in

@@ -494,11 +494,11 @@ class LogManager:
             else:
                 leftovers.append(item)
         for item in leftovers:
-            try:
-                handler, record = self._queue.unpack(item)
-            except KeyError:
+            unpacked = self._queue.unpack(item)
+            if unpacked is None:  # its sink was removed meanwhile
                 self._pump.write_errors += 1
                 continue
+            handler, record = unpacked
             try:
                 handler.writer.write_sync([handler.format(record) + "\n"])
                 self._pump.written += 1

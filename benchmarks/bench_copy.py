@@ -34,6 +34,7 @@ except ImportError:  # run from a checkout without installing
 
 import anyio
 import pyarrow.fs as pafs
+from _common import LagTicker
 
 from aiologship._config import parse_size
 from aiologship._copy import CopyEngine, CopySpec
@@ -220,24 +221,13 @@ def bench_append_and_lag(work: Path, base: int, added: int, runs: int) -> None:
 
     async def worst_lag_during(work_fn: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
         """The 1 ms ticker's worst lag while ``work_fn`` runs on the same loop."""
-        worst = 0.0
-        done = anyio.Event()
-
-        async def probe() -> None:
-            nonlocal worst
-            tick = 0.001
-            while not done.is_set():
-                start = time.perf_counter()
-                await anyio.sleep(tick)
-                worst = max(worst, time.perf_counter() - start - tick)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(probe)
-            try:
-                result = await work_fn()
-            finally:
-                done.set()
-        return worst, result
+        ticker = LagTicker(0.001)
+        ticker.start()
+        try:
+            result = await work_fn()
+        finally:
+            await ticker.stop()
+        return ticker.summary()["worst_lag_ms"] / 1000, result
 
     async def one_copy() -> tuple[float, float, float, float]:
         """A fresh destination: the full copy's lag, and its two anchors."""
