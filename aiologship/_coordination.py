@@ -2,8 +2,9 @@
 start gate the manager asks, and the host file lock that gives one copier per
 ``copy_name`` between processes outside Ray (issue 5).
 
-Layer rule: imports ``_config`` / ``_exceptions`` only (Ray lazily, inside
-functions); the copy engine is reached through the objects passed in.
+Layer rule: imports ``_config`` / ``_exceptions`` and the state dir's file names
+(``_copy._statedir``, no pyarrow); Ray lazily, inside functions; the copy engine
+is reached through the objects passed in.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import anyio
 
+from ._copy._statedir import host_lock_path
 from ._exceptions import ConfigError, CopyError
 
 logger = logging.getLogger("aiologship")
@@ -271,12 +272,9 @@ def should_skip_copy(gate: CopyGate, copy_name: str, scope: str = "cluster") -> 
 
 
 def lock_path(state_dir: Path, copy_name: str) -> Path:
-    """One lock file per copy_name in the state dir. The name is percent-encoded
-    so ``a/b`` or ``..`` can never escape the folder."""
-    safe = quote(copy_name, safe="-_.")
-    if safe.strip(".") == "":
-        safe = safe.replace(".", "%2E")
-    return Path(state_dir) / "locks" / f"{safe}.lock"
+    """One lock file per copy_name in the state dir (``_copy._statedir`` names
+    every file there)."""
+    return host_lock_path(state_dir, copy_name)
 
 
 class HostLock:

@@ -195,6 +195,8 @@ class HostCopier:
             self._done.set()
 
     def _fail(self, exc: BaseException, what: str) -> None:
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]  # the engine's own error, not its task group's wrapper
         self._error = exc
         self._state = HostState.FAILED
         logger.error("HDFS copy '%s' %s: %s", self.copy_name, what, exc, exc_info=exc)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -281,6 +282,16 @@ def test_lock_path_cannot_escape(tmp_path: Path) -> None:
         assert path.parent == tmp_path / "locks", name
         assert path.name not in ("..lock", "...lock", ".lock")
     assert lock_path(tmp_path, "a/b") != lock_path(tmp_path, "a_b")
+
+
+def test_lock_path_of_a_long_name_is_short_and_its_own(tmp_path: Path) -> None:
+    a, b = "x" * 300 + "1", "x" * 300 + "2"
+    assert lock_path(tmp_path, a) != lock_path(tmp_path, b)
+    for name in (a, "日志" * 100):
+        lock = HostLock(tmp_path, name)
+        assert len(lock.path.name.encode()) < 255
+        assert lock.try_acquire()  # NAME_MAX: the file can be created
+        lock.release()
 
 
 def test_one_holder_at_a_time(tmp_path: Path) -> None:
@@ -562,6 +573,52 @@ def test_processes_share_one_copier_and_take_over(tmp_path: Path) -> None:
     assert sorted(out) == sorted(expected)
     for name, data in expected.items():
         assert out[name] == [data], name
+
+
+@pytest.mark.timeout(60)
+def test_copier_stops_when_its_removed_state_dir_is_locked_by_another(tmp_path: Path) -> None:
+    """The state dir is removed under a running copier and another copier locks
+    the new lock files: the first one stops at its next cycle with a clear error
+    instead of shipping beside it, and its final status says so."""
+    from aiologship._copy import CopySpec
+    from aiologship._copy._statedir import StateLock, engine_lock_path
+    from aiologship._host_copier import HostLockBackend
+
+    src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "state"
+    expected = _write_logs(src, 0, 3)
+    spec = CopySpec.from_params(
+        copy_name="app", path_patterns=[str(src / "*.log")], hdfs_destination=str(dest),
+        copy_interval=0.05,
+    )  # fmt: skip
+    other = StateLock(engine_lock_path(state, spec.state_key), "app")
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            backend = HostLockBackend(
+                spec, runtime=types.SimpleNamespace(spawn=tg.start_soon), state_dir=state
+            )
+            await backend.start()
+            assert backend.copier is not None
+            with anyio.fail_after(30):
+                while sorted(_shipped(dest)) != sorted(expected):
+                    await anyio.sleep(0.02)
+            # What a second process does, with no await in between: the copier's
+            # next cycle finds the new lock file taken.
+            shutil.rmtree(state)
+            other.acquire()
+            with anyio.fail_after(30):
+                while backend.copier.state is not HostState.FAILED:
+                    await anyio.sleep(0.02)
+            error = backend.copier.error
+            assert isinstance(error, CopyError) and "another process" in str(error)
+            status = backend.status()
+            assert str(status.state) == "failed" and "another process" in status.last_error
+            await backend.stop()
+
+    try:
+        anyio.run(main)
+    finally:
+        other.release()
 
 
 def test_public_ray_namespace() -> None:

@@ -1,7 +1,7 @@
 """The durable record of what is shipped, one per copy_name and destination.
 
-Lives in ``<state_dir>/<safe copy_name>-<hash of redacted destination>/manifest.json``,
-never at the destination. Written atomically (temp file, fsync, rename, fsync of
+Lives in the copy's folder of the state dir (``_statedir`` names it), never at
+the destination. Written atomically (temp file, fsync, rename, fsync of
 the folder): a crash leaves the previous or the next version, never half of one.
 If it is lost or corrupt, :func:`rebuild` recovers it from the destination.
 """
@@ -22,8 +22,8 @@ import pyarrow.fs as pafs
 
 from .._fs import Destination
 from ._scan import SourceFile
+from ._statedir import MANIFEST_NAME as MANIFEST_NAME  # the name lives with the others
 
-MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 # Bytes hashed at each end of the shipped range: enough to tell a truncated and
 # rewritten log (copytruncate) from one that only grew, at O(1) cost per cycle.

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import json
 import logging
 import os
-import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -27,7 +24,6 @@ from .._config import HdfsDriver
 from .._exceptions import ConfigError, CopyError, DestinationError
 from .._fs import Destination, resolve_destination
 from ._manifest import (
-    MANIFEST_NAME,
     Entry,
     Manifest,
     ManifestCorrupt,
@@ -37,6 +33,16 @@ from ._manifest import (
 )
 from ._scan import ScanResult, SourceFile, scan
 from ._spec import CopySpec
+from ._statedir import (
+    MANIFEST_NAME,
+    STATUS_NAME,
+    StateLock,
+    adopt_legacy_folder,
+    engine_lock_path,
+    prepare_folder,
+    write_status_file,
+    writer_identity,
+)
 from ._status import CopyState, CopyStatus, CycleResult
 from ._transfer import (
     DestinationFailure,
@@ -63,13 +69,9 @@ _FAILED_FILES_BEFORE_ABORT = 2
 # during a long cycle does not forget what already reached the destination.
 _SAVE_EVERY_BYTES = 64 << 20
 _SAVE_EVERY_SECONDS = 1.0
-_LOCK_NAME = "lock"
 # Small files travel in batches, one worker-thread call per batch.
 _BATCH_FILES = 64
 _BATCH_BYTES = 4 << 20
-
-
-STATUS_NAME = "status.json"
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -135,7 +137,9 @@ class CopyEngine:
         self._prepared = False
         self._dest: Destination | None = None
         self._leftovers: set[str] = set()
-        self._lock_file: IO[bytes] | None = None
+        self._lock = StateLock(engine_lock_path(state_dir, spec.state_key), spec.copy_name)
+        # Set when another process may run this copy now: the engine stops.
+        self._lock_lost: str | None = None
         self._cycle_lock = anyio.Lock()
         self._save_lock = anyio.Lock()
         self._stop_requested = anyio.Event()
@@ -168,6 +172,7 @@ class CopyEngine:
         try:
             await anyio.to_thread.run_sync(self._open_state, limiter=self._limiter)
         except BaseException:
+            self._release_lock()
             self._state = CopyState.FAILED
             raise
         try:
@@ -184,24 +189,17 @@ class CopyEngine:
         self._state = CopyState.RUNNING
 
     def _open_state(self) -> None:
+        # The lock first: only its holder may adopt, create or read the folder.
         try:
-            self.state_path.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.state_path / ".probe", b"")
-            os.unlink(self.state_path / ".probe")
-            lock = open(self.state_path / _LOCK_NAME, "a+b")  # noqa: SIM115 -- held until stop
+            self._lock.acquire()  # CopyError when another process holds it
+            adopt_legacy_folder(
+                self.state_path.parent, self.spec.copy_name, self.spec.destination_redacted
+            )
+            prepare_folder(self.state_path)
         except OSError as exc:
             raise ConfigError(
                 "state_dir", str(self.state_path.parent), f"not writable: {exc.strerror or exc}"
             ) from exc
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            raise CopyError(
-                f"copy operation {self.spec.copy_name!r} is already running in another "
-                f"process (state {self.state_path} is locked)"
-            ) from None
-        self._lock_file = lock
         try:
             loaded = Manifest.load(
                 self._manifest.path,
@@ -222,9 +220,32 @@ class CopyEngine:
             self._manifest = loaded
 
     def _release_lock(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()  # closing drops the flock
-            self._lock_file = None
+        self._lock.release()
+
+    def _check_state(self) -> None:
+        """Before each cycle (blocking): is the lock still ours, is the folder there?
+
+        A removed state dir unlinks the lock file, and another copier of this copy
+        can then lock a new file at the same path; see ``StateLock.verify``. A
+        removed folder alone (the lock lives outside it) is recreated, and the
+        manifest in memory saved there again."""
+        try:
+            self._lock.verify()
+        except CopyError as exc:
+            self._lock_lost = str(exc)
+            self._last_error = self._lock_lost
+            self._state = CopyState.FAILED
+            logger.error("copy %r: %s", self.spec.copy_name, exc)
+            raise
+        if not self.state_path.is_dir():
+            self.state_path.mkdir(parents=True)  # a file in the way: the cycle fails, retried
+            self._unsaved = True
+            logger.warning(
+                "copy %r: state folder %s was removed while this copier ran; recreated, "
+                "its manifest is saved again from memory",
+                self.spec.copy_name,
+                self.state_path,
+            )
 
     async def run(self) -> None:
         """Cycle every ``copy_interval`` seconds (once when it is None) until
@@ -260,6 +281,8 @@ class CopyEngine:
         try:
             await self._cycle()
         except Exception as exc:
+            if self._lock_lost is not None:
+                raise  # another process may run this copy now: stop, never retry
             self._last_error = f"{type(exc).__name__}: {exc}"
             self._failures += 1
             if self._failures == 1:
@@ -297,8 +320,17 @@ class CopyEngine:
 
     def _finish(self) -> None:
         self._next_cycle_at = None
+        self._state = CopyState.FAILED if self._lock_lost else CopyState.STOPPED
+        if self._lock.held and self._opened:
+            # While the lock is ours: after it, the folder may be another copier's.
+            # Blocking but small (no fsync), and it runs even when cancelled.
+            try:
+                write_status_file(self.state_path / STATUS_NAME, self._status_payload())
+            except OSError as exc:
+                logger.debug(
+                    "copy %r: could not write %s: %s", self.spec.copy_name, STATUS_NAME, exc
+                )
         self._release_lock()
-        self._state = CopyState.STOPPED
         self._done.set()
 
     # ------------------------------------------------------------ status
@@ -329,6 +361,7 @@ class CopyEngine:
 
     async def _cycle(self) -> CycleResult:
         async with self._cycle_lock:
+            await anyio.to_thread.run_sync(self._check_state, limiter=self._limiter)
             started = self._clock()
             self._progress = progress = Progress()
             tally = _Tally(last_save=started)
@@ -622,14 +655,31 @@ class CopyEngine:
                 destination=self._manifest.destination,
             )
             manifest.entries = snapshot
-            await anyio.to_thread.run_sync(
-                lambda: write_atomic(manifest.path, manifest.snapshot()), limiter=self._limiter
-            )
+            try:
+                await anyio.to_thread.run_sync(
+                    lambda: write_atomic(manifest.path, manifest.snapshot()), limiter=self._limiter
+                )
+            except OSError as exc:  # a full or read-only state dir
+                raise CopyError(
+                    f"copy operation {self.spec.copy_name!r} cannot save its manifest "
+                    f"{manifest.path}: {exc.strerror or exc}"
+                ) from exc
             self._unsaved = False
 
     async def _save_status(self) -> None:
         """``status.json`` beside the manifest, for ``aiologship status`` (a shell has
         no other way to ask a copier in another process). Best effort."""
+        data = self._status_payload()
+        try:
+            await anyio.to_thread.run_sync(
+                write_status_file, self.state_path / STATUS_NAME, data, limiter=self._limiter
+            )
+        except OSError as exc:
+            logger.debug("copy %r: could not write %s: %s", self.spec.copy_name, STATUS_NAME, exc)
+
+    def _status_payload(self) -> bytes:
+        # pid, host and the process start time let a reader tell that the writer
+        # has exited (or that its pid now belongs to another process).
         status = self.status()
         entries = list(self._manifest.entries.values())
         payload = {
@@ -646,21 +696,23 @@ class CopyEngine:
             "file_errors": [list(item) for item in status.file_errors],
             "manifest_files": len(entries),
             "manifest_bytes": sum(e.size for e in entries),
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
+            **writer_identity(),
         }
-        data = json.dumps(payload, indent=1).encode()
-        try:
-            await anyio.to_thread.run_sync(
-                write_atomic, self.state_path / STATUS_NAME, data, limiter=self._limiter
-            )
-        except OSError as exc:
-            logger.debug("copy %r: could not write %s: %s", self.spec.copy_name, STATUS_NAME, exc)
+        return json.dumps(payload, indent=1).encode()
 
     # ------------------------------------------------------------ bookkeeping
 
     def _record(self, cycle: CycleResult, finished: float) -> None:
         self._last_cycle_at = finished
+        interval = self.spec.copy_interval
+        # status.json is written before run() schedules the next cycle: say when.
+        if (
+            self._running
+            and interval is not None
+            and not self._stop_requested.is_set()
+            and (self._next_cycle_at is None or self._next_cycle_at <= finished)
+        ):
+            self._next_cycle_at = finished + interval
         self._pending = cycle.pending_files
         self._file_errors = cycle.file_errors
         for path, reason in cycle.file_errors:

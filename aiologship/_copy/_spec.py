@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
-import re
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 from .._config import parse_duration
 from .._exceptions import ConfigError
 from .._fs import normalize_destination, redact
+from ._statedir import state_key
 
 DEFAULT_COPY_INTERVAL = 60.0
 DEFAULT_MAX_RETRIES = 3
@@ -84,11 +83,8 @@ class CopySpec:
 
     @property
     def state_key(self) -> str:
-        """Folder name of this copy's state: safe copy_name + hash of the redacted
-        destination (so a rotated password keeps the same manifest)."""
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", self.copy_name).strip("._") or "copy"
-        digest = hashlib.sha256(self.destination_redacted.encode()).hexdigest()[:12]
-        return f"{safe[:80]}-{digest}"
+        """Folder name of this copy's state (see ``_statedir.state_key``)."""
+        return state_key(self.copy_name, self.destination_redacted)
 
     def differences(self, other: CopySpec) -> dict[str, tuple[Any, Any]]:
         """``{parameter: (self's value, other's value)}`` for each differing
