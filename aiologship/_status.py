@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import sys
@@ -11,6 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from ._config import default_state_dir
+from ._copy._statedir import (
+    LEGACY_LOCK_NAME,
+    MANIFEST_NAME,
+    STATUS_NAME,
+    engine_lock_path,
+    lock_held,
+    writer_alive,
+)
+
+# Recorded states that claim a live writer; the reader checks that claim.
+_LIVE_STATES = frozenset({"new", "running", "stopping"})
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -35,35 +45,49 @@ def add_status_command(subparsers: Any) -> None:
 
 
 def read_states(state_dir: Path) -> list[dict[str, Any]]:
+    """Each copy's status.json, with ``state`` made true for now: a status written
+    by a process that has exited says ``stopped (process N exited)`` (its
+    ``next_cycle_at`` dropped), one written on another host ``unknown (other host
+    H)``. ``recorded_state`` keeps what the file says; ``running_now`` is whether
+    a process on this host holds the copy's lock."""
     states: list[dict[str, Any]] = []
     if not state_dir.is_dir():
         return states
     for folder in sorted(p for p in state_dir.iterdir() if p.is_dir()):
-        status_file = folder / "status.json"
-        if not status_file.exists() and not (folder / "manifest.json").exists():
+        status_file = folder / STATUS_NAME
+        if not status_file.exists() and not (folder / MANIFEST_NAME).exists():
             continue
         try:
             data: dict[str, Any] = json.loads(status_file.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
         except (OSError, ValueError):
             data = {"copy_name": folder.name, "state": "unknown (no status yet)"}
-        data["running_now"] = _lock_held(folder / "lock")
+        # An older version kept its lock inside the folder.
+        running = lock_held(engine_lock_path(state_dir, folder.name)) or lock_held(
+            folder / LEGACY_LOCK_NAME
+        )
+        data["running_now"] = running
+        data["recorded_state"] = recorded = data.get("state")
+        if not running and recorded in _LIVE_STATES:
+            data["state"] = _without_lock(data)
         data["state_path"] = str(folder)
         states.append(data)
     return states
 
 
-def _lock_held(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+def _without_lock(data: dict[str, Any]) -> str:
+    """What a status that claims a live writer means when nobody holds the lock."""
+    pid, host = data.get("pid"), data.get("host")
+    alive = writer_alive(pid, host, data.get("pid_start"))
+    if alive is False:
+        data["next_cycle_at"] = None
+        return f"stopped (process {pid} exited)"
+    if alive is None:
+        return f"unknown (other host {host})" if host else "unknown (no writer recorded)"
+    # The writer lives but holds no lock here: it lost it (state dir removed) and
+    # stops at its next cycle, or an older version wrote this status.
+    return f"unknown (process {pid} is alive but holds no lock)"
 
 
 def _command(args: argparse.Namespace) -> int:
