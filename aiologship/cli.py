@@ -15,7 +15,7 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,7 +23,8 @@ import anyio
 
 from ._config import HdfsDriver, default_state_dir
 from ._demo import add_demo_command
-from ._exceptions import ConfigError, CopyError
+from ._exceptions import AiologshipError, ConfigError, CopyError
+from ._fs._redact import scrub
 from ._status import add_status_command
 
 EXIT_OK = 0
@@ -55,7 +56,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    return func(args)
+    try:
+        return func(args)
+    except BaseExceptionGroup as group:
+        # anyio task groups wrap whatever a task raised, even a lone error.
+        leaves = list(_leaves(group))
+        if any(isinstance(e, KeyboardInterrupt) for e in leaves):
+            return EXIT_ABORTED
+        known = [e for e in leaves if isinstance(e, AiologshipError | OSError)]
+        if len(known) < len(leaves):
+            raise  # a bug: keep the whole traceback
+        return _report(args, known)
+    except (AiologshipError, OSError) as exc:
+        return _report(args, [exc])
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
+
+def _report(args: argparse.Namespace, errors: Sequence[BaseException]) -> int:
+    """One ``aiologship: error:`` line for errors of ours or of the OS (a full or
+    read-only state dir), secrets of the destination scrubbed."""
+    message = str(errors[0]) or type(errors[0]).__name__
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    destination = getattr(args, "destination", None)
+    if isinstance(destination, str):
+        message = scrub(message, destination)
+    print(f"aiologship: error: {message}", file=sys.stderr)
+    return EXIT_USAGE if isinstance(errors[0], ConfigError) else EXIT_INCOMPLETE
 
 
 # ---------------------------------------------------------------- copy
