@@ -33,6 +33,7 @@ import os
 import re
 import socket
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -52,6 +53,9 @@ _NAME_HASH_BYTES = 8
 # Longest percent-encoded copy_name kept whole in a host lock name (NAME_MAX is
 # 255 bytes on Linux and macOS).
 _LOCK_NAME_CHARS = 160
+# A lock found taken is tried this many more times, this far apart (seconds).
+_BUSY_RETRIES = 3
+_BUSY_PAUSE = 0.02
 
 
 # ------------------------------------------------------------------ names
@@ -239,21 +243,33 @@ class StateLock:
         """A locked fd whose file is the one at the path, or None if another
         process holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        busy = 0
         # Another process may replace the file between our open and our flock;
         # locking a file no longer at the path proves nothing, so look again.
         for _ in range(10):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                same = self._same_file(fd)
             except OSError as exc:
                 os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                busy += 1
+                if busy > _BUSY_RETRIES:
                     return None
+                # ``aiologship status`` holds a shared flock for a few microseconds
+                # to look: not a copier, so look again before giving up.
+                time.sleep(_BUSY_PAUSE)
+                continue
+            except BaseException:
+                os.close(fd)
                 raise
-            if self._same_file(fd):
+            if same:
                 # Who holds it, for the message of the next one; the lock is the flock.
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)
                 return fd
             os.close(fd)
         raise OSError(errno.EAGAIN, f"{self.path} keeps being replaced")
