@@ -287,7 +287,7 @@ def test_lock_path_cannot_escape(tmp_path: Path) -> None:
 def test_lock_path_of_a_long_name_is_short_and_its_own(tmp_path: Path) -> None:
     a, b = "x" * 300 + "1", "x" * 300 + "2"
     assert lock_path(tmp_path, a) != lock_path(tmp_path, b)
-    for name in (a, "日志" * 100):
+    for name in (a, "日志" * 100, "log\udcff"):  # os.fsdecode() makes lone surrogates
         lock = HostLock(tmp_path, name)
         assert len(lock.path.name.encode()) < 255
         assert lock.try_acquire()  # NAME_MAX: the file can be created

@@ -61,6 +61,12 @@ _BUSY_PAUSE = 0.02
 # ------------------------------------------------------------------ names
 
 
+def _exact(copy_name: str) -> bytes:
+    # A name decoded with surrogateescape (os.fsdecode) holds lone surrogates;
+    # surrogatepass encodes every str, and distinct strs to distinct bytes.
+    return copy_name.encode("utf-8", "surrogatepass")
+
+
 def _slug(copy_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", copy_name).strip("._") or "copy"
 
@@ -74,7 +80,7 @@ def state_key(copy_name: str, destination_redacted: str) -> str:
     """Folder name of one copy's state: a readable slug of ``copy_name``, a hash of
     its exact text (so "日志" and "ログ", "a/b" and "a b" never share a folder) and
     a hash of the redacted destination."""
-    name_hash = hashlib.blake2b(copy_name.encode(), digest_size=_NAME_HASH_BYTES).hexdigest()
+    name_hash = hashlib.blake2b(_exact(copy_name), digest_size=_NAME_HASH_BYTES).hexdigest()
     return (
         f"{_slug(copy_name)[:_SLUG_CHARS]}-{name_hash}-{_destination_digest(destination_redacted)}"
     )
@@ -94,11 +100,11 @@ def host_lock_path(state_dir: Path, copy_name: str) -> Path:
     """One host lock per copy_name. Percent-encoded, so ``a/b`` or ``..`` cannot
     escape the folder and distinct names never share a file; a long name keeps a
     prefix and a hash ("%" followed by "~" never comes out of ``quote``)."""
-    safe = quote(copy_name, safe="-_.")
+    safe = quote(copy_name, safe="-_.", errors="surrogatepass")
     if safe.strip(".") == "":
         safe = safe.replace(".", "%2E")
     if len(safe) > _LOCK_NAME_CHARS:
-        digest = hashlib.blake2b(copy_name.encode(), digest_size=16).hexdigest()
+        digest = hashlib.blake2b(_exact(copy_name), digest_size=16).hexdigest()
         safe = f"{safe[: _LOCK_NAME_CHARS - 40]}%~{digest}"
     return Path(state_dir) / LOCKS_DIR / f"{safe}.lock"
 
