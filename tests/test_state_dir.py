@@ -208,6 +208,14 @@ def _finish(proc: subprocess.Popen[str], sig: int | None = None) -> tuple[int, s
     return proc.returncode, err
 
 
+def _remove(path: Path, trash: Path) -> None:
+    """``rm -rf path`` while a copier may write in it: moved to ``trash`` (same
+    filesystem) at once, since a plain rmtree can meet a file created meanwhile
+    and fail; then deleted."""
+    path.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def _copy_folders(state: Path) -> list[Path]:
     if not state.is_dir():
         return []
@@ -223,7 +231,7 @@ def test_removed_state_folder_does_not_let_a_second_copier_run(
     try:
         _wait_for(lambda: (dst / "b.log").is_file() and len(_copy_folders(state)) == 1, "copy 1")
         (folder,) = _copy_folders(state)
-        shutil.rmtree(folder)
+        _remove(folder, src.parent / "removed")
         second = _copier(src, dst, state, "--once")
         code, err = _finish(second)
         assert code == 1 and "already running" in err, err
@@ -255,7 +263,7 @@ def test_removed_state_dir_leaves_one_copier_running(local: tuple[Path, Path, Pa
     second: subprocess.Popen[str] | None = None
     try:
         _wait_for(lambda: (dst / "b.log").is_file() and len(_copy_folders(state)) == 1, "copy 1")
-        shutil.rmtree(state)
+        _remove(state, src.parent / "removed")
         second = _copier(src, dst, state, "--interval", "0.1")
         procs = (first, second)
         _wait_for(lambda: any(p.poll() is not None for p in procs), "one copier to give up")
@@ -294,7 +302,7 @@ def test_copier_whose_lock_was_taken_stops_without_a_final_cycle(
     second: subprocess.Popen[str] | None = None
     try:
         _wait_for(lambda: (dst / "b.log").is_file() and len(_copy_folders(state)) == 1, "copy 1")
-        shutil.rmtree(state)
+        _remove(state, src.parent / "removed")
         second = _copier(src, dst, state, "--interval", "0.1")
         _wait_for(lambda: len(_copy_folders(state)) == 1, "copy 2 to lock")
         code, err = _finish(first, signal.SIGTERM)
