@@ -200,7 +200,11 @@ class LogManager:
     def _writer_for_path(
         self, path: Path, rotation: Rotation | None, retention: int | None
     ) -> Writer:
-        key = Path(os.path.abspath(path))
+        # The real path: a file reached through a symlinked folder (or a symlink)
+        # is one file with one writer, or two writers would rotate it under each
+        # other. Writers in other managers and processes share it through
+        # FileWriter's lock.
+        key = Path(os.path.realpath(path))
         with self._lock:
             return self._shared_writer(key, rotation, retention)
 
