@@ -206,7 +206,13 @@ class LogManager:
         # FileWriter's lock.
         key = Path(os.path.realpath(path))
         with self._lock:
-            return self._shared_writer(key, rotation, retention)
+            try:
+                return self._shared_writer(key, rotation, retention)
+            except ConfigError as exc:
+                if exc.key != "path" or exc.value == str(path):
+                    raise
+                # Name the path the user gave, and where it leads.
+                raise ConfigError("path", str(path), f"{exc.reason} (real path {key})") from exc
 
     def _shared_writer(self, key: Path, rotation: Rotation | None, retention: int | None) -> Writer:
         entry = self._writers.get(key)
@@ -543,6 +549,10 @@ class LogManager:
     # -------------------------------------------------------------------- fork
 
     def _after_fork_in_child(self) -> None:
+        """Only the forking thread exists here: forget the parent's threads, queue
+        and descriptors; the first record starts a runtime of the child's own. That
+        new thread imports nothing (see ``_runtime``), so no import lock the fork
+        copied mid-import can stop it."""
         self._lock = threading.RLock()
         self._runtime.reset_after_fork()
         self._queue.reset_after_fork()

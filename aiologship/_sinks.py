@@ -241,10 +241,11 @@ class RotatedNames:
     def existing(self) -> list[tuple[RotatedKey, Path]]:
         """The rotated files present now, oldest first."""
         found = []
-        for entry in os.scandir(self.path.parent):
-            key = self.key(entry.name)
-            if key is not None:
-                found.append((key, self.path.parent / entry.name))
+        with os.scandir(self.path.parent) as entries:
+            for entry in entries:
+                key = self.key(entry.name)
+                if key is not None:
+                    found.append((key, self.path.parent / entry.name))
         found.sort()
         return found
 

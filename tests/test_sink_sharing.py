@@ -146,3 +146,15 @@ def test_a_manager_in_another_process_shares_rotation(
     stats = json.loads(out)
     assert stats["written"] == stats["accepted"] == count
     _check_records(path, count, retention)
+
+
+def test_an_unusable_path_through_a_symlink_is_named_as_given(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "app.log").mkdir()  # a folder where the file should be
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    with LogManager() as lm, pytest.raises(ConfigError, match="is a directory") as info:
+        lm.get_logger("bad.link").add(link / "app.log")
+    assert info.value.value == str(link / "app.log")
+    assert str(real / "app.log") in str(info.value)
