@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import re
 import tempfile
-from datetime import UTC
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import anyio
@@ -105,6 +105,28 @@ def test_rotated_names_stay_ordered_when_the_clock_goes_back(tmp_path: Path) -> 
         "back.log.20231114-231324",  # and forward again
         "back.log.20231114-231324-001",
     ]
+
+
+def test_time_rotation_by_one_writer_is_followed_by_the_other(tmp_path: Path) -> None:
+    # Two writers of one file (two managers, or two processes): when the hour
+    # turns, the first to write rotates; the other follows it to the new file and
+    # does not rotate that one again.
+    clock = FakeClock()
+    path = tmp_path / "hourly.log"
+    hourly = Rotation(interval=timedelta(hours=1))
+    a, b = (FileWriter(path, rotation=hourly, tz=UTC, clock=clock) for _ in range(2))
+
+    async def scenario() -> None:
+        await a.awrite(["a1\n"])
+        await b.awrite(["b1\n"])
+        clock.now += 3600
+        await a.awrite(["a2\n"])
+        await b.awrite(["b2\n"])
+        await a.aclose()
+        await b.aclose()
+
+    anyio.run(scenario)
+    assert [read_lines(p) for p in files_by_age(path)] == [["a1", "b1"], ["a2", "b2"]]
 
 
 class FakeClock:
