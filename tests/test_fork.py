@@ -20,6 +20,8 @@ import pytest
 
 from tests.test_rotation import files_by_age
 
+ROOT = Path(__file__).resolve().parents[1]
+
 _SCENARIO = textwrap.dedent(
     """
     import json, os, sys, threading, time
@@ -93,7 +95,7 @@ def _run(tmp_path: Path, points: list[int], rotation: str = "none") -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout.splitlines()[-1])
@@ -169,7 +171,7 @@ def test_nothing_is_imported_on_pipeline_threads() -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -17,6 +17,8 @@ from aiologship import ConfigError, LogManager
 from tests.conftest import only_aiologship_sinks, read_lines
 from tests.test_rotation import files_by_age, unexpected_files
 
+ROOT = Path(__file__).resolve().parents[1]
+
 LIMIT = 600
 
 
@@ -128,7 +130,7 @@ def test_a_manager_in_another_process_shares_rotation(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONPATH": os.getcwd()},
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         try:
             assert other.stdout is not None and other.stdin is not None
