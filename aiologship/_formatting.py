@@ -98,7 +98,15 @@ class TextFormatter(logging.Formatter):
 class JsonFormatter(_JsonFormatter):
     """One JSON object per line: ``timestamp`` (ISO-8601 with offset), ``level``,
     ``logger``, ``message``, every ``extra=`` field, and ``exc_info`` /
-    ``stack_info`` text when present."""
+    ``stack_info`` text when present.
+
+    The record's own fields always win: an ``extra=`` key (or a key of a logged
+    dict) named ``timestamp``, ``level`` or ``logger`` does not replace them; its
+    value is written under ``extra_<key>`` instead (``extra_extra_<key>`` when the
+    caller used that name too, and so on), so nothing vanishes. ``message`` cannot
+    clash: the stdlib refuses it in ``extra=``, and a logged dict's ``message`` is
+    the message.
+    """
 
     def __init__(self, *, tz: tzinfo) -> None:
         super().__init__("%(message)s", json_ensure_ascii=False, json_default=str)
@@ -107,10 +115,27 @@ class JsonFormatter(_JsonFormatter):
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
     ) -> None:
-        log_data["timestamp"] = self._clock.iso(record.created, record.msecs)
+        timestamp = self._clock.iso(record.created, record.msecs)
+        log_data["timestamp"] = timestamp
         log_data["level"] = record.levelname
         log_data["logger"] = record.name
         super().add_fields(log_data, record, message_dict)
+        d = record.__dict__
+        # Three dict lookups per record; the repair below only runs on a clash.
+        if "timestamp" in d or "level" in d or "logger" in d or message_dict:
+            own = {"timestamp": timestamp, "level": record.levelname, "logger": record.name}
+            for key, value in own.items():
+                for source in (message_dict, d):  # the order they were merged in
+                    if key in source:
+                        _keep_clashing(log_data, key, source[key])
+                log_data[key] = value
+
+
+def _keep_clashing(log_data: dict[str, Any], key: str, value: Any) -> None:
+    name = f"extra_{key}"
+    while name in log_data:
+        name = f"extra_{name}"
+    log_data[name] = value
 
 
 def make_formatter(*, json: bool, fmt: str | None, tz: tzinfo) -> logging.Formatter:

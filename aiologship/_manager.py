@@ -200,9 +200,19 @@ class LogManager:
     def _writer_for_path(
         self, path: Path, rotation: Rotation | None, retention: int | None
     ) -> Writer:
-        key = Path(os.path.abspath(path))
+        # The real path: a file reached through a symlinked folder (or a symlink)
+        # is one file with one writer, or two writers would rotate it under each
+        # other. Writers in other managers and processes share it through
+        # FileWriter's lock.
+        key = Path(os.path.realpath(path))
         with self._lock:
-            return self._shared_writer(key, rotation, retention)
+            try:
+                return self._shared_writer(key, rotation, retention)
+            except ConfigError as exc:
+                if exc.key != "path" or exc.value == str(path):
+                    raise
+                # Name the path the user gave, and where it leads.
+                raise ConfigError("path", str(path), f"{exc.reason} (real path {key})") from exc
 
     def _shared_writer(self, key: Path, rotation: Rotation | None, retention: int | None) -> Writer:
         entry = self._writers.get(key)
@@ -539,6 +549,10 @@ class LogManager:
     # -------------------------------------------------------------------- fork
 
     def _after_fork_in_child(self) -> None:
+        """Only the forking thread exists here: forget the parent's threads, queue
+        and descriptors; the first record starts a runtime of the child's own. That
+        new thread imports nothing (see ``_runtime``), so no import lock the fork
+        copied mid-import can stop it."""
         self._lock = threading.RLock()
         self._runtime.reset_after_fork()
         self._queue.reset_after_fork()

@@ -6,6 +6,17 @@ by waiting for the portal's future in a worker thread.
 
 The thread is a daemon; the manager drains it from an exit hook that runs before
 the interpreter joins threads and shuts executors down.
+
+Fork safety rule: the runtime thread and its worker threads import nothing while
+they start the loop and run the logging pipeline; what they need is imported
+here, by the thread that starts them. A thread that imports holds that module's
+import lock; a child forked meanwhile inherits the lock held by a thread that does
+not exist in the child, and the child's own runtime thread would then wait on that
+import forever (``flush()`` times out, every record is dropped). ``anyio.run()``
+imports its backend lazily, so it is imported below; ``tests/test_fork.py``
+checks that no pipeline thread imports. (Starting a copy loads the copy engine in
+a worker thread: a child forked during that import can log, but would block if it
+started a copy of its own.)
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import anyio
+import anyio._backends._asyncio  # see the fork safety rule above
 import anyio.to_thread
 from anyio.abc import TaskGroup
 from anyio.from_thread import BlockingPortal

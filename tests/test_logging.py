@@ -65,6 +65,27 @@ def test_json_fields_extra_and_exception(tmp_path: Path) -> None:
     assert "ZeroDivisionError" in second["exc_info"] and second["level"] == "ERROR"
 
 
+def test_json_extra_never_replaces_the_record_fields(tmp_path: Path, route: Any) -> None:
+    path = tmp_path / "clash.json"
+    with LogManager(format="json") as lm:
+        log = lm.get_logger("clash")
+        log.add(path)
+        log = route(log)
+        clashing = {"level": "fake", "logger": "other", "timestamp": "then", "user": "ann"}
+        log.warning("real", extra={**clashing, "extra_level": "taken"})
+        log.info({"level": "dict", "n": 1})  # a dict message merges its keys too
+    first, second = (json.loads(line) for line in read_lines(path))
+    assert list(first)[:4] == ["timestamp", "level", "logger", "message"]
+    assert re.fullmatch(ISO + "Z", first["timestamp"])
+    assert (first["level"], first["logger"], first["message"]) == ("WARNING", "clash", "real")
+    # The clashing values are kept under a prefixed key; a key already taken by the
+    # caller keeps its value and the clash takes the next prefix.
+    assert first["extra_logger"] == "other" and first["extra_timestamp"] == "then"
+    assert first["extra_level"] == "taken" and first["extra_extra_level"] == "fake"
+    assert first["user"] == "ann"
+    assert (second["level"], second["extra_level"], second["n"]) == ("INFO", "dict", 1)
+
+
 def test_exception_and_stack_text_in_text_sink(tmp_path: Path) -> None:
     path = tmp_path / "e.log"
     with LogManager() as lm:
@@ -126,7 +147,9 @@ def test_size_rotation_and_retention(tmp_path: Path) -> None:
         log.add(path, fmt="%(message)s", rotation=1000, retention=2)
         for i in range(300):
             log.info("line %05d", i)  # 11 bytes per line
-    files = sorted(p for p in path.parent.iterdir())
+    # Hidden: the lock that rotating writers of the file share (see FileWriter).
+    assert (path.parent / ".app.log.lock").exists()
+    files = sorted(p for p in path.parent.iterdir() if not p.name.startswith("."))
     rotated = [p for p in files if p != path]
     assert len(rotated) == 2  # retention
     for p in files:
