@@ -9,7 +9,17 @@ from aiologship._copy._manifest import Entry, Manifest, ManifestCorrupt, write_a
 
 
 def entry(size: int = 3) -> Entry:
-    return Entry(dest="a.log", size=size, mtime_ns=1, ino=2, dev=3, head="h", tail="t")
+    return Entry(
+        dest="a.log",
+        size=size,
+        mtime_ns=1,
+        ino=2,
+        dev=3,
+        head="a" * 32,
+        tail="b" * 32,
+        ctime_ns=4,
+        crc=5,
+    )
 
 
 def test_round_trip(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import pyarrow.fs as pafs
 from .._config import HdfsDriver
 from .._exceptions import ConfigError, CopyError, DestinationError
 from .._fs import Destination, resolve_destination
+from ._identity import reconcile
 from ._manifest import (
     MANIFEST_NAME,
     Entry,
@@ -135,6 +136,11 @@ class CopyEngine:
         self._prepared = False
         self._dest: Destination | None = None
         self._leftovers: set[str] = set()
+        # Sources absent from the last scan whose entries are kept one more cycle.
+        self._absent: set[str] = set()
+        # The whole destination as listed by _prepare, used once instead of
+        # the per-folder listings of the destination check.
+        self._listing: dict[str, int] | None = None
         self._lock_file: IO[bytes] | None = None
         self._cycle_lock = anyio.Lock()
         self._save_lock = anyio.Lock()
@@ -359,6 +365,9 @@ class CopyEngine:
                     # The manifest may have been rebuilt.
                     todo = await self._plan_in_thread(result, file_errors)
                     tally.pending = len(todo)
+                if await self._reconcile(dest, result):
+                    todo = await self._plan_in_thread(result, file_errors)
+                    tally.pending = len(todo)
                 if self._leftovers:
                     failed = await anyio.to_thread.run_sync(
                         remove_files, dest, sorted(self._leftovers), limiter=self._limiter
@@ -438,9 +447,54 @@ class CopyEngine:
                 listing.pop(rel[len(dest.base_path) + 1 :] if dest.base_path else rel, None)
         except (OSError, pyarrow.ArrowException) as exc:
             raise DestinationFailure(f"{dest.uri}: {exc}") from exc
+        self._listing = listing
         if not needs_rebuild:
             return None
         return dict(rebuild(dest, result.files, listing))
+
+    async def _reconcile(self, dest: Destination, result: ScanResult) -> bool:
+        """Follow renamed sources, notice destination files removed by someone
+        else, forget sources gone for good (see ``_identity``). True when the
+        manifest changed (then the plan is made again)."""
+        prefix = self._dest_prefix
+        files = [f for f in result.files if prefix is None or not f.path.startswith(prefix)]
+        listing, self._listing = self._listing, None
+        try:
+            done = await anyio.to_thread.run_sync(
+                functools.partial(
+                    reconcile,
+                    dest,
+                    self._manifest.entries,
+                    files,
+                    unreadable=[path for path, _ in result.problems],
+                    absent_before=self._absent,
+                    listing=listing,
+                    dirs=self._dirs,
+                ),
+                limiter=self._limiter,
+            )
+        except DestinationFailure:
+            self._unsaved = True  # some renames may be done: keep what they changed
+            raise
+        self._absent = done.absent
+        if done.missing:
+            logger.warning(
+                "copy %r: %d files shipped before are missing at %s (removed by someone "
+                "else?), shipping them again: %s",
+                self.spec.copy_name,
+                len(done.missing),
+                dest.uri,
+                ", ".join(sorted(done.missing)[:5]) + (" ..." if len(done.missing) > 5 else ""),
+            )
+        if done.moved:
+            logger.debug(
+                "copy %r: %d renamed files moved at the destination",
+                self.spec.copy_name,
+                done.moved,
+            )
+        if done.changed:
+            self._unsaved = True
+        return done.changed
 
     async def _plan_in_thread(
         self, result: ScanResult, file_errors: dict[str, str]

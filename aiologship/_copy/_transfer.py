@@ -33,7 +33,7 @@ from tenacity import (
 )
 
 from .._fs import Destination
-from ._manifest import Entry, fingerprints, prefix_matches
+from ._manifest import FINGERPRINT_BYTES, Entry, checksum, digest, fingerprints, prefix_matches
 from ._scan import SourceFile
 
 logger = logging.getLogger("aiologship.copy")
@@ -165,6 +165,7 @@ def ship_file(
         # Taken before the copy: if the file is truncated and rewritten while
         # it is copied, the next cycle sees these no longer match and replaces.
         head, tail = fingerprints(f, size)
+        crc, offset = _content_crc(f, size, prev, offset)
         local = isinstance(dest.filesystem, pafs.LocalFileSystem)
         if offset is not None:
             sent = 0
@@ -176,8 +177,38 @@ def ship_file(
             replace = _replace_local if local else _replace
             sent = replace(dest, f, final, size, temps, dirs, progress, chunk_size)
             mode = "replace"
-    entry = Entry(src.dest, size, st.st_mtime_ns, st.st_ino, st.st_dev, head, tail)
+    entry = Entry(
+        src.dest, size, st.st_mtime_ns, st.st_ino, st.st_dev, head, tail, st.st_ctime_ns, crc
+    )
     return Shipped(entry, sent, mode)
+
+
+def _content_crc(
+    f: BinaryIO, size: int, prev: Entry | None, offset: int | None
+) -> tuple[int, int | None]:
+    """The CRC-32 of bytes ``[0, size)`` and the append offset, None when the
+    file must be replaced after all. Read before the copy, so bytes changed
+    during it make the next cycle's check differ rather than agree."""
+    fd = f.fileno()
+    if prev is not None and offset is not None:
+        if size > prev.size:
+            # Grown: only the new bytes are read (the prefix was checked by
+            # its fingerprints; reading all of it every cycle would cost O(file)).
+            crc = checksum(fd, prev.size, size, prev.crc)
+        else:
+            # Same size, yet the scan saw a new mtime or ctime: a touch, or
+            # bytes written in place (a preallocated file) that the first
+            # and last FINGERPRINT_BYTES do not show. Only all of them tell.
+            crc = checksum(fd, 0, size)
+            if crc != prev.crc:
+                offset = None
+        if crc is not None:
+            return crc, offset
+    else:
+        crc = checksum(fd, 0, size)
+        if crc is not None:
+            return crc, offset
+    raise SourceVanished("shrank while being read")
 
 
 def _append_offset(
@@ -203,13 +234,31 @@ def _append_offset(
     if info.type != pafs.FileType.File:
         return None
     have = int(info.size or 0)
-    if have == prev.size:
-        return have
-    if prev.size < have <= size and _dest_range_matches(dest, f, final, prev.size, have):
+    if have != prev.size and not (
         # A copier killed mid-append left complete source bytes past the
         # manifest's size: keep them and go on from there.
-        return have
-    return None
+        prev.size < have <= size and _dest_range_matches(dest, f, final, prev.size, have)
+    ):
+        return None
+    if not dest_holds(dest, final, prev):
+        return None  # replaced or rewritten by someone else: never append onto it
+    return have
+
+
+def dest_holds(dest: Destination, final: str, prev: Entry) -> bool:
+    """Do the first and last bytes of the destination file match what was
+    shipped? Two small reads: a size alone cannot tell our file from another
+    writer's file of the same size."""
+    start = max(0, prev.size - FINGERPRINT_BYTES)
+    try:
+        with dest.filesystem.open_input_file(final) as remote:
+            head = remote.read_at(min(prev.size, FINGERPRINT_BYTES), 0)
+            tail = head[start:] if start == 0 else remote.read_at(prev.size - start, start)
+    except NotImplementedError:
+        return False  # no random access: cannot verify, so replace
+    except (OSError, pyarrow.ArrowException) as exc:
+        raise DestinationFailure(f"cannot read {final}: {exc}") from exc
+    return digest(head) == prev.head and digest(tail) == prev.tail
 
 
 def _dest_range_matches(dest: Destination, f: BinaryIO, final: str, start: int, end: int) -> bool:
