@@ -5,14 +5,21 @@ the manifest kept to the sources that still exist."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from anyio.from_thread import start_blocking_portal
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from aiologship._copy import CopyEngine
 from aiologship._fs import Destination
@@ -383,3 +390,174 @@ async def test_renames_on_a_destination_without_move_over_existing_files(env: En
     result = await engine.flush()
     assert result.ok and result.bytes_shipped == 0
     assert env.dest_files() == {p.name: p.read_bytes() for p in env.src.iterdir()}
+
+
+async def test_a_crash_between_a_move_and_the_manifest_save_converges(env: Env) -> None:
+    # The destination moves are done, the manifest that records them is not:
+    # the next run must not move someone's bytes under a wrong name.
+    env.write("app.log", lines(0, 30))
+    engine = await env.engine()
+    await engine.flush()
+    manifest = engine.state_path / "manifest.json"
+    before_rotation = manifest.read_bytes()
+    logrotate(env.src, "app.log", keep=2)
+    env.write("app.log", lines(100, 20))
+    assert (await engine.flush()).ok
+    await engine.stop()
+    manifest.write_bytes(before_rotation)  # as if killed before the save
+    logrotate(env.src, "app.log", keep=2)
+    env.write("app.log", lines(200, 10))
+    again = await env.engine()
+    assert (await again.flush()).ok
+    assert env.dest_files() == {p.name: p.read_bytes() for p in env.src.iterdir()}
+    assert (await again.flush()).files_shipped == 0
+
+
+# ---------------------------------------------------------------- a model
+
+
+class CopierMachine(RuleBasedStateMachine):
+    """A writer doing what log writers and other people do to the files, and a
+    copier running cycles, killed and restarted; after each cycle every source
+    is byte-identical at the destination under its current name."""
+
+    pyarrow_path = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp(prefix="aiologship-identity-"))
+        self.env = Env(self.tmp)
+        self._portal_cm = start_blocking_portal("asyncio")
+        self.portal = self._portal_cm.__enter__()
+        self.resolver = LocalHandler(self.env.dst).resolver if self.pyarrow_path else None
+        self.engine = self._start()
+        self.serial = 0
+        self.before_last_cycle: bytes | None = None
+        self.live = self.env.src / "app.log"
+        self._append(5)
+
+    def _start(self) -> CopyEngine:
+        engine = CopyEngine(
+            self.env.spec(max_retries=0),
+            state_dir=self.env.state,
+            sleep=self.env.sleep,
+            resolver=self.resolver,
+        )
+        self.portal.call(engine.open)
+        return engine
+
+    def _append(self, n: int) -> None:
+        self.env.write("app.log", lines(self.serial, n), mode="ab")
+        self.serial += n
+
+    @rule(n=st.integers(1, 40))
+    def append(self, n: int) -> None:
+        self._append(n)
+
+    @rule()
+    def rotate(self) -> None:
+        if self.live.exists():
+            logrotate(self.env.src, "app.log", keep=3)
+            self.env.write("app.log", b"")
+
+    @rule()
+    def copytruncate(self) -> None:
+        if self.live.exists():
+            rotated = self.env.src / "app.log.1"
+            if rotated.exists():
+                rotated.rename(self.env.src / "app.log.2")
+            shutil.copyfile(self.live, rotated)
+            os.truncate(self.live, 0)
+
+    @rule()
+    def write_in_place_then_cycle(self) -> None:
+        # Same size between two cycles: a file written in place that also
+        # grows between them ships only its new bytes (telling that from
+        # plain growth would mean reading the whole file every cycle).
+        if self.live.exists() and self.live.stat().st_size > 20:
+            self.cycle()
+            with open(self.live, "r+b") as f:
+                os.pwrite(f.fileno(), b"#", self.live.stat().st_size // 2)
+            bump_mtime(self.live)
+            self.cycle()
+
+    @rule(name=st.sampled_from(["app.log.1", "app.log.2", "app.log.3"]))
+    def delete_source(self, name: str) -> None:
+        (self.env.src / name).unlink(missing_ok=True)
+
+    @rule(name=st.sampled_from(["app.log", "app.log.1", "app.log.2", "app.log.3"]))
+    def lose_at_destination(self, name: str) -> None:
+        (self.env.dst / name).unlink(missing_ok=True)
+
+    @rule()
+    def foreign_then_append(self) -> None:
+        # A same-size foreign file is noticed when the engine next works on
+        # that file (an append, a rename, an in-place write); an unchanged
+        # source is not read back from the destination every cycle.
+        path = self.env.dst / "app.log"
+        if path.exists():
+            path.write_bytes(b"?" * path.stat().st_size)
+        self._append(1)
+
+    @rule(manifest=st.sampled_from(["kept", "lost", "unsaved"]))
+    def kill_and_restart(self, manifest: str) -> None:
+        self.portal.call(functools.partial(self.engine.stop, final_cycle=False))
+        path = self.engine.state_path / "manifest.json"
+        if manifest == "lost":
+            path.unlink(missing_ok=True)
+        elif manifest == "unsaved" and self.before_last_cycle is not None:
+            # Killed after the last cycle's destination work, before its save.
+            path.write_bytes(self.before_last_cycle)
+        self.engine = self._start()
+
+    @rule()
+    def cycle(self) -> None:
+        path = self.engine.state_path / "manifest.json"
+        self.before_last_cycle = path.read_bytes() if path.exists() else None
+        result = self.portal.call(self.engine.flush)
+        assert result.ok, result
+        sources = {p.name: p.read_bytes() for p in self.env.src.iterdir()}
+        held = self.env.dest_files()
+        assert {name: held.get(name) for name in sources} == sources
+        status = json.loads((self.engine.state_path / "status.json").read_bytes())
+        assert status["manifest_files"] <= len(held)
+
+    def teardown(self) -> None:
+        try:
+            self.portal.call(functools.partial(self.engine.stop, final_cycle=False))
+        finally:
+            self._portal_cm.__exit__(None, None, None)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class CopierMachinePyarrow(CopierMachine):
+    pyarrow_path = True
+
+
+_MACHINE_SETTINGS = settings(max_examples=20, stateful_step_count=25, deadline=None)
+TestCopierModel = CopierMachine.TestCase
+TestCopierModel.settings = _MACHINE_SETTINGS
+TestCopierModelPyarrow = CopierMachinePyarrow.TestCase
+TestCopierModelPyarrow.settings = _MACHINE_SETTINGS
+
+
+async def test_a_manifest_of_the_previous_format_is_rebuilt_quietly(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = env.write("a.log", lines(0, 10))
+    engine = await env.engine()
+    await engine.flush()
+    await engine.stop()
+    manifest = engine.state_path / "manifest.json"
+    data = json.loads(manifest.read_bytes())
+    data["version"] = 1
+    for item in data["files"].values():
+        del item["ctime_ns"], item["crc"]
+    manifest.write_text(json.dumps(data))
+    with caplog.at_level(logging.INFO, logger="aiologship.copy"):
+        again = await env.engine()
+        result = await again.flush()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("older format" in r.getMessage() for r in caplog.records)
+    assert result.ok and result.bytes_shipped == 0
+    assert env.dest_files() == {"a.log": path.read_bytes()}

@@ -48,7 +48,7 @@ class Rename:
 class Reconciled:
     changed: bool = False  # entries changed: plan again, save the manifest
     moved: int = 0  # destination files moved to a renamed source's name
-    missing: list[str] = field(default_factory=list)  # destination names gone
+    missing: list[str] = field(default_factory=list)  # sources whose destination file is gone
     pruned: int = 0
     absent: set[str] = field(default_factory=set)  # sources absent this cycle, kept
 
@@ -60,7 +60,7 @@ def reconcile(
     *,
     unreadable: Iterable[str],
     absent_before: set[str],
-    listing: Mapping[str, int] | None,
+    listing: Mapping[str, int | None] | None,
     dirs: DirCache,
 ) -> Reconciled:
     """Bring ``entries`` (mutated in place) in line with the sources and the
@@ -72,14 +72,14 @@ def reconcile(
     if renames:
         out.moved = follow_renames(dest, entries, renames, files, dirs)
         out.changed = True
-    live = {f.path for f in files}
-    out.missing, resized = check_destination(dest, entries, live, listing)
+    out.missing, resized = check_destination(dest, entries, listing)
     for path in out.missing:
         del entries[path]
     for path in resized:
         # The transfer decides: append after verifying what is there, or replace.
         entries[path] = dataclasses.replace(entries[path], mtime_ns=-1)
     out.changed = out.changed or bool(out.missing or resized)
+    live = {f.path for f in files}
     live.update(unreadable)
     absent = {path for path in entries if path not in live}
     gone = absent & absent_before
@@ -238,39 +238,47 @@ def _move_over(dest: Destination, dirs: DirCache, old: str, new: str) -> None:
 def check_destination(
     dest: Destination,
     entries: Mapping[str, Entry],
-    live: Iterable[str],
-    listing: Mapping[str, int] | None,
+    listing: Mapping[str, int | None] | None,
 ) -> tuple[list[str], list[str]]:
-    """(missing, resized): live sources whose destination file is gone, or
-    holds another size than the manifest says. One listing per folder."""
-    by_dir: dict[str, list[str]] = {}
-    for path in live:
-        entry = entries.get(path)
-        if entry is not None:
-            by_dir.setdefault(posixpath.dirname(entry.dest), []).append(path)
+    """(missing, resized): entries whose destination file is gone, or holds
+    another size than the manifest says. One listing per folder."""
+    by_dir: dict[str, list[tuple[str, Entry]]] = {}
+    for path, entry in entries.items():
+        by_dir.setdefault(entry.dest.rpartition("/")[0], []).append((path, entry))
     missing: list[str] = []
     resized: list[str] = []
-    for folder, paths in by_dir.items():
+    for folder, owned in by_dir.items():
         sizes = listing if listing is not None else _list_folder(dest, folder)
-        for path in paths:
-            entry = entries[path]
-            have = sizes.get(entry.dest)
-            if have is None:
+        for path, entry in owned:
+            have = sizes.get(entry.dest, -1)
+            if have == -1:
                 missing.append(path)
-            elif have != entry.size:
+            elif have is not None and have != entry.size:
                 resized.append(path)
     return missing, resized
 
 
-def _list_folder(dest: Destination, folder: str) -> dict[str, int]:
-    """Files directly in ``folder`` (relative): relative path -> size."""
+def _list_folder(dest: Destination, folder: str) -> dict[str, int | None]:
+    """Files directly in ``folder`` (relative): relative path -> size, or None
+    when only the name is known."""
     base = dest.path_of(folder) if folder else dest.base_path
+    if isinstance(dest.filesystem, pafs.LocalFileSystem):
+        # Names only: a pyarrow listing stats every file (176 ms for 20,000
+        # files here, against 9 ms for os.listdir); sizes are checked anyway
+        # before the next append.
+        try:
+            names = os.listdir(base)
+        except FileNotFoundError:
+            names = []
+        except OSError as exc:
+            raise DestinationFailure(f"cannot list {base}: {exc.strerror or exc}") from exc
+        return {posixpath.join(folder, n) if folder else n: None for n in names}
     selector = pafs.FileSelector(base, recursive=False, allow_not_found=True)
     try:
         infos = dest.filesystem.get_file_info(selector)
     except (OSError, pyarrow.ArrowException) as exc:
         raise DestinationFailure(f"cannot list {base}: {exc}") from exc
-    found: dict[str, int] = {}
+    found: dict[str, int | None] = {}
     for info in infos:
         if info.type == pafs.FileType.File:
             name = info.base_name

@@ -68,6 +68,10 @@ class ManifestCorrupt(Exception):
     """The manifest file exists but cannot be used (reason in the message)."""
 
 
+class ManifestOutdated(ManifestCorrupt):
+    """The manifest was written by an older version: rebuilt, nothing is wrong."""
+
+
 class Manifest:
     """The entries of one copy, keyed by source path. Not thread-safe: the
     engine mutates it on its event loop and saves snapshots in a thread."""
@@ -88,11 +92,14 @@ class Manifest:
             return None
         try:
             data = json.loads(raw)
-            if data.get("version") != FORMAT_VERSION:
-                raise ManifestCorrupt(f"unknown format version {data.get('version')!r}")
+            version = data.get("version")
+            if version not in range(1, FORMAT_VERSION + 1) or isinstance(version, bool):
+                raise ManifestCorrupt(f"unknown format version {version!r}")
             if data.get("destination") != destination:
                 other = data.get("destination")
                 raise ManifestCorrupt(f"written for another destination {other!r}")
+            if version < FORMAT_VERSION:
+                raise ManifestOutdated(f"format version {version} predates content checksums")
             entries = data["files"]
             if not isinstance(entries, dict):
                 raise ManifestCorrupt("'files' is not a mapping")

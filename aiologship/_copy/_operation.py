@@ -32,6 +32,7 @@ from ._manifest import (
     Entry,
     Manifest,
     ManifestCorrupt,
+    ManifestOutdated,
     list_destination,
     rebuild,
     write_atomic,
@@ -214,6 +215,15 @@ class CopyEngine:
                 copy_name=self.spec.copy_name,
                 destination=self.spec.destination_redacted,
             )
+        except ManifestOutdated as exc:
+            logger.info(
+                "copy %r: manifest %s is in an older format (%s); rebuilding it from the "
+                "destination",
+                self.spec.copy_name,
+                self._manifest.path,
+                exc,
+            )
+            loaded = None
         except ManifestCorrupt as exc:
             logger.warning(
                 "copy %r: manifest %s is corrupt (%s); rebuilding it from the destination",
@@ -480,7 +490,7 @@ class CopyEngine:
         if done.missing:
             logger.warning(
                 "copy %r: %d files shipped before are missing at %s (removed by someone "
-                "else?), shipping them again: %s",
+                "else?); those whose source still exists are shipped again: %s",
                 self.spec.copy_name,
                 len(done.missing),
                 dest.uri,
