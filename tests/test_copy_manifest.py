@@ -91,7 +91,7 @@ def _stored(tmp_path: Path, **changes: Any) -> Path:
         {"dev": -2},
         {"ino": True},
         {"crc": 1 << 32},
-        {"crc": -1},
+        {"crc": -2},
         {"dest": "a/../../etc/passwd"},
         {"dest": "/etc/passwd"},
         {"dest": "a//b.log"},

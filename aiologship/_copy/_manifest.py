@@ -33,6 +33,7 @@ FORMAT_VERSION = 2
 # rewritten log (copytruncate) from one that only grew, at O(1) cost per cycle.
 FINGERPRINT_BYTES = 4096
 _COMPARE_CHUNK = 1 << 20
+NO_CRC = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +48,11 @@ class Entry:
     head: str  # hash of the first min(size, FINGERPRINT_BYTES) bytes
     tail: str  # hash of the FINGERPRINT_BYTES bytes ending at size
     ctime_ns: int
-    # CRC-32 of bytes [0, size): extended by each append (zlib.crc32 takes a
-    # running value), so an in-place write that keeps the size, the first and
-    # the last bytes (a preallocated file) is still told from a touch.
+    # CRC-32 of bytes [0, size), extended by each append (zlib.crc32 takes a
+    # running value): an in-place write that keeps the size, the first and the
+    # last bytes (a preallocated file) is still told from a touch without
+    # reading the destination back. NO_CRC where the destination is local:
+    # the destination file is compared instead.
     crc: int
 
     def unchanged(self, f: SourceFile) -> bool:
@@ -169,7 +172,7 @@ def _entry(source: Any, item: Any) -> Entry:
     for name in ("size", "ino", "dev"):
         if fields[name] < 0:
             raise ManifestCorrupt(f"{source!r}: {name} {fields[name]} is negative")
-    if not 0 <= fields["crc"] < 1 << 32:
+    if not NO_CRC <= fields["crc"] < 1 << 32:
         raise ManifestCorrupt(f"{source!r}: crc {fields['crc']} is not a CRC-32")
     for name in ("head", "tail"):
         if not _HASH_RE.fullmatch(fields[name]):
