@@ -327,6 +327,21 @@ async def test_the_manifest_forgets_deleted_sources(env: Env) -> None:
     assert status_file(engine)["manifest_files"] == 1
 
 
+async def test_a_copier_run_once_at_a_time_prunes_too(env: Env) -> None:
+    # ``aiologship copy --once`` from cron: one cycle per process.
+    for i in range(3):
+        env.write(f"f{i}.log", lines(i, 3))
+    first = await env.engine()
+    await first.flush()
+    await first.stop(final_cycle=False)
+    (env.src / "f1.log").unlink()
+    for _ in range(2):
+        run = await env.engine()
+        await run.flush()
+        await run.stop(final_cycle=False)
+    assert sorted(manifest_entries(run)) == [str(env.src / f"f{i}.log") for i in (0, 2)]
+
+
 async def test_an_unchanged_cycle_does_not_rewrite_the_manifest(env: Env) -> None:
     for i in range(5):
         env.write(f"f{i}.log", lines(i, 3))

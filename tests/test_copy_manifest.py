@@ -118,6 +118,21 @@ def test_a_relative_source_makes_the_manifest_corrupt(tmp_path: Path) -> None:
         Manifest.load(path, copy_name="c", destination="d")
 
 
+def test_absent_sources_round_trip_and_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.json"
+    m = Manifest(path, copy_name="c", destination="d")
+    m.entries["/src/a.log"] = entry()
+    m.absent = {"/src/a.log"}
+    write_atomic(path, m.snapshot())
+    loaded = Manifest.load(path, copy_name="c", destination="d")
+    assert loaded is not None and loaded.absent == {"/src/a.log"}
+    data = json.loads(path.read_bytes())
+    data["absent"] = "/src/a.log"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestCorrupt, match="absent"):
+        Manifest.load(path, copy_name="c", destination="d")
+
+
 def test_an_older_format_is_outdated_not_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps({"version": 1, "destination": "d", "files": {}}))

@@ -84,6 +84,10 @@ class Manifest:
         self.copy_name = copy_name
         self.destination = destination  # redacted
         self.entries: dict[str, Entry] = {}
+        # Sources absent from the last scan: their entries are dropped if they
+        # are still absent next cycle (kept across restarts, so a copier run
+        # once a minute by cron prunes too).
+        self.absent: set[str] = set()
 
     @classmethod
     def load(cls, path: Path, *, copy_name: str, destination: str) -> Manifest | None:
@@ -108,6 +112,10 @@ class Manifest:
                 raise ManifestCorrupt("'files' is not a mapping")
             for source, item in entries.items():
                 manifest.entries[source] = _entry(source, item)
+            absent = data.get("absent", [])
+            if not isinstance(absent, list) or not all(isinstance(p, str) for p in absent):
+                raise ManifestCorrupt("'absent' is not a list of paths")
+            manifest.absent = set(absent) & manifest.entries.keys()
         except ManifestCorrupt:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -120,6 +128,7 @@ class Manifest:
             "copy_name": self.copy_name,
             "destination": self.destination,
             "files": {k: asdict(v) for k, v in sorted(self.entries.items())},
+            "absent": sorted(self.absent),
         }
         return json.dumps(data, separators=(",", ":")).encode()
 

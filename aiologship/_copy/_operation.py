@@ -137,8 +137,6 @@ class CopyEngine:
         self._prepared = False
         self._dest: Destination | None = None
         self._leftovers: set[str] = set()
-        # Sources absent from the last scan whose entries are kept one more cycle.
-        self._absent: set[str] = set()
         # The whole destination as listed by _prepare, used once instead of
         # the per-folder listings of the destination check.
         self._listing: dict[str, int] | None = None
@@ -477,7 +475,7 @@ class CopyEngine:
                     self._manifest.entries,
                     files,
                     unreadable=[path for path, _ in result.problems],
-                    absent_before=self._absent,
+                    absent_before=self._manifest.absent,
                     listing=listing,
                     dirs=self._dirs,
                 ),
@@ -486,7 +484,9 @@ class CopyEngine:
         except DestinationFailure:
             self._unsaved = True  # some renames may be done: keep what they changed
             raise
-        self._absent = done.absent
+        if done.absent != self._manifest.absent:
+            self._manifest.absent = done.absent
+            self._unsaved = True
         if done.missing:
             logger.warning(
                 "copy %r: %d files shipped before are missing at %s (removed by someone "
@@ -686,6 +686,7 @@ class CopyEngine:
                 destination=self._manifest.destination,
             )
             manifest.entries = snapshot
+            manifest.absent = self._manifest.absent & snapshot.keys()
             await anyio.to_thread.run_sync(
                 lambda: write_atomic(manifest.path, manifest.snapshot()), limiter=self._limiter
             )
