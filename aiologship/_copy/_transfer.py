@@ -206,8 +206,9 @@ def _content_crc(
 
     Read before the copy, so bytes changed during it make the next cycle's
     check differ rather than agree. Not kept for a local destination: there
-    the extra pass cost a third of the big-file copy throughput (3,600 ->
-    2,300 MiB/s), and the destination file itself is as cheap to compare."""
+    the extra pass cost a third of the big-file copy throughput
+    (benchmarks/bench_copy.py --quick: 3,600 -> 2,300 MiB/s), and the
+    destination file itself is as cheap to compare."""
     fd = f.fileno()
     crc: int | None = NO_CRC
     if prev is not None and offset is not None and size == prev.size:
