@@ -12,7 +12,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,11 +26,14 @@ from .._fs import Destination
 from ._scan import SourceFile
 from ._statedir import MANIFEST_NAME as MANIFEST_NAME  # the name lives with the others
 
-FORMAT_VERSION = 1
+# 2: entries carry ctime_ns and crc. A version-1 manifest is rebuilt from the
+# destination (a read, no upload).
+FORMAT_VERSION = 2
 # Bytes hashed at each end of the shipped range: enough to tell a truncated and
 # rewritten log (copytruncate) from one that only grew, at O(1) cost per cycle.
 FINGERPRINT_BYTES = 4096
 _COMPARE_CHUNK = 1 << 20
+NO_CRC = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +47,21 @@ class Entry:
     dev: int
     head: str  # hash of the first min(size, FINGERPRINT_BYTES) bytes
     tail: str  # hash of the FINGERPRINT_BYTES bytes ending at size
+    ctime_ns: int
+    # CRC-32 of bytes [0, size), extended by each append (zlib.crc32 takes a
+    # running value): an in-place write that keeps the size, the first and the
+    # last bytes (a preallocated file) is still told from a touch without
+    # reading the destination back. NO_CRC where the destination is local:
+    # the destination file is compared instead.
+    crc: int
 
     def unchanged(self, f: SourceFile) -> bool:
+        # ctime too: a writer can put the mtime back with utime(), not the ctime.
         return (
             f.dest == self.dest
             and f.size == self.size
             and f.mtime_ns == self.mtime_ns
+            and f.ctime_ns == self.ctime_ns
             and f.ino == self.ino
             and f.dev == self.dev
         )
@@ -55,6 +69,10 @@ class Entry:
 
 class ManifestCorrupt(Exception):
     """The manifest file exists but cannot be used (reason in the message)."""
+
+
+class ManifestOutdated(ManifestCorrupt):
+    """The manifest was written by an older version: rebuilt, nothing is wrong."""
 
 
 class Manifest:
@@ -66,6 +84,10 @@ class Manifest:
         self.copy_name = copy_name
         self.destination = destination  # redacted
         self.entries: dict[str, Entry] = {}
+        # Sources absent from the last scan: their entries are dropped if they
+        # are still absent next cycle (kept across restarts, so a copier run
+        # once a minute by cron prunes too).
+        self.absent: set[str] = set()
 
     @classmethod
     def load(cls, path: Path, *, copy_name: str, destination: str) -> Manifest | None:
@@ -77,16 +99,23 @@ class Manifest:
             return None
         try:
             data = json.loads(raw)
-            if data.get("version") != FORMAT_VERSION:
-                raise ManifestCorrupt(f"unknown format version {data.get('version')!r}")
+            version = data.get("version")
+            if version not in range(1, FORMAT_VERSION + 1) or isinstance(version, bool):
+                raise ManifestCorrupt(f"unknown format version {version!r}")
             if data.get("destination") != destination:
                 other = data.get("destination")
                 raise ManifestCorrupt(f"written for another destination {other!r}")
+            if version < FORMAT_VERSION:
+                raise ManifestOutdated(f"format version {version} predates content checksums")
             entries = data["files"]
             if not isinstance(entries, dict):
                 raise ManifestCorrupt("'files' is not a mapping")
             for source, item in entries.items():
-                manifest.entries[str(source)] = Entry(**_entry_fields(item))
+                manifest.entries[source] = _entry(source, item)
+            absent = data.get("absent", [])
+            if not isinstance(absent, list) or not all(isinstance(p, str) for p in absent):
+                raise ManifestCorrupt("'absent' is not a list of paths")
+            manifest.absent = set(absent) & manifest.entries.keys()
         except ManifestCorrupt:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -99,6 +128,7 @@ class Manifest:
             "copy_name": self.copy_name,
             "destination": self.destination,
             "files": {k: asdict(v) for k, v in sorted(self.entries.items())},
+            "absent": sorted(self.absent),
         }
         return json.dumps(data, separators=(",", ":")).encode()
 
@@ -127,24 +157,43 @@ def write_atomic(path: Path, payload: bytes) -> None:
         os.close(dir_fd)
 
 
-def _entry_fields(item: Any) -> dict[str, Any]:
+_HASH_RE = re.compile(r"[0-9a-f]{32}")
+_INT_FIELDS = ("size", "mtime_ns", "ino", "dev", "ctime_ns", "crc")
+
+
+def _entry(source: Any, item: Any) -> Entry:
+    """An entry read from JSON, checked so that a valid-JSON manifest with
+    nonsense in it is rebuilt instead of failing every cycle."""
+    if not isinstance(source, str) or not os.path.isabs(source):
+        raise ManifestCorrupt(f"source {source!r} is not an absolute path")
     if not isinstance(item, Mapping):
-        raise ManifestCorrupt("an entry is not a mapping")
-    out: dict[str, Any] = {}
-    for name, kind in (
-        ("dest", str),
-        ("size", int),
-        ("mtime_ns", int),
-        ("ino", int),
-        ("dev", int),
-        ("head", str),
-        ("tail", str),
-    ):
+        raise ManifestCorrupt(f"the entry of {source!r} is not a mapping")
+    fields: dict[str, Any] = {}
+    for name in ("dest", "head", "tail", *_INT_FIELDS):
         value = item[name]
+        kind = int if name in _INT_FIELDS else str
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise ManifestCorrupt(f"entry field {name!r} has the wrong type")
-        out[name] = value
-    return out
+            raise ManifestCorrupt(f"{source!r}: field {name!r} has the wrong type")
+        fields[name] = value
+    dest = fields["dest"]
+    if not dest_name_ok(dest):
+        raise ManifestCorrupt(f"{source!r}: destination name {dest!r} is not a relative path")
+    for name in ("size", "ino", "dev"):
+        if fields[name] < 0:
+            raise ManifestCorrupt(f"{source!r}: {name} {fields[name]} is negative")
+    if not NO_CRC <= fields["crc"] < 1 << 32:
+        raise ManifestCorrupt(f"{source!r}: crc {fields['crc']} is not a CRC-32")
+    for name in ("head", "tail"):
+        if not _HASH_RE.fullmatch(fields[name]):
+            raise ManifestCorrupt(f"{source!r}: {name} {fields[name]!r} is not a fingerprint")
+    return Entry(**fields)
+
+
+def dest_name_ok(name: str) -> bool:
+    """A ``/``-separated path below the destination base, nothing else."""
+    if not name or name.startswith("/") or "\x00" in name:
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
 
 
 # ---------------------------------------------------------------- fingerprints
@@ -161,6 +210,20 @@ def fingerprints(f: BinaryIO, size: int) -> tuple[str, str]:
     start = max(0, size - FINGERPRINT_BYTES)
     tail = head[start:] if size <= FINGERPRINT_BYTES else os.pread(fd, size - start, start)
     return digest(head), digest(tail)
+
+
+def checksum(fd: int, start: int, end: int, crc: int = 0) -> int | None:
+    """CRC-32 of bytes ``[start, end)`` of ``fd``, continued from ``crc``;
+    None when the file ends first. zlib.crc32 releases the GIL on large buffers."""
+    view = memoryview(bytearray(max(1, min(_COMPARE_CHUNK, end - start))))
+    pos = start
+    while pos < end:
+        n = os.preadv(fd, [view[: min(len(view), end - pos)]], pos)
+        if not n:
+            return None
+        crc = zlib.crc32(view[:n], crc)
+        pos += n
+    return crc
 
 
 def prefix_matches(f: BinaryIO, entry: Entry) -> bool:
@@ -202,7 +265,10 @@ def rebuild(
         try:
             with open(src.path, "rb") as f:
                 st = os.fstat(f.fileno())
-                if size > st.st_size or not _same_prefix(dest, src.dest, f, size):
+                if size > st.st_size:
+                    continue
+                crc = _same_prefix(dest, src.dest, f, size)
+                if crc is None:
                     continue
                 head, tail = fingerprints(f, size)
         except OSError:
@@ -216,18 +282,23 @@ def rebuild(
             dev=st.st_dev,
             head=head,
             tail=tail,
+            ctime_ns=st.st_ctime_ns,
+            crc=crc,
         )
     return entries
 
 
-def _same_prefix(dest: Destination, rel: str, f: BinaryIO, size: int) -> bool:
+def _same_prefix(dest: Destination, rel: str, f: BinaryIO, size: int) -> int | None:
+    """CRC-32 of the destination file if it holds bytes ``[0, size)`` of ``f``, else None."""
     fd = f.fileno()
     offset = 0
+    crc = 0
     with dest.filesystem.open_input_stream(dest.path_of(rel)) as remote:
         while offset < size:
             want = min(_COMPARE_CHUNK, size - offset)
             theirs = remote.read(want)
             if not theirs or os.pread(fd, len(theirs), offset) != theirs:
-                return False
+                return None
+            crc = zlib.crc32(theirs, crc)
             offset += len(theirs)
-    return offset == size
+    return crc if offset == size else None

@@ -23,10 +23,12 @@ import pyarrow.fs as pafs
 from .._config import HdfsDriver
 from .._exceptions import ConfigError, CopyError, DestinationError
 from .._fs import Destination, resolve_destination
+from ._identity import reconcile
 from ._manifest import (
     Entry,
     Manifest,
     ManifestCorrupt,
+    ManifestOutdated,
     list_destination,
     rebuild,
     write_atomic,
@@ -140,6 +142,9 @@ class CopyEngine:
         self._lock = StateLock(engine_lock_path(state_dir, spec.state_key), spec.copy_name)
         # Set when another process may run this copy now: the engine stops.
         self._lock_lost: str | None = None
+        # The whole destination as listed by _prepare, used once instead of
+        # the per-folder listings of the destination check.
+        self._listing: dict[str, int] | None = None
         self._cycle_lock = anyio.Lock()
         self._save_lock = anyio.Lock()
         self._stop_requested = anyio.Event()
@@ -206,6 +211,15 @@ class CopyEngine:
                 copy_name=self.spec.copy_name,
                 destination=self.spec.destination_redacted,
             )
+        except ManifestOutdated as exc:
+            logger.info(
+                "copy %r: manifest %s is in an older format (%s); rebuilding it from the "
+                "destination",
+                self.spec.copy_name,
+                self._manifest.path,
+                exc,
+            )
+            loaded = None
         except ManifestCorrupt as exc:
             logger.warning(
                 "copy %r: manifest %s is corrupt (%s); rebuilding it from the destination",
@@ -392,6 +406,9 @@ class CopyEngine:
                     # The manifest may have been rebuilt.
                     todo = await self._plan_in_thread(result, file_errors)
                     tally.pending = len(todo)
+                if await self._reconcile(dest, result):
+                    todo = await self._plan_in_thread(result, file_errors)
+                    tally.pending = len(todo)
                 if self._leftovers:
                     failed = await anyio.to_thread.run_sync(
                         remove_files, dest, sorted(self._leftovers), limiter=self._limiter
@@ -471,9 +488,56 @@ class CopyEngine:
                 listing.pop(rel[len(dest.base_path) + 1 :] if dest.base_path else rel, None)
         except (OSError, pyarrow.ArrowException) as exc:
             raise DestinationFailure(f"{dest.uri}: {exc}") from exc
+        self._listing = listing
         if not needs_rebuild:
             return None
         return dict(rebuild(dest, result.files, listing))
+
+    async def _reconcile(self, dest: Destination, result: ScanResult) -> bool:
+        """Follow renamed sources, notice destination files removed by someone
+        else, forget sources gone for good (see ``_identity``). True when the
+        manifest changed (then the plan is made again)."""
+        prefix = self._dest_prefix
+        files = [f for f in result.files if prefix is None or not f.path.startswith(prefix)]
+        listing, self._listing = self._listing, None
+        try:
+            done = await anyio.to_thread.run_sync(
+                functools.partial(
+                    reconcile,
+                    dest,
+                    self._manifest.entries,
+                    files,
+                    unreadable=[path for path, _ in result.problems],
+                    absent_before=self._manifest.absent,
+                    listing=listing,
+                    dirs=self._dirs,
+                ),
+                limiter=self._limiter,
+            )
+        except DestinationFailure:
+            self._unsaved = True  # some renames may be done: keep what they changed
+            raise
+        if done.absent != self._manifest.absent:
+            self._manifest.absent = done.absent
+            self._unsaved = True
+        if done.missing:
+            logger.warning(
+                "copy %r: %d files shipped before are missing at %s (removed by someone "
+                "else?); those whose source still exists are shipped again: %s",
+                self.spec.copy_name,
+                len(done.missing),
+                dest.uri,
+                ", ".join(sorted(done.missing)[:5]) + (" ..." if len(done.missing) > 5 else ""),
+            )
+        if done.moved:
+            logger.debug(
+                "copy %r: %d renamed files moved at the destination",
+                self.spec.copy_name,
+                done.moved,
+            )
+        if done.changed:
+            self._unsaved = True
+        return done.changed
 
     async def _plan_in_thread(
         self, result: ScanResult, file_errors: dict[str, str]
@@ -655,6 +719,7 @@ class CopyEngine:
                 destination=self._manifest.destination,
             )
             manifest.entries = snapshot
+            manifest.absent = self._manifest.absent & snapshot.keys()
             try:
                 await anyio.to_thread.run_sync(
                     lambda: write_atomic(manifest.path, manifest.snapshot()), limiter=self._limiter

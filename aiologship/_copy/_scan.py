@@ -30,6 +30,8 @@ class SourceFile:
     mtime_ns: int
     ino: int
     dev: int
+    # Last; a default keeps positional construction (tests) working.
+    ctime_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,7 @@ def scan_pattern(pattern: str, root: Path | None, preserve: bool) -> ScanResult:
                 mtime_ns=st.st_mtime_ns,
                 ino=st.st_ino,
                 dev=st.st_dev,
+                ctime_ns=st.st_ctime_ns,
             )
         )
     return ScanResult(tuple(files), tuple(problems), tuple(outside))

@@ -251,6 +251,38 @@ async def test_rotation(env: Env) -> None:
     assert env.temp_files() == []
 
 
+async def test_numbered_rotation_moves_at_the_destination(env: Env) -> None:
+    # HDFS refuses to rename onto an existing file: renamed generations are
+    # still moved (never sent again), and an append checks what is there.
+    engine = await env.engine()
+    written = shipped = 0
+    for rotation in range(3):
+        data = lines(rotation * 1000, 30)
+        env.write("app.log", data)
+        written += len(data)
+        result = await engine.flush()
+        assert result.ok, result
+        shipped += result.bytes_shipped
+        if (env.src / "app.log.1").exists():
+            (env.src / "app.log.1").rename(env.src / "app.log.2")
+        (env.src / "app.log").rename(env.src / "app.log.1")
+    env.write("app.log", b"")
+    result = await engine.flush()
+    assert result.ok, result
+    shipped += result.bytes_shipped
+    assert shipped == written
+    expected = {p.name: p.read_bytes() for p in env.src.iterdir()}
+    assert env.dest_files() == expected
+    # Someone else replaces a destination file with one of the same size.
+    fs = env.check.filesystem
+    with fs.open_output_stream(env.root + "/app.log.1") as f:
+        f.write(b"?" * len(expected["app.log.1"]))
+    env.write("app.log.1", b"late line\n", mode="ab")
+    result = await engine.flush()
+    assert result.ok and result.files_replaced == 1, result
+    assert env.dest_files()["app.log.1"] == (env.src / "app.log.1").read_bytes()
+
+
 async def test_final_cycle_on_stop(env: Env) -> None:
     env.write("app.log", lines(0, 5))
     engine = await env.engine(copy_interval=3600, record=False)
