@@ -206,6 +206,8 @@ async def _copy(spec: Any, state_dir: Path, driver: HdfsDriver, show_bar: bool) 
     )
     for path, reason in status.file_errors:
         print(f"  {path}: {reason}", file=sys.stderr)
+    for pattern in status.unmatched_patterns:
+        print(f"  {pattern}: matches no file", file=sys.stderr)
     if status.consecutive_failures and status.last_error:
         print(f"  destination: {status.last_error}", file=sys.stderr)
     complete = (
