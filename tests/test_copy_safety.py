@@ -332,6 +332,18 @@ async def test_a_destination_inside_the_tree_reached_through_a_symlink_is_never_
     assert shipped == ["app.log"]
 
 
+@pytest.mark.parametrize("where", ["root", "parent"])
+async def test_a_local_destination_holding_root_dir_is_refused(
+    env: Env, tmp_path: Path, where: str
+) -> None:
+    env.write("app.log", b"a\n")
+    link = tmp_path / "dest-link"  # named through a symlink: compared resolved
+    link.symlink_to(env.src if where == "root" else tmp_path, target_is_directory=True)
+    with pytest.raises(ConfigError, match="contains root_dir") as info:
+        await env.engine(path_patterns=["*.log"], root_dir=str(env.src), hdfs_destination=str(link))
+    assert info.value.key == "hdfs_destination"
+
+
 # ---------------------------------------------------------------- patterns and root_dir
 
 

@@ -178,7 +178,13 @@ class CopyEngine:
             return
         try:
             if self.spec.root_dir is not None:
-                await anyio.to_thread.run_sync(_check_root_dir, self.spec.root_dir)
+                await anyio.to_thread.run_sync(
+                    _check_root_dir,
+                    self.spec.root_dir,
+                    self.spec,
+                    self._dest_prefix,
+                    limiter=self._limiter,
+                )
             await anyio.to_thread.run_sync(self._open_state, limiter=self._limiter)
         except BaseException:
             self._state = CopyState.FAILED
@@ -793,9 +799,11 @@ class CopyEngine:
 __all__ = ["CopyEngine", "CopyState", "CopyStatus", "CycleResult"]
 
 
-def _check_root_dir(root: Path) -> None:
+def _check_root_dir(root: Path, spec: CopySpec, dest_prefix: str | None) -> None:
     """A root_dir that does not exist yet is fine (its files may come later);
-    one that is something else than a folder is a mistake."""
+    one that is something else than a folder is a mistake, and so is a local
+    destination holding root_dir (the scan skips the destination's files, so
+    the copy would never ship anything)."""
     try:
         st = os.stat(root)
     except OSError:
@@ -803,6 +811,15 @@ def _check_root_dir(root: Path) -> None:
     if not stat.S_ISDIR(st.st_mode):
         kind = "a regular file" if stat.S_ISREG(st.st_mode) else describe_kind(st.st_mode)
         raise ConfigError("root_dir", str(root), f"not a directory ({kind})")
+    if dest_prefix is not None:
+        real_root = os.path.join(os.path.realpath(root), "")
+        real_dest = os.path.join(os.path.realpath(dest_prefix), "")
+        if real_root.startswith(real_dest):
+            raise ConfigError(
+                "hdfs_destination",
+                spec.destination_redacted,
+                f"contains root_dir {str(root)!r}: the copy would read its own output",
+            )
 
 
 def _local_prefix(destination: str) -> str | None:
