@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from test_copy_engine import Env, LocalHandler
 
 from aiologship import LogManager
-from aiologship._copy import CopyState
+from aiologship._copy import CopyEngine, CopyState
 from aiologship._copy._transfer import RETRY_CAP, DestinationFailure, ship_with_retry
 
 pytestmark = pytest.mark.anyio
@@ -181,3 +181,27 @@ def test_close_with_a_failing_destination_ends_quickly_at_default_settings(
     assert time.monotonic() - started < 30  # the bound is 20 s; 85 s before it existed
     messages = [r.getMessage() for r in caplog.records]
     assert any("destination failing" in m for m in messages)  # the failure did happen
+
+
+async def test_stop_ends_a_long_retry_wait_at_once(env: Env) -> None:
+    # retry_delay=3600 with real sleeps: before, stop() waited out the backoff.
+    env.write("a.log", b"a\n")
+    handler = LocalHandler(env.dst, fail=lambda name, path: name == "open_output_stream")
+    engine = CopyEngine(
+        env.spec(retry_delay=3600, max_retries=5, copy_interval=3600),
+        state_dir=env.state,
+        resolver=handler.resolver,
+        sleep=anyio.sleep,
+    )
+    await engine.open()
+    env.engines.append(engine)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.run)
+        await wait_for(lambda: "open_output_stream" in handler.calls)  # now in its retry wait
+        with anyio.fail_after(10):
+            await engine.stop()
+    attempts = handler.calls.count("open_output_stream")
+    # The first attempt, at most one on waking, one in the final cycle.
+    assert 2 <= attempts <= 3
+    status = engine.status()
+    assert status.state is CopyState.STOPPED and status.pending_files == 1
