@@ -205,3 +205,39 @@ async def test_stop_ends_a_long_retry_wait_at_once(env: Env) -> None:
     assert 2 <= attempts <= 3
     status = engine.status()
     assert status.state is CopyState.STOPPED and status.pending_files == 1
+
+
+async def test_a_destination_that_never_answers_at_open_is_bounded_too(env: Env) -> None:
+    # An hdfs:// NameNode that accepts the connection and never answers hung
+    # resolve_destination (measured: still blocked after 30 s), and open() with it.
+    env.write("a.log", b"a\n")
+    release = threading.Event()
+    handler = LocalHandler(env.dst)
+    calls: list[str] = []
+
+    def silent(uri: str) -> Any:
+        calls.append(uri)
+        release.wait(60)
+        return handler.resolver(uri)
+
+    engine = CopyEngine(
+        env.spec(copy_interval=3600),
+        state_dir=env.state,
+        resolver=silent,
+        sleep=env.sleep,
+        resolve_timeout=0.5,
+    )
+    try:
+        with anyio.fail_after(10):
+            await engine.open()
+        env.engines.append(engine)
+        assert "no answer within 0.5 s" in (engine.status().last_error or "")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.run)
+            await wait_for(lambda: len(calls) == 2)  # its first cycle waits for the destination
+            with anyio.fail_after(10):
+                await engine.stop(timeout=1)
+    finally:
+        release.set()
+    status = engine.status()
+    assert status.state is CopyState.STOPPED and status.pending_files == 1

@@ -61,6 +61,10 @@ DEFAULT_WORKERS = 8
 # rest of a cycle in progress (no more retries) and the final cycle (one
 # attempt per file). What is left is reported pending; the next run ships it.
 FINAL_CYCLE_TIMEOUT = 20.0
+# open() waits this long for the destination's client (an hdfs:// NameNode that
+# accepts the connection and never answers hangs it indefinitely); past it the
+# destination counts as failing and cycles retry it.
+RESOLVE_TIMEOUT = 10.0
 # Two files in a row failing at the destination after all their retries means
 # the destination is down: the rest of the cycle would only repeat the same
 # retries, so they wait for the next cycle instead.
@@ -113,8 +117,10 @@ class CopyEngine:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         resolver: Callable[[str], Destination] | None = None,
         workers: int = DEFAULT_WORKERS,
+        resolve_timeout: float = RESOLVE_TIMEOUT,
     ) -> None:
         self.spec = spec
+        self._resolve_timeout = resolve_timeout
         self.state_path = Path(state_dir) / spec.state_key
         self._hdfs_driver = hdfs_driver
         self._user = user
@@ -190,12 +196,18 @@ class CopyEngine:
             self._state = CopyState.FAILED
             raise
         try:
-            self._dest = await anyio.to_thread.run_sync(
-                self._resolver,
-                self.spec.hdfs_destination,
-                limiter=self._limiter,
-                abandon_on_cancel=True,
-            )
+            with anyio.move_on_after(self._resolve_timeout) as resolving:
+                self._dest = await anyio.to_thread.run_sync(
+                    self._resolver,
+                    self.spec.hdfs_destination,
+                    limiter=self._limiter,
+                    abandon_on_cancel=True,
+                )
+            if resolving.cancelled_caught:
+                self._record_destination_failure(
+                    f"destination {self.spec.destination_redacted}: no answer within "
+                    f"{self._resolve_timeout:g} s"
+                )
         except DestinationError as exc:
             self._record_destination_failure(str(exc))
         except BaseException:
