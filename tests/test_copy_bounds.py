@@ -4,6 +4,8 @@ close() end within a documented bound whatever the destination does."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -241,3 +243,20 @@ async def test_a_destination_that_never_answers_at_open_is_bounded_too(env: Env)
         release.set()
     status = engine.status()
     assert status.state is CopyState.STOPPED and status.pending_files == 1
+
+
+def test_the_cli_exits_past_a_thread_blocked_in_the_destination() -> None:
+    # A transfer abandoned at the stop bound stays blocked in its worker thread;
+    # the interpreter would join it at exit forever.
+    script = (
+        "import threading\n"
+        "from aiologship.cli import exit_if_threads_hang\n"
+        "threading.Thread(target=threading.Event().wait).start()\n"
+        "exit_if_threads_hang(7, grace=0.2)\n"
+        "raise SystemExit(0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 7
+    assert "1 transfer(s) still blocked" in done.stderr
