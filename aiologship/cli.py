@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -178,13 +181,40 @@ def run_copy(args: argparse.Namespace) -> int:
     show_bar = args.progress if args.progress is not None else sys.stderr.isatty()
     once = spec.copy_interval is None
     try:
-        return anyio.run(_copy, spec, state_dir, HdfsDriver(args.hdfs_driver), show_bar and once)
+        code = anyio.run(_copy, spec, state_dir, HdfsDriver(args.hdfs_driver), show_bar and once)
+        exit_if_threads_hang(code)
+        return code
     except ConfigError as exc:
         print(f"aiologship copy: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except CopyError as exc:
         print(f"aiologship copy: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
+
+
+def exit_if_threads_hang(code: int, grace: float = 1.0) -> None:
+    """Exit now with ``code`` if a worker thread is still blocked after
+    ``grace`` seconds: a transfer the stop bound abandoned inside a
+    destination's client that never answers. The interpreter joins every
+    non-daemon thread at exit, so it would otherwise hang there instead."""
+    deadline = time.monotonic() + grace
+    others = [
+        t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon
+    ]
+    for thread in others:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = sum(t.is_alive() for t in others)
+    if not stuck:
+        return
+    print(
+        f"aiologship copy: exiting with {stuck} transfer(s) still blocked in the "
+        "destination's client (not recorded as shipped; the next run redoes them)",
+        file=sys.stderr,
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _copy(spec: Any, state_dir: Path, driver: HdfsDriver, show_bar: bool) -> int:
@@ -240,6 +270,8 @@ async def _copy(spec: Any, state_dir: Path, driver: HdfsDriver, show_bar: bool) 
     )
     for path, reason in status.file_errors:
         print(f"  {path}: {reason}", file=sys.stderr)
+    for pattern in status.unmatched_patterns:
+        print(f"  {pattern}: matches no file", file=sys.stderr)
     if status.consecutive_failures and status.last_error:
         print(f"  destination: {status.last_error}", file=sys.stderr)
     complete = (

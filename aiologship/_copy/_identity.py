@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import posixpath
-import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -32,6 +31,7 @@ import pyarrow.fs as pafs
 from .._fs import Destination
 from ._manifest import Entry, prefix_matches
 from ._scan import SourceFile
+from ._source import SourceChanged, SourceNotRegular, open_source
 from ._transfer import DestinationFailure, DirCache, dest_holds
 
 
@@ -127,17 +127,18 @@ def find_renames(entries: Mapping[str, Entry], files: Sequence[SourceFile]) -> l
 
 
 def _still_holds(f: SourceFile, entry: Entry) -> bool:
-    """Is ``f`` the file of ``entry``, its shipped bytes unchanged? Opened
-    without blocking (a FIFO swapped in must not hang the cycle) and checked
-    by identity after the open, since the name may have changed again."""
+    """Is ``f`` the file of ``entry``, its shipped bytes unchanged? Opened the
+    way a transfer opens it (no symlink followed, a FIFO swapped in never
+    blocks) and checked by identity after the open, since the name may have
+    changed again."""
     try:
-        fd = os.open(f.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError:
+        fobj = open_source(f)
+    except (OSError, SourceChanged, SourceNotRegular):
         return False
-    with os.fdopen(fd, "rb") as fobj:
+    with fobj:
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
+            st = os.fstat(fobj.fileno())
+            if (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
                 return False
             return st.st_size >= entry.size and prefix_matches(fobj, entry)
         except OSError:

@@ -24,6 +24,7 @@ import pyarrow.fs as pafs
 
 from .._fs import Destination
 from ._scan import SourceFile
+from ._source import SourceChanged, SourceNotRegular, open_source
 from ._statedir import MANIFEST_NAME as MANIFEST_NAME  # the name lives with the others
 
 # 2: entries carry ctime_ns and crc. A version-1 manifest is rebuilt from the
@@ -263,7 +264,9 @@ def rebuild(
         if size is None:
             continue
         try:
-            with open(src.path, "rb") as f:
+            # Opened as a transfer opens it: a path swapped for a symlink or a
+            # FIFO since the scan is neither followed nor allowed to block.
+            with open_source(src) as f:
                 st = os.fstat(f.fileno())
                 if size > st.st_size:
                     continue
@@ -271,8 +274,8 @@ def rebuild(
                 if crc is None:
                     continue
                 head, tail = fingerprints(f, size)
-        except OSError:
-            continue  # unreadable or vanished: the cycle reports or skips it
+        except (OSError, SourceChanged, SourceNotRegular):
+            continue  # unreadable, vanished or changed: the cycle reports or skips it
         entries[src.path] = Entry(
             dest=src.dest,
             size=size,

@@ -6,7 +6,9 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
+import stat
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -33,7 +35,7 @@ from ._manifest import (
     rebuild,
     write_atomic,
 )
-from ._scan import ScanResult, SourceFile, scan
+from ._scan import ScanResult, SourceFile, describe_kind, scan
 from ._spec import CopySpec
 from ._statedir import (
     MANIFEST_NAME,
@@ -63,6 +65,14 @@ from ._transfer import (
 logger = logging.getLogger("aiologship.copy")
 
 DEFAULT_WORKERS = 8
+# How long stop() / close() may take, in seconds, from the stop request: the
+# rest of a cycle in progress (no more retries) and the final cycle (one
+# attempt per file). What is left is reported pending; the next run ships it.
+FINAL_CYCLE_TIMEOUT = 20.0
+# open() waits this long for the destination's client (an hdfs:// NameNode that
+# accepts the connection and never answers hangs it indefinitely); past it the
+# destination counts as failing and cycles retry it.
+RESOLVE_TIMEOUT = 10.0
 # Two files in a row failing at the destination after all their retries means
 # the destination is down: the rest of the cycle would only repeat the same
 # retries, so they wait for the next cycle instead.
@@ -111,8 +121,10 @@ class CopyEngine:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         resolver: Callable[[str], Destination] | None = None,
         workers: int = DEFAULT_WORKERS,
+        resolve_timeout: float = RESOLVE_TIMEOUT,
     ) -> None:
         self.spec = spec
+        self._resolve_timeout = resolve_timeout
         self.state_path = Path(state_dir) / spec.state_key
         self._hdfs_driver = hdfs_driver
         self._user = user
@@ -148,6 +160,11 @@ class CopyEngine:
         self._cycle_lock = anyio.Lock()
         self._save_lock = anyio.Lock()
         self._stop_requested = anyio.Event()
+        self._stop_deadline: float | None = None  # anyio clock; set by the first stop()
+        self._stop_timeout: float | None = None
+        self._cycle_scope: anyio.CancelScope | None = None
+        self._tally: _Tally | None = None
+        self._unmatched: tuple[str, ...] = ()
         self._done = anyio.Event()
         self._running = False
         self._stopping = False
@@ -175,15 +192,32 @@ class CopyEngine:
         if self._opened:
             return
         try:
+            if self.spec.root_dir is not None:
+                await anyio.to_thread.run_sync(
+                    _check_root_dir,
+                    self.spec.root_dir,
+                    self.spec,
+                    self._dest_prefix,
+                    limiter=self._limiter,
+                )
             await anyio.to_thread.run_sync(self._open_state, limiter=self._limiter)
         except BaseException:
             self._release_lock()
             self._state = CopyState.FAILED
             raise
         try:
-            self._dest = await anyio.to_thread.run_sync(
-                self._resolver, self.spec.hdfs_destination, limiter=self._limiter
-            )
+            with anyio.move_on_after(self._resolve_timeout) as resolving:
+                self._dest = await anyio.to_thread.run_sync(
+                    self._resolver,
+                    self.spec.hdfs_destination,
+                    limiter=self._limiter,
+                    abandon_on_cancel=True,
+                )
+            if resolving.cancelled_caught:
+                self._record_destination_failure(
+                    f"destination {self.spec.destination_redacted}: no answer within "
+                    f"{self._resolve_timeout:g} s"
+                )
         except DestinationError as exc:
             self._record_destination_failure(str(exc))
         except BaseException:
@@ -273,7 +307,11 @@ class CopyEngine:
         try:
             interval = self.spec.copy_interval
             while not self._stop_requested.is_set():
-                await self._guarded_cycle()
+                # stop() gives this scope its deadline: a cycle in progress
+                # (a destination that hangs) must not outlast the bound.
+                with anyio.CancelScope() as self._cycle_scope:
+                    await self._guarded_cycle()
+                self._cycle_scope = None
                 if interval is None:
                     self._next_cycle_at = None
                     await self._stop_requested.wait()
@@ -283,10 +321,52 @@ class CopyEngine:
                     await self._stop_requested.wait()
             self._state = CopyState.STOPPING
             self._next_cycle_at = None
-            await self._guarded_cycle()
+            await self._final_cycle()
         finally:
             self._running = False
             self._finish()
+
+    async def _final_cycle(self) -> None:
+        """The last cycle, within what is left of the stop's bound; a cycle cut
+        short (this one or the one in progress at the stop) is reported."""
+        deadline = math.inf if self._stop_deadline is None else self._stop_deadline
+        with anyio.CancelScope(deadline=deadline) as scope:
+            if anyio.current_time() < deadline:
+                await self._guarded_cycle()
+        if scope.cancel_called or anyio.current_time() >= deadline:
+            await self._report_cut_short()
+
+    async def _report_cut_short(self) -> None:
+        tally = self._tally
+        if tally is not None and tally.pending:
+            self._pending = tally.pending
+        self._last_error = (
+            f"stopped before the final cycle finished (bound {self._stop_timeout:g} s); "
+            f"{self._pending} files pending"
+        )
+        logger.warning(
+            "copy %r: stopped before the final cycle finished (bound %g s): %d files "
+            "pending, the next run ships them",
+            self.spec.copy_name,
+            self._stop_timeout,
+            self._pending,
+        )
+        await self._save_status()
+
+    async def _retry_sleep(self, seconds: float) -> None:
+        """A retry wait that a stop request ends at once (no retry follows it
+        but the one attempt tenacity makes on waking)."""
+        if self._stop_requested.is_set():
+            return
+        async with anyio.create_task_group() as tg:
+
+            async def on_stop() -> None:
+                await self._stop_requested.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(on_stop)
+            await self._sleep(seconds)
+            tg.cancel_scope.cancel()
 
     async def _guarded_cycle(self) -> None:
         """A cycle of the periodic loop: an unexpected error (the state folder
@@ -309,12 +389,26 @@ class CopyEngine:
         await self.open()
         return await self._cycle()
 
-    async def stop(self, *, final_cycle: bool = True) -> None:
+    async def stop(
+        self, *, final_cycle: bool = True, timeout: float | None = FINAL_CYCLE_TIMEOUT
+    ) -> None:
         """Request a stop, run the final cycle, wait for :meth:`run` to return.
         Idempotent. ``final_cycle=False`` skips the last cycle when run() is not
-        active (a one-shot caller that has just flushed)."""
+        active (a one-shot caller that has just flushed).
+
+        Returns within ``timeout`` seconds (None: no bound) whatever the
+        destination does: a cycle in progress makes no more retries, the final
+        cycle makes one attempt per file, and what the bound leaves undone is
+        reported pending (status, a WARNING). A transfer still blocked in the
+        destination's client at the bound is abandoned in its worker thread."""
         if self._state in (CopyState.STOPPED, CopyState.FAILED):
             return
+        if self._stop_deadline is None:
+            # The first stop sets the bound; concurrent stops share it.
+            self._stop_timeout = math.inf if timeout is None else timeout
+            self._stop_deadline = anyio.current_time() + self._stop_timeout
+            if self._cycle_scope is not None:
+                self._cycle_scope.deadline = self._stop_deadline
         self._stop_requested.set()
         if self._running or self._stopping:
             # run() or another stop() does the final cycle: wait for it.
@@ -326,7 +420,7 @@ class CopyEngine:
         if self._opened and final_cycle:
             self._state = CopyState.STOPPING
             try:
-                await self._cycle()
+                await self._final_cycle()
             finally:
                 self._finish()
         else:
@@ -365,6 +459,7 @@ class CopyEngine:
             last_error=self._last_error,
             consecutive_failures=self._failures,
             file_errors=self._file_errors,
+            unmatched_patterns=self._unmatched,
         )
 
     def progress(self) -> Progress:
@@ -378,7 +473,7 @@ class CopyEngine:
             await anyio.to_thread.run_sync(self._check_state, limiter=self._limiter)
             started = self._clock()
             self._progress = progress = Progress()
-            tally = _Tally(last_save=started)
+            self._tally = tally = _Tally(last_save=started)
             file_errors: dict[str, str] = {}
             scanned = 0
             try:
@@ -387,7 +482,9 @@ class CopyEngine:
                     self.spec.root_dir,
                     self.spec.preserve_structure,
                     self._limiter,
+                    exclude=self._dest_prefix,
                 )
+                self._note_unmatched(result.unmatched)
                 scanned = len(result.files)
                 file_errors.update(result.problems)
                 for path in result.outside_root:
@@ -449,15 +546,29 @@ class CopyEngine:
     async def _destination(self) -> Destination:
         if self._dest is None:
             self._dest = await anyio.to_thread.run_sync(
-                self._resolver, self.spec.hdfs_destination, limiter=self._limiter
+                self._resolver,
+                self.spec.hdfs_destination,
+                limiter=self._limiter,
+                abandon_on_cancel=True,
             )
         return self._dest
+
+    def _note_unmatched(self, unmatched: tuple[str, ...]) -> None:
+        for pattern in unmatched:
+            if pattern not in self._unmatched:
+                logger.warning("copy %r: pattern %s matches no file", self.spec.copy_name, pattern)
+        self._unmatched = unmatched
 
     async def _prepare(self, dest: Destination, result: ScanResult) -> None:
         """First cycle against a destination: its base folder, stale temporary
         files of a crashed run, and a lost manifest rebuilt from what is there."""
         rebuilt = await anyio.to_thread.run_sync(
-            self._prepare_blocking, dest, result, self._needs_rebuild, limiter=self._limiter
+            self._prepare_blocking,
+            dest,
+            result,
+            self._needs_rebuild,
+            limiter=self._limiter,
+            abandon_on_cancel=True,
         )
         if rebuilt is not None:
             self._manifest.entries = rebuilt
@@ -619,9 +730,10 @@ class CopyEngine:
                     ship,
                     max_retries=spec.max_retries,
                     retry_delay=spec.retry_delay,
-                    sleep=self._sleep,
+                    sleep=self._retry_sleep,
                     limiter=self._limiter,
                     on_leftover=self._leftovers.add,
+                    give_up=self._stop_requested.is_set,
                 )
             except (SourceVanished, SourceUnreadable, DestinationFailure) as exc:
                 return exc
@@ -669,6 +781,7 @@ class CopyEngine:
                         progress=progress,
                     ),
                     limiter=self._limiter,
+                    abandon_on_cancel=True,
                 )
                 for f, outcome in zip(batch, outcomes, strict=True):
                     if isinstance(outcome, DestinationFailure):
@@ -759,6 +872,7 @@ class CopyEngine:
             "last_error": status.last_error,
             "consecutive_failures": status.consecutive_failures,
             "file_errors": [list(item) for item in status.file_errors],
+            "unmatched_patterns": list(status.unmatched_patterns),
             "manifest_files": len(entries),
             "manifest_bytes": sum(e.size for e in entries),
             **writer_identity(),
@@ -812,6 +926,29 @@ class CopyEngine:
 
 
 __all__ = ["CopyEngine", "CopyState", "CopyStatus", "CycleResult"]
+
+
+def _check_root_dir(root: Path, spec: CopySpec, dest_prefix: str | None) -> None:
+    """A root_dir that does not exist yet is fine (its files may come later);
+    one that is something else than a folder is a mistake, and so is a local
+    destination holding root_dir (the scan skips the destination's files, so
+    the copy would never ship anything)."""
+    try:
+        st = os.stat(root)
+    except OSError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "a regular file" if stat.S_ISREG(st.st_mode) else describe_kind(st.st_mode)
+        raise ConfigError("root_dir", str(root), f"not a directory ({kind})")
+    if dest_prefix is not None:
+        real_root = os.path.join(os.path.realpath(root), "")
+        real_dest = os.path.join(os.path.realpath(dest_prefix), "")
+        if real_root.startswith(real_dest):
+            raise ConfigError(
+                "hdfs_destination",
+                spec.destination_redacted,
+                f"contains root_dir {str(root)!r}: the copy would read its own output",
+            )
 
 
 def _local_prefix(destination: str) -> str | None:

@@ -17,7 +17,14 @@ _KIND = {
     stat.S_IFSOCK: "a socket",
     stat.S_IFCHR: "a character device",
     stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+    stat.S_IFLNK: "a symlink",
 }
+
+
+def describe_kind(mode: int) -> str:
+    """``"a FIFO"``, ``"a socket"``... for a file that is not a regular one."""
+    return _KIND.get(stat.S_IFMT(mode), "an unknown kind of file")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +39,11 @@ class SourceFile:
     dev: int
     # Last; a default keeps positional construction (tests) working.
     ctime_ns: int = 0
+    # Resolved location the scan checked, and the resolved root_dir it lies
+    # under (None: no root_dir). The transfer opens ``real`` from ``real_root``
+    # without following symlinks (see _source.py).
+    real: str = ""
+    real_root: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,17 +54,29 @@ class ScanResult:
     problems: tuple[tuple[str, str], ...]
     # Symlinks left alone because they lead outside root_dir.
     outside_root: tuple[str, ...]
+    # Patterns that matched nothing at all (reported, not an error: the files
+    # may not exist yet).
+    unmatched: tuple[str, ...] = ()
 
 
-def scan_pattern(pattern: str, root: Path | None, preserve: bool) -> ScanResult:
-    """Glob one pattern and stat its matches. Blocking: runs in a worker thread."""
+def scan_pattern(
+    pattern: str, root: Path | None, preserve: bool, exclude: str | None = None
+) -> ScanResult:
+    """Glob one pattern and stat its matches. Blocking: runs in a worker thread.
+
+    ``exclude`` is a local folder (the destination) whose files are never
+    matched, wherever a symlink makes them appear in the tree.
+    """
     files: list[SourceFile] = []
     problems: list[tuple[str, str]] = []
     outside: list[str] = []
+    matched = False
     real_root = os.path.realpath(root) if root is not None else None
+    real_exclude = None if exclude is None else os.path.realpath(exclude)
     real_dirs: dict[str, str] = {}
     prefix = None if root is None or not preserve else str(root).rstrip(os.sep) + os.sep
     for path in glob.iglob(pattern, recursive=True):
+        matched = True
         try:
             lst = os.lstat(path)
         except FileNotFoundError:
@@ -62,9 +86,10 @@ def scan_pattern(pattern: str, root: Path | None, preserve: bool) -> ScanResult:
             continue
         if stat.S_ISDIR(lst.st_mode):
             continue
-        if real_root is not None:
-            # A symlink (of the file or of a folder on its way) may lead outside
-            # root_dir: compare the resolved location, folders resolved once each.
+        # A symlink (of the file or of a folder on its way) may lead outside
+        # root_dir or into the destination: compare the resolved location,
+        # folders resolved once each.
+        try:
             if stat.S_ISLNK(lst.st_mode):
                 real = os.path.realpath(path)
             else:
@@ -73,9 +98,13 @@ def scan_pattern(pattern: str, root: Path | None, preserve: bool) -> ScanResult:
                 if real_parent is None:
                     real_parent = real_dirs[parent] = os.path.realpath(parent)
                 real = os.path.join(real_parent, name)
-            if not _under(real, real_root):
-                outside.append(path)
-                continue
+        except OSError:
+            continue  # changed while resolved (EINVAL from a link just replaced): next scan
+        if real_exclude is not None and _under(real, real_exclude):
+            continue  # the destination's own files: copying them would recurse
+        if real_root is not None and not _under(real, real_root):
+            outside.append(path)
+            continue
         st = lst
         if stat.S_ISLNK(lst.st_mode):
             try:
@@ -88,8 +117,7 @@ def scan_pattern(pattern: str, root: Path | None, preserve: bool) -> ScanResult:
             if stat.S_ISDIR(st.st_mode):
                 continue
         if not stat.S_ISREG(st.st_mode):
-            kind = _KIND.get(stat.S_IFMT(st.st_mode), "not a regular file")
-            problems.append((path, f"unreadable: {kind}, not a regular file"))
+            problems.append((path, f"unreadable: {describe_kind(st.st_mode)}, not a regular file"))
             continue
         files.append(
             SourceFile(
@@ -104,9 +132,12 @@ def scan_pattern(pattern: str, root: Path | None, preserve: bool) -> ScanResult:
                 ino=st.st_ino,
                 dev=st.st_dev,
                 ctime_ns=st.st_ctime_ns,
+                real=real,
+                real_root=real_root,
             )
         )
-    return ScanResult(tuple(files), tuple(problems), tuple(outside))
+    unmatched = () if matched else (pattern,)
+    return ScanResult(tuple(files), tuple(problems), tuple(outside), unmatched)
 
 
 async def scan(
@@ -114,13 +145,14 @@ async def scan(
     root: Path | None,
     preserve: bool,
     limiter: anyio.CapacityLimiter,
+    exclude: str | None = None,
 ) -> ScanResult:
     """Glob all ``patterns`` concurrently; a file matched twice appears once."""
     results: list[ScanResult | None] = [None] * len(patterns)
 
     async def one(i: int, pattern: str) -> None:
         results[i] = await anyio.to_thread.run_sync(
-            scan_pattern, pattern, root, preserve, limiter=limiter
+            scan_pattern, pattern, root, preserve, exclude, limiter=limiter
         )
 
     async with anyio.create_task_group() as tg:
@@ -135,13 +167,17 @@ def merge(results: Iterable[ScanResult]) -> ScanResult:
     files: dict[str, SourceFile] = {}
     problems: dict[str, str] = {}
     outside: dict[str, None] = {}
+    unmatched: list[str] = []
     for result in results:
         for f in result.files:
             files.setdefault(f.path, f)
         for path, reason in result.problems:
             problems.setdefault(path, reason)
         outside.update(dict.fromkeys(result.outside_root))
-    return ScanResult(tuple(files.values()), tuple(problems.items()), tuple(outside))
+        unmatched.extend(result.unmatched)
+    return ScanResult(
+        tuple(files.values()), tuple(problems.items()), tuple(outside), tuple(unmatched)
+    )
 
 
 def _dest_name(path: str, root: Path | None, preserve: bool) -> str:

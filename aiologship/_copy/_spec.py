@@ -145,18 +145,19 @@ def _patterns(value: Any, root: Path | None, preserve: bool) -> tuple[str, ...]:
                 )
             text = os.path.join(root, text)
         text = os.path.normpath(text)
-        if preserve:
-            if root is None:
-                raise ConfigError(
-                    "root_dir", None, "preserve_structure=True needs root_dir to relate paths to"
-                )
-            if not _under(_literal_prefix(text), str(root)):
-                raise ConfigError(
-                    "path_patterns",
-                    item,
-                    f"matches files outside root_dir {str(root)!r}; preserve_structure "
-                    "keeps paths relative to root_dir",
-                )
+        if preserve and root is None:
+            raise ConfigError(
+                "root_dir", None, "preserve_structure=True needs root_dir to relate paths to"
+            )
+        if root is not None and not _under(_literal_prefix(text), str(root)):
+            # Refused rather than skipped file by file: a copy that silently
+            # ships nothing for a pattern would still report success.
+            raise ConfigError(
+                "path_patterns",
+                item,
+                f"matches files outside root_dir {str(root)!r}; nothing outside root_dir "
+                "is ever read (widen root_dir or drop it)",
+            )
         if text not in patterns:
             patterns.append(text)
     return tuple(patterns)

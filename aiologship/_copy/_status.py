@@ -40,6 +40,9 @@ class CopyStatus:
     # (path, reason) of matched files that could not be shipped in the last
     # cycle: unreadable, not regular files, base-name collisions.
     file_errors: tuple[tuple[str, str], ...] = ()
+    # Patterns that matched no file in the last cycle (not an error: their
+    # files may not exist yet, but a typo shows here).
+    unmatched_patterns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -24,6 +24,7 @@ import pyarrow
 import pyarrow.fs as pafs
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     before_sleep_log,
     retry_if_exception_type,
     stop_after_attempt,
@@ -31,6 +32,8 @@ from tenacity import (
     wait_none,
     wait_random,
 )
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
 
 from .._fs import Destination
 from ._manifest import (
@@ -43,6 +46,7 @@ from ._manifest import (
     prefix_matches,
 )
 from ._scan import SourceFile
+from ._source import SourceChanged, SourceNotRegular, open_source
 
 logger = logging.getLogger("aiologship.copy")
 
@@ -158,9 +162,13 @@ def ship_file(
 ) -> Shipped:
     """Ship ``src`` so the destination holds its current bytes. Blocking."""
     try:
-        f = open(src.path, "rb")  # noqa: SIM115 -- closed below, errors mapped first
-    except FileNotFoundError:
-        raise SourceVanished(src.path) from None
+        f = open_source(src)
+    except SourceChanged as exc:
+        # Swapped, replaced or moved since the scan: the next scan looks again.
+        logger.debug("%s changed since the scan, skipped this cycle: %s", src.path, exc)
+        raise SourceVanished(f"{src.path} changed since the scan: {exc}") from None
+    except SourceNotRegular as exc:
+        raise SourceUnreadable(f"cannot open: {exc}") from None
     except OSError as exc:
         raise SourceUnreadable(f"cannot open: {exc.strerror or exc}") from exc
     with f:
@@ -582,6 +590,42 @@ def remove_files(dest: Destination, paths: list[str]) -> list[str]:
     return failed
 
 
+class wait_capped(wait_base):
+    """Caps the total of another wait. ``wait_exponential(max=...)`` caps only
+    its own term: with ``+ wait_random(0, retry_delay)`` and retry_delay=3600
+    the waits measured were 756 s and 3,489 s under a 60 s cap."""
+
+    def __init__(self, inner: wait_base, cap: float) -> None:
+        self.inner = inner
+        self.cap = cap
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        return max(0.0, min(self.cap, self.inner(retry_state)))
+
+
+class stop_if(stop_base):
+    """Stop retrying once ``check()`` is true (the copy is being stopped)."""
+
+    def __init__(self, check: Callable[[], bool]) -> None:
+        self.check = check
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.check()
+
+
+def retry_wait(retry_delay: float, cap: float = RETRY_CAP) -> wait_base:
+    """Exponential backoff from ``retry_delay`` plus up to ``retry_delay`` of
+    jitter; every wait, jitter included, at most ``cap`` seconds."""
+    if retry_delay <= 0:
+        return wait_none()
+    # wait_exponential_jitter's ``initial`` is deprecated in tenacity 9.2 and its
+    # replacement missing before; this sum is the same policy on every version.
+    inner = wait_exponential(multiplier=retry_delay, max=cap) + wait_random(
+        0, min(retry_delay, cap)
+    )
+    return wait_capped(inner, cap)
+
+
 async def ship_with_retry(
     ship: Callable[[], Shipped],
     *,
@@ -590,20 +634,21 @@ async def ship_with_retry(
     sleep: Callable[[float], Awaitable[None]],
     limiter: anyio.CapacityLimiter,
     on_leftover: Callable[[str], None],
+    give_up: Callable[[], bool] = lambda: False,
 ) -> Shipped:
     """Run ``ship`` in a worker thread, retrying destination failures:
     ``max_retries`` retries after the first attempt, exponential backoff from
-    ``retry_delay`` with jitter, capped at ``RETRY_CAP`` seconds."""
-    wait = (
-        # wait_exponential_jitter's ``initial`` is deprecated in tenacity 9.2 and its
-        # replacement missing before; this sum is the same policy on every version.
-        wait_exponential(multiplier=retry_delay, max=RETRY_CAP) + wait_random(0, retry_delay)
-        if retry_delay > 0
-        else wait_none()
-    )
+    ``retry_delay`` with jitter, each wait capped at ``RETRY_CAP`` seconds; no
+    retry once ``give_up()`` is true.
+
+    A cancelled caller does not wait for the attempt in progress (a destination
+    that hangs would hang it): the worker thread is abandoned and finishes on
+    its own. Its result never reaches the manifest, so a later cycle verifies
+    or redoes that file.
+    """
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(max_retries + 1),
-        wait=wait,
+        stop=stop_after_attempt(max_retries + 1) | stop_if(give_up),
+        wait=retry_wait(retry_delay),
         retry=retry_if_exception_type(DestinationFailure),
         sleep=sleep,
         reraise=True,
@@ -612,7 +657,7 @@ async def ship_with_retry(
     async for attempt in retrying:
         with attempt:
             try:
-                return await anyio.to_thread.run_sync(ship, limiter=limiter)
+                return await anyio.to_thread.run_sync(ship, limiter=limiter, abandon_on_cancel=True)
             except DestinationFailure as exc:
                 if exc.leftover is not None:
                     on_leftover(exc.leftover)
