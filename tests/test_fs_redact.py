@@ -75,8 +75,11 @@ def test_redact_keeps_at_signs_of_a_path_without_userinfo() -> None:
 @pytest.mark.parametrize(
     ("text", "secret"),
     [
-        ('{"RemoteException":{"message":"bad GET /webhdfs/v1/x?op=OPEN&delegation=HAAEdGVzdA'
-         '&user.name=alice"}}', "HAAEdGVzdA"),
+        (
+            '{"RemoteException":{"message":"bad GET /webhdfs/v1/x?op=OPEN&delegation=HAAEdGVzdA'
+            '&user.name=alice"}}',
+            "HAAEdGVzdA",
+        ),
         ("rejected /webhdfs/v1/x?op=OPEN&user.name=alice&delegation=T0K3N-abc_9", "T0K3N-abc_9"),
         ("request had token=s3cr3tTOKEN; refused", "s3cr3tTOKEN"),
         ("GET /x?user.name=mallory42 HTTP/1.1", "mallory42"),
@@ -94,5 +97,5 @@ def test_scrub_removes_secrets_a_server_quotes(text: str, secret: str) -> None:
 
 
 def test_scrub_keeps_ordinary_server_text() -> None:
-    text = "Permission denied: user=mallory, access=WRITE, inode=\"/t/locked\""
+    text = 'Permission denied: user=mallory, access=WRITE, inode="/t/locked"'
     assert scrub(text) == text

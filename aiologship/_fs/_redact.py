@@ -63,9 +63,7 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # takes the rest of the run.
 _PAIR = re.compile(r"(?P<key>[A-Za-z][A-Za-z0-9_.-]*)=(?P<value>[^&\s\"'<>;,)}\]]*)")
 _HADOOP_AUTH = re.compile(r"(?i)(hadoop\.auth=)\"?[^\s\";,]*")
-_AUTH_HEADER = re.compile(
-    r"(?i)(\b(?:proxy-)?authorization\b[\"']?\s*[:=]\s*[\"']?)[^\"'\r\n,;}]*"
-)
+_AUTH_HEADER = re.compile(r"(?i)(\b(?:proxy-)?authorization\b[\"']?\s*[:=]\s*[\"']?)[^\"'\r\n,;}]*")
 _AUTH_SCHEME = re.compile(r"(?i)\b(basic|bearer|negotiate|digest)\s+[A-Za-z0-9+/=._~-]{6,}")
 # user:password@ inside a URL quoted by a message.
 _URL_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@?#]*):[^\s@]*@")
@@ -161,9 +159,9 @@ def _scrub_known(text: str, uri: str) -> str:
     text = text.replace(uri, redacted)
     secrets: list[str] = []
     split = split_userinfo(uri)
-    if split is not None and split[2]:
-        scheme, user, password, _ = split
-        assert password is not None
+    password = split[2] if split is not None else None
+    if split is not None and password:
+        user = split[1]
         # user:password@ goes whatever the password's length; a bare password only
         # from 3 characters on (a shorter one would mangle unrelated words).
         text = text.replace(f"{user}:{password}@", f"{user}:{REDACTED}@")
