@@ -380,6 +380,7 @@ async def test_engine_status_state_and_logs_hold_no_secret(
     assert status.last_error, "the fake NameNode should have made the cycle fail"
     assert "status.json" in {p.name for p in state_dir.rglob("*")}
     logs = " ".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+    assert "destination failing" in logs and "AccessControlException" in status.last_error
     _assert_clean(_channels_of_engine(engine, state_dir) + logs)
     assert TOKEN in webhdfs.all_requests()  # the secrets were really in play
 
@@ -409,7 +410,8 @@ def test_manager_status_logs_and_file_sink_hold_no_secret(
     assert status_files
     logs = " ".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     _assert_clean(text + " ".join(status_files) + logs + sink_path.read_text())
-    assert "last_error" in status_files[0]
+    assert "AccessControlException" in status_files[0]
+    assert "destination failing" in sink_path.read_text()  # the sink saw the failure
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
