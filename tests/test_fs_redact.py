@@ -88,6 +88,8 @@ def test_redact_keeps_at_signs_of_a_path_without_userinfo() -> None:
         ("authorization=Negotiate YIIGhgYJKoZIhvcSAQICAQBuggZ1MIIGcaADAgEF", "YIIGhgYJKoZIhvcS"),
         ("failed for http://bob:hunter22@dn1:9864/x", "hunter22"),
         ("cookie hadoop.auth=u=alice&p=alice&t=simple&e=1&s=SIGNATURE1", "SIGNATURE1"),
+        ('{"Token": {"urlString": "JQAIaG9ydG9ud29ya3MA"}}', "JQAIaG9ydG9ud29ya3MA"),
+        ("{'delegation': 'T0K3Nvalue', 'path': '/x'}", "T0K3Nvalue"),
     ],
 )
 def test_scrub_removes_secrets_a_server_quotes(text: str, secret: str) -> None:
@@ -96,6 +98,13 @@ def test_scrub_removes_secrets_a_server_quotes(text: str, secret: str) -> None:
     assert "***" in cleaned
 
 
-def test_scrub_keeps_ordinary_server_text() -> None:
-    text = 'Permission denied: user=mallory, access=WRITE, inode="/t/locked"'
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Permission denied: user=mallory, access=WRITE, inode="/t/locked"',
+        "Basic authentication failed for user alice",
+        '{"exception": "FileNotFoundException", "message": "File /x does not exist."}',
+    ],
+)
+def test_scrub_keeps_ordinary_server_text(text: str) -> None:
     assert scrub(text) == text

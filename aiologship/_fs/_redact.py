@@ -64,7 +64,16 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _PAIR = re.compile(r"(?P<key>[A-Za-z][A-Za-z0-9_.-]*)=(?P<value>[^&\s\"'<>;,)}\]]*)")
 _HADOOP_AUTH = re.compile(r"(?i)(hadoop\.auth=)\"?[^\s\";,]*")
 _AUTH_HEADER = re.compile(r"(?i)(\b(?:proxy-)?authorization\b[\"']?\s*[:=]\s*[\"']?)[^\"'\r\n,;}]*")
-_AUTH_SCHEME = re.compile(r"(?i)\b(basic|bearer|negotiate|digest)\s+[A-Za-z0-9+/=._~-]{6,}")
+# A credential after an auth scheme; it holds a digit or base64 padding/symbols, which
+# keeps prose ("Basic authentication failed") intact.
+_AUTH_SCHEME = re.compile(
+    r"(?i)\b(basic|bearer|negotiate|digest)\s+(?=[A-Za-z0-9+/=._~-]*[0-9+/=])[A-Za-z0-9+/=._~-]{6,}"
+)
+# "key": "value" as a JSON answer quotes it (GETDELEGATIONTOKEN's "urlString").
+_JSON_PAIR = re.compile(
+    r"(?P<head>(?P<q>[\"'])(?P<key>[A-Za-z][A-Za-z0-9_.-]*)(?P=q)\s*:\s*(?P<vq>[\"']))"
+    r"(?P<value>[^\"']*)(?P=vq)"
+)
 # user:password@ inside a URL quoted by a message.
 _URL_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@?#]*):[^\s@]*@")
 
@@ -130,6 +139,13 @@ def redact(uri: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
+def _hide_json_pair(match: re.Match[str]) -> str:
+    key = match["key"]
+    if _is_secret_key(key) or key.lower() in _SERVER_TEXT_KEYS or key == "urlString":
+        return f"{match['head']}{REDACTED}{match['vq']}"
+    return match.group()
+
+
 def _hide_pair(match: re.Match[str]) -> str:
     key = match["key"]
     if _is_secret_key(key) or key.lower() in _SERVER_TEXT_KEYS:
@@ -149,6 +165,7 @@ def scrub(text: str, uri: str | None = None) -> str:
     text = _AUTH_HEADER.sub(rf"\g<1>{REDACTED}", text)
     text = _AUTH_SCHEME.sub(rf"\g<1> {REDACTED}", text)
     text = _URL_USERINFO.sub(rf"\g<head>:{REDACTED}@", text)
+    text = _JSON_PAIR.sub(_hide_json_pair, text)
     return _PAIR.sub(_hide_pair, text)
 
 

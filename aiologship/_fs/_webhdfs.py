@@ -515,6 +515,9 @@ class _Upload:
                 if time.monotonic() > deadline:
                     break
         self.closed = True
+        answer = self._answer
+        if answer is not None and answer.status != self._ok:
+            raise _error(self._op, self._path, answer.status, answer.body)  # refused early
         why = self._failure or "the DataNode answered before the end of the data"
         if not self._done.is_set():
             why = f"the DataNode took no data for {READ_TIMEOUT:.0f}s"
