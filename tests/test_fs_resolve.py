@@ -9,7 +9,7 @@ import pytest
 
 from aiologship._config import HdfsDriver
 from aiologship._exceptions import ConfigError, DestinationError
-from aiologship._fs import Destination, normalize_destination, resolve_destination
+from aiologship._fs import Destination, normalize_destination, redact, resolve_destination
 
 
 def test_plain_path_is_local_and_appendable(tmp_path: Path) -> None:
@@ -115,3 +115,91 @@ def test_pyarrow_errors_are_mapped() -> None:
 
 def test_home_is_expanded() -> None:
     assert normalize_destination("~/logs") == os.path.join(os.path.expanduser("~"), "logs")
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "hdfs://alice:pa#ss@host/x",
+        "hdfs://alice:ab/cd@host/x",
+        "hdfs://alice:p?wd@host/x",
+        "hdfs://alice:9876/5@127.0.0.1:1/logs",
+        "s3://KEY:se/cret@bucket/x",
+        "hdfs://alice:pw@host/x#frag@ment",
+    ],
+)
+def test_ambiguous_userinfo_is_refused_redacted(uri: str) -> None:
+    password = uri.split("//", 1)[1].split(":", 1)[1].rsplit("@", 1)[0]
+    with pytest.raises(ConfigError, match="percent-encode") as info:
+        normalize_destination(uri)
+    text = f"{info.value} {info.value!r} {info.value.value!r} {info.value.reason}"
+    assert password not in text
+    assert info.value.key == "hdfs_destination"
+
+
+@pytest.mark.parametrize(
+    ("uri", "password"),
+    [
+        ("hdfs://alice:pa%23ss@host/x", "pa#ss"),
+        ("hdfs://alice:ab%2Fcd@host/x", "ab/cd"),
+        ("hdfs://alice:9876%2F5@127.0.0.1:1/logs", "9876/5"),
+    ],
+)
+def test_percent_encoded_password_is_accepted_and_parsed(uri: str, password: str) -> None:
+    from aiologship._fs._hdfs import parse_target
+
+    assert normalize_destination(uri) == uri
+    target = parse_target(uri, redact(uri))
+    assert target.password == password
+    assert target.user == "alice"
+    assert target.host in ("host", "127.0.0.1")
+
+
+def test_at_sign_in_a_path_without_password_is_kept() -> None:
+    assert normalize_destination("hdfs://nn/logs/a@b") == "hdfs://nn/logs/a@b"
+
+
+@pytest.mark.parametrize(
+    ("uri", "part"),
+    [
+        ("file:///var/log/out#frag", "#frag"),
+        ("file:///var/log/out?x=1", "?x=1"),
+        ("file:///var/log/out?token=S3CRETTOKEN", "?token=***"),
+    ],
+)
+def test_local_destination_with_query_or_fragment_is_refused(uri: str, part: str) -> None:
+    with pytest.raises(ConfigError, match="query or fragment") as info:
+        normalize_destination(uri)
+    assert part in str(info.value)
+    assert "S3CRETTOKEN" not in str(info.value)
+
+
+def test_plain_path_keeps_hash_and_question_mark(tmp_path: Path) -> None:
+    # In a plain path these are ordinary file-name characters, not URI syntax.
+    path = str(tmp_path / "out#1?x=2")
+    assert normalize_destination(path) == path
+    assert resolve_destination(path).base_path == path
+
+
+def test_auto_driver_is_native_even_where_libhdfs_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # libhdfs is opt-in: auto must pick the driver the mini-cluster tests cover, even on
+    # a host where libhdfs would load.
+    from aiologship._fs import _hdfs, _hdfs_native, _libhdfs
+
+    monkeypatch.delenv("HADOOP_CONF_DIR", raising=False)
+    monkeypatch.delenv("HADOOP_HOME", raising=False)
+    monkeypatch.setattr(_libhdfs, "libhdfs_unavailable", lambda: None)
+    opened: list[str] = []
+
+    def fake(name: str) -> Any:
+        def open_driver(target: Any, redacted: str) -> Any:
+            opened.append(name)
+            return pafs.LocalFileSystem(), target.path, True
+
+        return open_driver
+
+    monkeypatch.setattr(_hdfs_native, "open_native", fake("native"))
+    monkeypatch.setattr(_libhdfs, "open_libhdfs", fake("libhdfs"))
+    _hdfs.open_hdfs("hdfs://nn:8020/x", "hdfs://nn:8020/x", driver=HdfsDriver.AUTO, user=None)
+    _hdfs.open_hdfs("hdfs://nn:8020/x", "hdfs://nn:8020/x", driver=HdfsDriver.LIBHDFS, user=None)
+    assert opened == ["native", "libhdfs"]

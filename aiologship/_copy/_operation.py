@@ -24,7 +24,7 @@ import pyarrow.fs as pafs
 
 from .._config import HdfsDriver
 from .._exceptions import ConfigError, CopyError, DestinationError
-from .._fs import Destination, resolve_destination
+from .._fs import Destination, resolve_destination, scrub
 from ._identity import reconcile
 from ._manifest import (
     Entry,
@@ -377,7 +377,7 @@ class CopyEngine:
         except Exception as exc:
             if self._lock_lost is not None:
                 raise  # another process may run this copy now: stop, never retry
-            self._last_error = f"{type(exc).__name__}: {exc}"
+            self._last_error = scrub(f"{type(exc).__name__}: {exc}")
             self._failures += 1
             if self._failures == 1:
                 logger.exception("copy %r: cycle failed", self.spec.copy_name)
@@ -893,14 +893,16 @@ class CopyEngine:
         ):
             self._next_cycle_at = finished + interval
         self._pending = cycle.pending_files
-        self._file_errors = cycle.file_errors
-        for path, reason in cycle.file_errors:
+        # Reasons quote filesystem and server messages: one scrub before they reach
+        # the status, status.json and the log.
+        self._file_errors = tuple((path, scrub(reason)) for path, reason in cycle.file_errors)
+        for path, reason in self._file_errors:
             if (path, reason) not in self._reported_files:
                 logger.warning("copy %r: %s: %s", self.spec.copy_name, path, reason)
-        self._reported_files = set(cycle.file_errors)
-        if cycle.file_errors:
-            path, reason = cycle.file_errors[0]
-            more = len(cycle.file_errors) - 1
+        self._reported_files = set(self._file_errors)
+        if self._file_errors:
+            path, reason = self._file_errors[0]
+            more = len(self._file_errors) - 1
             self._last_error = f"{path}: {reason}" + (f" (and {more} more)" if more else "")
         if cycle.destination_error is not None:
             self._record_destination_failure(cycle.destination_error)
@@ -914,6 +916,7 @@ class CopyEngine:
             self._failures = 0
 
     def _record_destination_failure(self, message: str) -> None:
+        message = scrub(message)
         self._last_error = message
         self._failures += 1
         if self._failures == 1:

@@ -77,6 +77,14 @@ class CopySpec:
             scope=_scope(scope),
         )
 
+    def __repr__(self) -> str:
+        # Error trackers (Sentry, rich tracebacks) capture locals through repr():
+        # the destination is shown redacted.
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["hdfs_destination"] = self.destination_redacted
+        shown = ", ".join(f"{name}={value!r}" for name, value in values.items())
+        return f"{type(self).__name__}({shown})"
+
     @property
     def destination_redacted(self) -> str:
         return redact(self.hdfs_destination)

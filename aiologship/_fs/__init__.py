@@ -13,9 +13,10 @@ Contract used by the copy engine (``aiologship._copy``)::
 ``resolve_destination`` itself may block (it may connect): call it in a worker
 thread. It raises ``DestinationError`` (URI redacted) or ``ConfigError``.
 ``normalize_destination`` checks the syntax only and never blocks.
+``scrub(text)`` removes secrets from text a server or a filesystem library sent.
 """
 
-from ._redact import redact
+from ._redact import redact, scrub
 from ._resolve import Destination, normalize_destination, resolve_destination
 
-__all__ = ["Destination", "normalize_destination", "redact", "resolve_destination"]
+__all__ = ["Destination", "normalize_destination", "redact", "resolve_destination", "scrub"]

@@ -7,7 +7,9 @@ Drivers (``HdfsDriver``):
   CLASSPATH are present (checked in a subprocess, so a broken JVM cannot crash us).
 - ``webhdfs``: HTTP to the NameNode web port (``dfs.namenode.http-address`` from
   ``HADOOP_CONF_DIR``, else port 9870 on the URI's host).
-- ``auto``: libhdfs where available, else native.
+- ``auto``: native, the driver tested against a real cluster. libhdfs is opt-in
+  (``hdfs_driver="libhdfs"``): it runs a JVM inside this process and no test here
+  runs it against a cluster.
 
 What is passed through to every driver:
 
@@ -82,11 +84,10 @@ def open_hdfs(
     target = parse_target(uri, redacted, user=user)
     chosen = HdfsDriver(driver)
     if chosen is HdfsDriver.AUTO:
-        from ._libhdfs import libhdfs_unavailable
-
-        reason = libhdfs_unavailable()
-        chosen = HdfsDriver.NATIVE if reason else HdfsDriver.LIBHDFS
-        _log_choice(redacted, chosen, f"auto: {reason}" if reason else "auto")
+        # The driver the mini-cluster tests cover; libhdfs (JNI, a JVM in this process)
+        # is never picked for the user.
+        chosen = HdfsDriver.NATIVE
+        _log_choice(redacted, chosen, "auto")
     else:
         _log_choice(redacted, chosen, "requested")
     if chosen is HdfsDriver.NATIVE:

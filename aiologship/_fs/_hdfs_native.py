@@ -26,6 +26,7 @@ import pyarrow.fs as pafs
 
 from .._exceptions import DestinationError
 from ._hdfs import ENV_USER, HdfsTarget
+from ._redact import scrub
 
 # Bounded failover (see the module docstring); a user's Hadoop configuration wins.
 FAST_FAIL_CONF = {
@@ -109,7 +110,7 @@ def get_client(target: HdfsTarget, user: str | None) -> Any:
 def _wrap(op: str, path: str, exc: BaseException) -> OSError:
     """hdfs-native errors -> OSError subclasses naming the operation and the path (the
     engine catches OSError; the type says not-found / permission / exists)."""
-    text = _short(str(exc) or type(exc).__name__)
+    text = scrub(_short(str(exc) or type(exc).__name__))
     message = f"hdfs {op} {path}: {text}"
     if isinstance(exc, FileNotFoundError) or "FileNotFoundException" in text:
         return FileNotFoundError(2, message)

@@ -1,5 +1,8 @@
 """The ``libhdfs`` hdfs:// driver: ``pyarrow.fs.HadoopFileSystem`` (JNI to the Java client).
 
+Opt-in only (``hdfs_driver="libhdfs"``; ``auto`` picks native): no test here runs it
+against a cluster, and a JVM inside this process can abort it.
+
 It needs libhdfs.so (``ARROW_LIBHDFS_DIR`` or ``HADOOP_HOME/lib/native``), a JVM
 (``JAVA_HOME``) and the Hadoop jars on ``CLASSPATH``. A missing or broken piece can abort
 the process inside the JVM, so availability is probed once per process in a subprocess
@@ -19,6 +22,7 @@ import pyarrow.fs as pafs
 
 from .._exceptions import DestinationError
 from ._hdfs import DEFAULT_RPC_PORT, HdfsTarget
+from ._redact import scrub
 
 PROBE_TIMEOUT = 60.0
 # Connect/retry bounds passed to the Java client: fail in seconds, let the engine retry.
@@ -72,7 +76,7 @@ def libhdfs_unavailable() -> str | None:
         return f"the libhdfs probe crashed (signal {-proc.returncode})"
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"the libhdfs probe failed: {last[:300]}"
+        return f"the libhdfs probe failed: {scrub(last[:300])}"
     return None
 
 
@@ -97,5 +101,5 @@ def open_libhdfs(target: HdfsTarget, redacted: str) -> tuple[pafs.FileSystem, st
             host, port, user=target.user, replication=0, kerb_ticket=ticket, extra_conf=extra
         )
     except (OSError, pyarrow.ArrowException) as exc:
-        raise DestinationError(redacted, f"libhdfs cannot connect: {exc}") from None
+        raise DestinationError(redacted, f"libhdfs cannot connect: {scrub(str(exc))}") from None
     return filesystem, target.path, True

@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 from .._config import HdfsDriver
 from .._exceptions import ConfigError, DestinationError
-from ._redact import redact, scrub
+from ._redact import ambiguous_userinfo, redact, scrub
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -62,6 +62,16 @@ def normalize_destination(uri: Any) -> str:
             # "hdfs:/x" or "s3:bucket": almost certainly a mistyped URI, not a path.
             raise ConfigError(DESTINATION_KEY, shown, "malformed URI: expected scheme://...")
         return os.path.abspath(os.path.expanduser(text))
+    if ambiguous_userinfo(text):
+        # A password holding '#', '/', '?' or '@' moves the URI parser's host into the
+        # password (hdfs://alice:9876/5@nn/x parses as host alice, port 9876).
+        raise ConfigError(
+            DESTINATION_KEY,
+            shown,
+            "ambiguous URI: an '@' follows the host; percent-encode reserved characters "
+            "of the password ('#' %23, '/' %2F, '?' %3F, '@' %40, ':' %3A, '%' %25) "
+            "and '@' in the path (%40)",
+        )
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 -- raises ValueError for a non-numeric port
@@ -85,6 +95,16 @@ def normalize_destination(uri: Any) -> str:
             )
         if not parts.path.startswith("/"):
             raise ConfigError(DESTINATION_KEY, shown, "a file URI needs an absolute path")
+        if parts.query or parts.fragment or text.endswith(("?", "#")):
+            # The local filesystem would silently drop them; in a file name they must
+            # be percent-encoded (%3F, %23).
+            extra = shown[len(f"{parts.scheme}://{parts.netloc}{parts.path}") :]
+            raise ConfigError(
+                DESTINATION_KEY,
+                shown,
+                f"a file URI takes no query or fragment ({extra!r}); percent-encode "
+                "'?' (%3F) and '#' (%23) of a file name, or give a plain path",
+            )
     elif scheme in _PYARROW_SCHEMES - {"mock"} and not parts.netloc:
         raise ConfigError(DESTINATION_KEY, shown, f"malformed URI: {scheme}:// needs a bucket")
     elif scheme in _HDFS_SCHEMES and not parts.netloc and not parts.path:
