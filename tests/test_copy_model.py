@@ -527,11 +527,12 @@ class CopyModel(RuleBasedStateMachine):
             self.hooks.after_scan = None
 
     @precondition(lambda self: self.kills < MAX_KILLS)
-    @rule(delay=st.floats(0.0, 1.5), go=st.integers(0, 2))
+    @rule(delay=st.floats(0.0, 0.1), go=st.integers(0, 2))
     def sigkill_copier_subprocess(self, delay: float, go: int) -> None:
-        """``aiologship copy --once`` in another process, SIGKILLed after ``delay``
-        (or done before); the next in-process cycle is the restarted copier.
-        Drawn rarely (``go``): each costs a Python start."""
+        """``aiologship copy --once`` in another process, SIGKILLed ``delay`` seconds
+        after it took the copy's lock (its cycle is then under way; a cycle over
+        these files takes milliseconds), or done before; the next in-process cycle
+        is the restarted copier. Drawn rarely (``go``): each costs a Python start."""
         if go:
             return
         self.kills += 1
@@ -562,6 +563,11 @@ class CopyModel(RuleBasedStateMachine):
         ]
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
+            lock = self.state / self.spec.state_key / engine_module._LOCK_NAME
+            deadline = time.monotonic() + KILL_WAIT
+            while proc.poll() is None and not _holds(proc.pid, lock):
+                assert time.monotonic() < deadline, "the copier subprocess never took its lock"
+                time.sleep(0.002)  # polling /proc: nothing to wait on across processes
             try:
                 proc.wait(timeout=delay)
             except subprocess.TimeoutExpired:
@@ -669,6 +675,20 @@ class CopyModel(RuleBasedStateMachine):
             self._patch.stop()
             self._portal_cm.__exit__(None, None, None)
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _holds(pid: int, path: Path) -> bool:
+    """Has process ``pid`` the file ``path`` open? (Linux /proc, no side effect:
+    trying the flock ourselves could make the copier fail to take it.)"""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == os.path.realpath(path):
+                return True
+    return False
 
 
 TestCopyModel = CopyModel.TestCase
