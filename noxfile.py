@@ -1,4 +1,4 @@
-"""Sessions: tests (the whole suite), demo, bench, lint."""
+"""Sessions: tests (the whole suite), demo, bench, lint; soak (not by default)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,26 @@ def bench(session: nox.Session) -> None:
         "benchmarks/bench_hdfs.py",
     ):
         session.run("python", script, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """Long runs, not in CI: 10 minutes of logging, rotation and shipping to the HDFS
+    mini-cluster under injected faults (``nox -s soak -- --minutes 2``, ``-- --local``
+    pass through to the script), then the copy model test's long profile."""
+    session.install("-e", ".[test]")
+    session.run("python", "benchmarks/soak.py", *session.posargs)
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "tests/test_copy_model.py",
+        "-p",
+        "no:cacheprovider",
+        "--timeout",
+        "3600",
+        env={"AIOLOGSHIP_MODEL_PROFILE": "long"},
+    )
 
 
 @nox.session(python=PYTHON)
