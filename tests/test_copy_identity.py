@@ -249,6 +249,25 @@ async def test_numbered_logrotate_ships_every_byte_once(env: Env, make: Any) -> 
     assert env.temp_files() == []
 
 
+@DESTINATIONS
+async def test_a_rename_seen_by_the_first_cycle_of_a_new_copier_is_moved(
+    env: Env, make: Any
+) -> None:
+    # The first cycle of a process lists the whole destination before it follows
+    # renames; that listing must not make the moved file look missing (found by
+    # tests/test_copy_model.py: the file was uploaded a second time).
+    env.write("app.log", lines(0, 50))
+    first = await env.engine(resolver=make(env))
+    assert (await first.flush()).ok
+    await first.stop(final_cycle=False)
+    (env.src / "app.log").rename(env.src / "app.log.1")
+    second = await env.engine(resolver=make(env))
+    result = await second.flush()
+    assert result.ok
+    assert result.bytes_shipped == 0
+    assert env.dest_files() == {"app.log.1": lines(0, 50)}
+
+
 async def test_a_rename_whose_destination_file_was_changed_is_shipped_in_full(
     env: Env,
 ) -> None:

@@ -61,6 +61,7 @@ from hypothesis.stateful import (
 from aiologship._copy import CopyEngine, CopySpec
 from aiologship._copy import _operation as engine_module
 from aiologship._copy._manifest import MANIFEST_NAME, Manifest
+from aiologship._copy._statedir import engine_lock_path
 from aiologship._copy._transfer import TMP_MARK
 
 REPO = Path(__file__).resolve().parents[1]
@@ -572,7 +573,7 @@ class CopyModel(RuleBasedStateMachine):
         ]
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
-            lock = self.state / self.spec.state_key / engine_module._LOCK_NAME
+            lock = engine_lock_path(self.state, self.spec.state_key)
             deadline = time.monotonic() + KILL_WAIT
             while proc.poll() is None and not _holds(proc.pid, lock):
                 assert time.monotonic() < deadline, "the copier subprocess never took its lock"
@@ -607,10 +608,12 @@ class CopyModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def destination_loses_a_file(self, data: st.DataObject) -> None:
         rel = data.draw(st.sampled_from(sorted(self.dest_files())))
+        # Its bytes must be uploaded again, under whatever name the source now
+        # has (it may have been renamed since it was shipped).
+        lost = (self.dest / rel).stat().st_size
         (self.dest / rel).unlink()
         self.disturbed.add(rel)
-        if rel in self.view():
-            self.budget.allowed += len(self.view()[rel][1])
+        self.budget.allowed += lost
         self.budget.events.append("a destination file deleted")
 
     @rule()

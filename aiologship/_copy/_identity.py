@@ -72,6 +72,10 @@ def reconcile(
     if renames:
         out.moved = follow_renames(dest, entries, renames, files, dirs)
         out.changed = True
+        if out.moved:
+            # The listing predates the moves: trusting it would call each moved
+            # file missing at its new name and upload it again.
+            listing = None
     out.missing, resized = check_destination(dest, entries, listing)
     for path in out.missing:
         del entries[path]
