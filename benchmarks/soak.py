@@ -417,7 +417,9 @@ def report(
                 seen[n] += 1
     missing = [n for n in range(logged) if seen[n] == 0]
     duplicated = sum(c - 1 for c in seen if c > 1)
-    sources = {p.name: p.read_bytes() for p in logs.iterdir() if p.is_file()}
+    # What the copier's pattern matches (app.log*, no dotfiles such as the
+    # sink's .app.log.lock).
+    sources = {p.name: p.read_bytes() for p in logs.glob("app.log*") if p.is_file()}
     differ = sorted(name for name, data in sources.items() if dest.get(name) != data)
     # Missing records inside a rotated file that retention deleted, unshipped.
     gone = {name: r for name, r in watcher.ranges.items() if name not in sources}

@@ -290,6 +290,11 @@ def dest_holds(dest: Destination, final: str, prev: Entry) -> bool:
     start = max(0, prev.size - FINGERPRINT_BYTES)
     try:
         with dest.filesystem.open_input_file(final) as remote:
+            if remote.size() < prev.size:
+                # Shorter to a reader than what was shipped: on HDFS a file a
+                # killed writer left under construction reads short until its
+                # lease is recovered. It does not hold our bytes: replace it.
+                return False
             head = remote.read_at(min(prev.size, FINGERPRINT_BYTES), 0)
             tail = head[start:] if start == 0 else remote.read_at(prev.size - start, start)
     except NotImplementedError:

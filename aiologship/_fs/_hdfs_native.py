@@ -109,7 +109,16 @@ def get_client(target: HdfsTarget, user: str | None) -> Any:
 
 def _wrap(op: str, path: str, exc: BaseException) -> OSError:
     """hdfs-native errors -> OSError subclasses naming the operation and the path (the
-    engine catches OSError; the type says not-found / permission / exists)."""
+    engine catches OSError; the type says not-found / permission / exists).
+
+    A Rust panic inside hdfs-native reaches Python as pyo3's ``PanicException``,
+    a ``BaseException`` (for example "Cannot seek beyond the end of a file" when a
+    file still under construction after a killed writer is shorter to readers
+    than its status says): callers catch ``BaseException`` so it becomes an error
+    of one file instead of ending the process; interpreter exits pass through.
+    """
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        raise exc
     text = scrub(_short(str(exc) or type(exc).__name__))
     message = f"hdfs {op} {path}: {text}"
     if isinstance(exc, FileNotFoundError) or "FileNotFoundException" in text:
@@ -181,7 +190,7 @@ class NativeHandler(pafs.FileSystemHandler):  # type: ignore[misc]
             except FileNotFoundError:
                 infos.append(pafs.FileInfo(path, pafs.FileType.NotFound))
                 continue
-            except Exception as exc:
+            except BaseException as exc:  # hdfs-native panics are BaseExceptions
                 raise _wrap("stat", path, exc) from exc
             infos.append(self._info(path, status))
         return infos
@@ -194,7 +203,7 @@ class NativeHandler(pafs.FileSystemHandler):  # type: ignore[misc]
             if selector.allow_not_found:
                 return []
             raise _wrap("list", base, exc) from exc
-        except Exception as exc:
+        except BaseException as exc:  # hdfs-native panics are BaseExceptions
             raise _wrap("list", base, exc) from exc
         out = []
         for status in statuses:
@@ -208,7 +217,7 @@ class NativeHandler(pafs.FileSystemHandler):  # type: ignore[misc]
     def create_dir(self, path: str, recursive: bool) -> None:
         try:
             self.client.mkdirs(path, 0o755, recursive)
-        except Exception as exc:
+        except BaseException as exc:  # hdfs-native panics are BaseExceptions
             raise _wrap("mkdir", path, exc) from exc
 
     def delete_dir(self, path: str) -> None:
@@ -221,7 +230,7 @@ class NativeHandler(pafs.FileSystemHandler):  # type: ignore[misc]
             if missing_dir_ok:
                 return
             raise _wrap("list", path, exc) from exc
-        except Exception as exc:
+        except BaseException as exc:  # hdfs-native panics are BaseExceptions
             raise _wrap("list", path, exc) from exc
         for child in children:
             self._delete(child.path, recursive=True, want_dir=None)
@@ -243,7 +252,7 @@ class NativeHandler(pafs.FileSystemHandler):  # type: ignore[misc]
             if str(exc).startswith("hdfs "):
                 raise
             raise _wrap("delete", path, exc) from exc
-        except Exception as exc:
+        except BaseException as exc:  # hdfs-native panics are BaseExceptions
             raise _wrap("delete", path, exc) from exc
         if not deleted:
             raise FileNotFoundError(2, f"hdfs delete {path}: the NameNode deleted nothing")
@@ -253,7 +262,7 @@ class NativeHandler(pafs.FileSystemHandler):  # type: ignore[misc]
         # OVERWRITE does that atomically.
         try:
             self.client.rename(src, dest, True)
-        except Exception as exc:
+        except BaseException as exc:  # hdfs-native panics are BaseExceptions
             raise _wrap("rename", f"{src} -> {dest}", exc) from exc
 
     def copy_file(self, src: str, dest: str) -> None:
@@ -265,9 +274,9 @@ class NativeHandler(pafs.FileSystemHandler):  # type: ignore[misc]
     def _reader(self, path: str) -> pyarrow.NativeFile:
         try:
             reader = self.client.read(path)
-        except Exception as exc:
+        except BaseException as exc:  # hdfs-native panics are BaseExceptions
             raise _wrap("open", path, exc) from exc
-        return pyarrow.PythonFile(reader, mode="r")
+        return pyarrow.PythonFile(_Reader(reader, path), mode="r")
 
     def open_input_stream(self, path: str) -> pyarrow.NativeFile:
         return self._reader(path)
@@ -281,7 +290,7 @@ class NativeHandler(pafs.FileSystemHandler):  # type: ignore[misc]
         try:
             options = hdfs_native.WriteOptions(overwrite=True, create_parent=True)
             writer = self.client.create(path, options)
-        except Exception as exc:
+        except BaseException as exc:  # hdfs-native panics are BaseExceptions
             raise _wrap("create", path, exc) from exc
         return pyarrow.PythonFile(_Writer(writer, path), mode="w")
 
@@ -290,9 +299,43 @@ class NativeHandler(pafs.FileSystemHandler):  # type: ignore[misc]
             writer = self.client.append(path)
         except FileNotFoundError:
             return self.open_output_stream(path, metadata)
-        except Exception as exc:
+        except BaseException as exc:  # hdfs-native panics are BaseExceptions
             raise _wrap("append", path, exc) from exc
         return pyarrow.PythonFile(_Writer(writer, path), mode="w")
+
+
+class _Reader:
+    """hdfs-native's reader with its errors (panics included) named by path."""
+
+    def __init__(self, inner: Any, path: str) -> None:
+        self._inner = inner
+        self._path = path
+        self.closed = False
+
+    def _call(self, op: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except BaseException as exc:  # hdfs-native panics are BaseExceptions
+            raise _wrap(op, self._path, exc) from exc
+
+    def read(self, size: int = -1) -> bytes:
+        return bytes(self._call("read", self._inner.read, size))
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._call("seek", self._inner.seek, offset, whence)
+        return self.tell()
+
+    def tell(self) -> int:
+        return int(self._call("tell", self._inner.tell))
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class _Writer:
@@ -310,7 +353,7 @@ class _Writer:
         chunk = data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))
         try:
             return int(self._inner.write(chunk))
-        except Exception as exc:
+        except BaseException as exc:  # hdfs-native panics are BaseExceptions
             raise _wrap("write", self._path, exc) from exc
 
     def flush(self) -> None:
@@ -325,5 +368,5 @@ class _Writer:
         self.closed = True
         try:
             self._inner.close()
-        except Exception as exc:
+        except BaseException as exc:  # hdfs-native panics are BaseExceptions
             raise _wrap("close", self._path, exc) from exc
