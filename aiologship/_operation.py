@@ -4,6 +4,9 @@ The engine itself lives on the manager's runtime loop. The handle is awaitable
 (``op = await lm.start_hdfs_copy(...)`` waits until the operation has started),
 and ``flush()`` / ``stop()`` block in sync code and return an awaitable when
 called on a running event loop (``await op.flush()``).
+
+Layer rule: sits between the manager and ``_copiers``; imports the ``Backend``
+protocol from there, ``_runtime``, and ``_copy`` for types only.
 """
 
 from __future__ import annotations
@@ -12,23 +15,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Generator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from ._copiers import Backend
 from ._runtime import Runtime, wait_future
 
 if TYPE_CHECKING:
     from ._copy import CopySpec, CopyStatus, CycleResult
 
 _log = logging.getLogger("aiologship")
-
-
-class Backend(Protocol):
-    """Where the engine runs: this process's runtime, a Ray actor, or nowhere (skipped)."""
-
-    async def start(self) -> None: ...
-    async def flush(self) -> CycleResult: ...
-    async def stop(self) -> None: ...
-    def status(self) -> CopyStatus: ...
 
 
 def in_event_loop() -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -18,8 +19,8 @@ from typing import Any
 import anyio
 import pytest
 
-from aiologship import _coordination as coord
-from aiologship._coordination import (
+from aiologship._copiers import _coordination as coord
+from aiologship._copiers._coordination import (
     HostLock,
     Role,
     copy_disabled_by_env,
@@ -28,19 +29,18 @@ from aiologship._coordination import (
     lock_path,
     should_skip_copy,
 )
+from aiologship._copiers._host_copier import HostCopier, HostState, poll_interval_for
+from aiologship._copiers._ray_copier import (
+    actor_name,
+    node_destination,
+    portable_error,
+    split_actor_name,
+)
 from aiologship._exceptions import (
     ConfigError,
     CopyConflictError,
     CopyError,
     DestinationError,
-)
-from aiologship._host_copier import HostCopier, HostState, poll_interval_for
-from aiologship._ray_copier import (
-    _error_from_wire,
-    _error_to_wire,
-    actor_name,
-    node_destination,
-    split_actor_name,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,11 +259,12 @@ def test_errors_survive_the_wire() -> None:
         CopyConflictError("app", {"copy_interval": (60.0, 30.0)}),
         RuntimeError("boom"),
     ]:
-        back = _error_from_wire(_error_to_wire(exc))
+        back = pickle.loads(pickle.dumps(portable_error(exc)))
         expected_type = CopyError if isinstance(exc, RuntimeError) else type(exc)
         assert type(back) is expected_type
-    back = _error_from_wire(_error_to_wire(ConfigError("k", "v", "why")))
+    back = pickle.loads(pickle.dumps(portable_error(ConfigError("k", "v", "why"))))
     assert isinstance(back, ConfigError) and back.key == "k" and back.reason == "why"
+    assert str(back) == str(ConfigError("k", "v", "why"))  # the message the caller sees
 
 
 def test_poll_interval_is_bounded_by_the_copy_interval() -> None:
@@ -311,7 +312,7 @@ _HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from aiologship._coordination import HostLock
+    from aiologship._copiers._coordination import HostLock
     lock = HostLock(Path(sys.argv[1]), "app")
     assert lock.try_acquire()
     print("held", flush=True)
@@ -480,7 +481,7 @@ _BACKEND_CHILD = textwrap.dedent(
     from pathlib import Path
     import anyio
     from aiologship._copy import CopySpec
-    from aiologship._host_copier import HostLockBackend
+    from aiologship._copiers._host_copier import HostLockBackend
 
     src, dest, state = sys.argv[1:4]
 
@@ -524,8 +525,8 @@ def test_processes_share_one_copier_and_take_over(tmp_path: Path) -> None:
     """Two processes start the same copy_name on one host: one copies, the other
     stands by; the copier is SIGKILLed; the standby takes over and ships the rest,
     each file once (real CopyEngine, local destination)."""
+    from aiologship._copiers._host_copier import HostLockBackend
     from aiologship._copy import CopySpec
-    from aiologship._host_copier import HostLockBackend
 
     src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "state"
     expected = _write_logs(src, 0, 5)
@@ -579,9 +580,9 @@ def test_copier_stops_when_its_removed_state_dir_is_locked_by_another(tmp_path: 
     """The state dir is removed under a running copier and another copier locks
     the new lock files: the first one stops at its next cycle with a clear error
     instead of shipping beside it, and its final status says so."""
+    from aiologship._copiers._host_copier import HostLockBackend
     from aiologship._copy import CopySpec
     from aiologship._copy._statedir import StateLock, engine_lock_path
-    from aiologship._host_copier import HostLockBackend
 
     src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "state"
     expected = _write_logs(src, 0, 3)
@@ -642,7 +643,7 @@ def test_public_ray_namespace() -> None:
 
 
 def test_short_gil_slices_lower_then_restore_the_switch_interval() -> None:
-    from aiologship._copy_backends import short_gil_slices
+    from aiologship._copiers._backends import short_gil_slices
 
     before = sys.getswitchinterval()
     with short_gil_slices():
@@ -654,7 +655,7 @@ def test_short_gil_slices_lower_then_restore_the_switch_interval() -> None:
 
 
 def test_short_gil_slices_leave_a_value_set_meanwhile_alone() -> None:
-    from aiologship._copy_backends import short_gil_slices
+    from aiologship._copiers._backends import short_gil_slices
 
     before = sys.getswitchinterval()
     try:

@@ -250,7 +250,7 @@ def test_the_cli_exits_past_a_thread_blocked_in_the_destination() -> None:
     # the interpreter would join it at exit forever.
     script = (
         "import threading\n"
-        "from aiologship.cli import exit_if_threads_hang\n"
+        "from aiologship.cli.copy import exit_if_threads_hang\n"
         "threading.Thread(target=threading.Event().wait).start()\n"
         "exit_if_threads_hang(7, grace=0.2)\n"
         "raise SystemExit(0)\n"

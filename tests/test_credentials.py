@@ -31,7 +31,7 @@ from aiologship._copy import CopyEngine, CopySpec
 from aiologship._exceptions import ConfigError, DestinationError
 from aiologship._fs import normalize_destination, redact, resolve_destination
 from aiologship._fs._hdfs import parse_target
-from aiologship._fs._webhdfs import RedirectRefused
+from aiologship._fs._hdfs._webhdfs import RedirectRefused
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -302,7 +302,7 @@ async def test_wait_policy_never_blocks_an_event_loop(fifo: FifoReader, route: A
 def test_drop_oldest_evicts_a_call_whose_sink_was_removed() -> None:
     """A captured call names its sink by number; evicting one whose sink is gone
     (removed meanwhile) counts the drop instead of failing the new record."""
-    from aiologship._handlers import RecordQueue, SinkHandler
+    from aiologship._logging._queue import RecordQueue, SinkHandler
 
     queue = RecordQueue(2, Overflow.DROP_OLDEST, 0.0, wake=lambda: None)  # no pump
     sink = SinkHandler(

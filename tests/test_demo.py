@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aiologship._demo import main
+from aiologship.cli.demo import main
 
 
 @pytest.mark.timeout(120)

@@ -184,7 +184,9 @@ def test_plain_path_keeps_hash_and_question_mark(tmp_path: Path) -> None:
 def test_auto_driver_is_native_even_where_libhdfs_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     # libhdfs is opt-in: auto must pick the driver the mini-cluster tests cover, even on
     # a host where libhdfs would load.
-    from aiologship._fs import _hdfs, _hdfs_native, _libhdfs
+    from aiologship._fs import _hdfs
+    from aiologship._fs._hdfs import _libhdfs
+    from aiologship._fs._hdfs import _native as _hdfs_native
 
     monkeypatch.delenv("HADOOP_CONF_DIR", raising=False)
     monkeypatch.delenv("HADOOP_HOME", raising=False)

@@ -160,7 +160,7 @@ def test_size_rotation_and_retention(tmp_path: Path) -> None:
 
 
 def test_time_rotation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import aiologship._sinks as sinks
+    import aiologship._logging._writers as sinks
 
     now = [1_700_000_000.0]
     monkeypatch.setattr(sinks.time, "time", lambda: now[0])

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from aiologship import LogManager
-from aiologship._handlers import direct_sinks
-from aiologship._records import build, capture
+from aiologship._logging._queue import direct_sinks
+from aiologship._logging._records import build, capture
 from tests.conftest import only_aiologship_sinks
 
 # asctime and message appear when some handler (pytest, Ray) already formatted the record.

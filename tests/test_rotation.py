@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from aiologship import LogManager
 from aiologship._config import Rotation
-from aiologship._sinks import FileWriter
+from aiologship._logging._writers import FileWriter
 from tests.conftest import read_lines
 
 
@@ -54,7 +54,7 @@ def test_many_rotations_in_one_second_keep_the_newest_records(
 ) -> None:
     # Every rotation below happens in the same clock second: from the fourth one on,
     # a reused name used to sort first and retention deleted the newest file.
-    import aiologship._sinks as sinks
+    import aiologship._logging._writers as sinks
 
     frozen = 1_700_000_000.25
     monkeypatch.setattr(sinks.time, "time", lambda: frozen)

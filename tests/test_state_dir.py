@@ -468,7 +468,7 @@ def test_full_state_dir_is_one_line_not_a_traceback(
 def test_cli_errors_from_task_groups_are_unwrapped_and_redacted(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    import aiologship.cli as cli
+    import aiologship.cli.copy as cli
     from aiologship._exceptions import CopyError
 
     uri = "s3://key:s3cr3tpass@bucket/logs"

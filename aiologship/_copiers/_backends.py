@@ -1,4 +1,5 @@
-"""Where a copy operation's engine runs, behind ``CopyOperation``.
+"""Where a copy operation's engine runs, behind ``CopyOperation``: the
+:class:`Backend` protocol and the backend the manager holds.
 
 ``CoordinatedBackend`` decides on the manager's runtime (never on the caller's loop:
 the first Ray role lookup may take a GCS round trip) and then delegates to
@@ -7,18 +8,20 @@ the first Ray role lookup may take a GCS round trip) and then delegates to
 - ``HostLockBackend``: outside Ray, the engine on this process's runtime while it
   holds the host lock for the copy_name (one copier per host);
 - ``RayBackend``: in Ray, the detached copier actor for the copy_name.
+
+Every backend implements the whole :class:`Backend` protocol, so no caller asks
+an object what it is (``hasattr``) before calling it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.to_thread
 
@@ -26,28 +29,53 @@ import anyio.to_thread
 # compiles source where no bytecode is cached) holding the GIL, which would stall
 # the caller's event loop in the middle of its ``await start_hdfs_copy(...)``.
 # None of these imports Ray or pyarrow.
-from . import _ray_copier  # noqa: F401  (the Ray backend, chosen in _coordination)
-from ._config import HdfsDriver
-from ._coordination import Role, coordinated_backend, ray_initialized, should_skip_copy
-from ._exceptions import CopyError
-from ._handle import Backend
-from ._host_copier import placeholder_status
-from ._runtime import Runtime
+from .._config import HdfsDriver
+from .._exceptions import CopyError
+from .._runtime import Runtime
+from ._coordination import Role, ray_initialized, should_skip_copy
+from ._host_copier import HostLockBackend, placeholder_status
+from ._ray_copier import RayBackend
 
 if TYPE_CHECKING:
+    from .._copy import CopySpec, CopyStatus, CycleResult
     from ._coordination import CopyGate
-    from ._copy import CopySpec, CopyStatus
 
-_log = logging.getLogger("aiologship")
 
-# On close(), a Ray copier gets one cycle for what this process wrote, then is left
-# running for the cluster (it outlives the task that started it).
-RELEASE_FLUSH_TIMEOUT = 60.0
+class Backend(Protocol):
+    """Where the engine runs: this process's runtime, a Ray actor, or nowhere
+    (skipped). Every method a caller uses is here."""
+
+    @property
+    def skipped(self) -> bool:
+        """Copies are disabled here (Ray worker node, ``RAY_DISABLE_HDFS_COPY``)."""
+        ...
+
+    async def start(self) -> None: ...
+    async def flush(self) -> CycleResult: ...
+    async def stop(self) -> None:
+        """``stop_hdfs_copy``: final cycle, then stop, wherever the engine runs."""
+        ...
+
+    async def close(self) -> None:
+        """The manager closes: stop an engine of this process; a Ray copier gets
+        one bounded cycle and is released (it keeps running for the cluster)."""
+        ...
+
+    async def release(self) -> None:
+        """Let go of the copy without a final cycle of our own: a Ray copier keeps
+        running; an engine of this process cannot outlive it and stops."""
+        ...
+
+    def status(self) -> CopyStatus: ...
 
 
 class SkippedBackend:
     def __init__(self, spec: CopySpec) -> None:
         self.spec = spec
+
+    @property
+    def skipped(self) -> bool:
+        return True
 
     async def start(self) -> None:
         return None
@@ -58,8 +86,14 @@ class SkippedBackend:
     async def stop(self) -> None:
         return None
 
+    async def close(self) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
+
     def status(self) -> CopyStatus:
-        return placeholder_status(self.spec, "skipped")  # type: ignore[no-any-return]
+        return placeholder_status(self.spec, "skipped")
 
 
 # Ray's first start of a copier actor runs pure-Python work in this process's
@@ -108,16 +142,12 @@ class CoordinatedBackend:
         self._runtime = runtime
         self._state_dir = state_dir
         self._driver = hdfs_driver
-        self._inner: Any = None
+        self._inner: Backend | None = None
         self._error: str | None = None
 
     @property
     def skipped(self) -> bool:
-        return isinstance(self._inner, SkippedBackend)
-
-    @property
-    def in_ray(self) -> bool:
-        return hasattr(self._inner, "release")
+        return self._inner is not None and self._inner.skipped
 
     async def start(self) -> None:
         try:
@@ -138,19 +168,22 @@ class CoordinatedBackend:
         if should_skip_copy(gate, self.spec.copy_name, str(self.spec.scope)):
             self._inner = SkippedBackend(self.spec)
             return
+        inner: Backend
         if gate.role is Role.STANDALONE:
             # The engine runs in this process: its first import (pyarrow, ~100 ms) in
             # a worker thread. In Ray it runs in the copier actor, so this process
             # never imports it (an import holds the GIL: every event loop of the
             # process would stall meanwhile).
-            await anyio.to_thread.run_sync(importlib.import_module, "aiologship._copy._operation")
-        inner = coordinated_backend(
-            self.spec,
-            runtime=self._runtime,
-            state_dir=self._state_dir,
-            hdfs_driver=self._driver,
-            role=gate.role,
-        )
+            await anyio.to_thread.run_sync(importlib.import_module, "aiologship._copy._engine")
+            inner = HostLockBackend(
+                self.spec,
+                runtime=self._runtime,
+                state_dir=self._state_dir,
+                hdfs_driver=self._driver,
+            )
+        else:
+            # A head node, or a worker node with scope="node": the copier actor.
+            inner = RayBackend(self.spec, state_dir=self._state_dir, hdfs_driver=self._driver)
         self._inner = inner
         await inner.start()
 
@@ -163,18 +196,12 @@ class CoordinatedBackend:
 
     async def close(self) -> None:
         """The manager closes: stop a local copier; leave a Ray copier running."""
-        inner = self._inner
-        if inner is None:
-            return
-        if not self.in_ray:
-            await inner.stop()
-            return
-        with anyio.move_on_after(RELEASE_FLUSH_TIMEOUT):
-            try:
-                await inner.flush()
-            except Exception as exc:
-                _log.warning("copy %r: flush before release failed: %s", self.spec.copy_name, exc)
-        await inner.release()
+        if self._inner is not None:
+            await self._inner.close()
+
+    async def release(self) -> None:
+        if self._inner is not None:
+            await self._inner.release()
 
     def _require(self) -> Backend:
         if self._inner is None:
@@ -182,12 +209,10 @@ class CoordinatedBackend:
                 f"copy operation {self.spec.copy_name!r} is not running"
                 + (f": {self._error}" if self._error else "")
             )
-        backend: Backend = self._inner
-        return backend
+        return self._inner
 
     def status(self) -> CopyStatus:
         if self._inner is not None:
-            status: CopyStatus = self._inner.status()
-            return status
+            return self._inner.status()
         state = "failed" if self._error else "new"
-        return placeholder_status(self.spec, state, self._error)  # type: ignore[no-any-return]
+        return placeholder_status(self.spec, state, self._error)

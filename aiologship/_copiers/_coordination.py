@@ -1,10 +1,13 @@
 """Who may copy: Ray role detection, the ``RAY_DISABLE_HDFS_COPY`` override, the
 start gate the manager asks, and the host file lock that gives one copier per
-``copy_name`` between processes outside Ray (issue 5).
+``copy_name`` between processes outside Ray (a second process on the host, or a
+Ray copier beside a plain process sharing the state dir, must never ship the
+same files again).
 
-Layer rule: imports ``_config`` / ``_exceptions`` and the state dir's file names
-(``_copy._statedir``, no pyarrow); Ray lazily, inside functions; the copy engine
-is reached through the objects passed in.
+Layer rule: imports ``_exceptions`` and the state dir's file names
+(``_copy._statedir``, no pyarrow); Ray lazily, inside functions (importing it
+costs about a second, and it is never needed outside a cluster). It imports no
+backend: the caller picks one after asking the gate.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from typing import Any
 
 import anyio
 
-from ._copy._statedir import host_lock_path
-from ._exceptions import ConfigError, CopyError
+from .._copy._statedir import host_lock_path
+from .._exceptions import ConfigError, CopyError
 
 logger = logging.getLogger("aiologship")
 
@@ -372,29 +375,3 @@ class HostLock:
     def __del__(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
-
-
-# ------------------------------------------------------------------ manager hooks
-
-
-def coordinated_backend(
-    spec: Any,
-    *,
-    runtime: Any,
-    state_dir: Path | None,
-    hdfs_driver: Any,
-    role: Role | None = None,
-) -> Any:
-    """The backend (``aiologship._handle.Backend`` protocol) that runs ``spec`` once
-    per copy_name: in Ray the detached copier actor (:class:`RayBackend`), outside
-    Ray the engine under the host file lock (:class:`HostLockBackend`). Call it only
-    for starts :func:`should_skip_copy` let through. Imports nothing heavy."""
-    if role is None:
-        role = detect_role()
-    if role is Role.STANDALONE:
-        from ._host_copier import HostLockBackend
-
-        return HostLockBackend(spec, runtime=runtime, state_dir=state_dir, hdfs_driver=hdfs_driver)
-    from ._ray_copier import RayBackend
-
-    return RayBackend(spec, state_dir=state_dir, hdfs_driver=hdfs_driver)

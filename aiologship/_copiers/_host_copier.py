@@ -1,5 +1,6 @@
 """One copier per ``copy_name`` per host: a copy engine that runs only while its
-process holds the host file lock (issue 5). A process that finds the lock taken
+process holds the host file lock (two processes on one host shipping the same
+files would ship every byte twice). A process that finds the lock taken
 stands by and polls it; when the holder dies (the kernel drops its flock) the
 first poller takes over within one poll interval, reopening the engine from the
 manifest the previous holder left.
@@ -7,8 +8,9 @@ manifest the previous holder left.
 The same class runs inside the Ray copier actor, so a Ray copier and a plain
 process on the same host with the same state dir never copy twice either.
 
-Layer rule: imports ``_coordination``, ``_config``, ``_exceptions``; reaches the
-copy engine only through an :class:`EngineFactory` (default: ``aiologship._copy``).
+Layer rule: imports ``_coordination``, ``_config``, ``_exceptions`` and the copy
+engine's light modules (spec, status); the engine itself only through an
+:class:`EngineFactory` (default: ``aiologship._copy``, loaded on first use).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any, Protocol
 
 import anyio
 
-from ._config import HdfsDriver
+from .._config import HdfsDriver, default_state_dir
+from .._copy import CopySpec, CopyState, CopyStatus
+from .._exceptions import CopyError
 from ._coordination import MAX_LOCK_POLL, HostLock
-from ._exceptions import CopyError
 
 logger = logging.getLogger("aiologship")
 
@@ -64,13 +67,13 @@ class DefaultEngineFactory:
     """The real copy engine from ``aiologship._copy`` (imported on first use)."""
 
     def spec(self, params: Mapping[str, Any]) -> SpecLike:
-        from ._copy import CopySpec
-
         spec: SpecLike = CopySpec.from_params(**params)
         return spec
 
     def engine(self, spec: Any, state_dir: Path, hdfs_driver: HdfsDriver) -> EngineLike:
-        from ._copy import CopyEngine
+        # The engine imports pyarrow (~100 ms holding the GIL): loaded here, where
+        # it runs (a worker thread or the copier actor), never at import time.
+        from .._copy import CopyEngine
 
         engine: EngineLike = CopyEngine(spec, state_dir=state_dir, hdfs_driver=hdfs_driver)
         return engine
@@ -231,10 +234,8 @@ class HostCopier:
         return self._engine.status()
 
 
-def placeholder_status(spec: Any, state: str, error: str | None = None) -> Any:
+def placeholder_status(spec: Any, state: str, error: str | None = None) -> CopyStatus:
     """A ``CopyStatus`` for an operation whose engine is elsewhere or not there."""
-    from ._copy import CopyState, CopyStatus
-
     return CopyStatus(
         name=spec.copy_name,
         state=CopyState(state),
@@ -263,8 +264,6 @@ class HostLockBackend:
         hdfs_driver: HdfsDriver = HdfsDriver.AUTO,
         factory: EngineFactory = DEFAULT_ENGINE_FACTORY,
     ) -> None:
-        from ._config import default_state_dir
-
         self.spec = spec
         self._runtime = runtime
         self._state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
@@ -296,6 +295,19 @@ class HostLockBackend:
     async def stop(self) -> None:
         if self._copier is not None:
             await self._copier.stop()
+
+    async def close(self) -> None:
+        """The manager closes: the engine runs in this process, so it stops
+        (after its final cycle)."""
+        await self.stop()
+
+    async def release(self) -> None:
+        """An engine in this process cannot outlive it: releasing it stops it."""
+        await self.stop()
+
+    @property
+    def skipped(self) -> bool:
+        return False
 
     def status(self) -> Any:
         if self._copier is None:

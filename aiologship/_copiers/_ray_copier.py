@@ -1,5 +1,5 @@
 """The Ray copier: one detached, named, async actor per ``copy_name`` (and per node
-for ``scope="node"``), pinned to its node, restarted when it dies (issue 5).
+for ``scope="node"``), pinned to its node, restarted when it dies.
 
 Why an actor and not head-only gating: every process on the head node would still
 start its own copy. A named actor created with ``get_if_exists=True`` is created
@@ -11,7 +11,9 @@ manifest, so nothing is lost or shipped twice.
 Inside the actor the engine runs under a :class:`HostCopier` (host file lock), so
 a plain process on the same host sharing the state dir never copies alongside it.
 
-Layer rule: Ray is imported inside functions only; this module imports without it.
+Layer rule: imports ``_coordination``, ``_host_copier``, ``_config``,
+``_exceptions`` and the state dir's names (``_copy._statedir``). Ray is imported
+inside functions only, so this module (and the manager) imports without it.
 """
 
 from __future__ import annotations
@@ -28,21 +30,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
-from ._config import HdfsDriver, default_state_dir
+from .._config import HdfsDriver, default_state_dir
+from .._copy._statedir import node_state_dir
+from .._exceptions import AiologshipError, CopyConflictError, CopyError
 from ._coordination import HEAD_RESOURCE, HostLock, current_node_id, import_ray
-from ._exceptions import (
-    AiologshipError,
-    ConfigError,
-    CopyConflictError,
-    CopyError,
-    DestinationError,
-)
 from ._host_copier import (
     DEFAULT_ENGINE_FACTORY,
     DEFAULT_START_TIMEOUT,
     EngineFactory,
     HostCopier,
     HostState,
+    placeholder_status,
     poll_interval_for,
 )
 
@@ -52,6 +50,9 @@ NAMESPACE = "aiologship"
 ACTOR_PREFIX = "copy:"
 _NODE_SEP = "@"
 DEFAULT_CALL_TIMEOUT = 60.0
+# On a manager's close(), its Ray copier gets one cycle for what this process
+# wrote, then is left running for the cluster (it outlives the task that started it).
+RELEASE_FLUSH_TIMEOUT = 60.0
 # Pause between calls to an actor Ray is restarting.
 _RETRY_PAUSE = 0.2
 
@@ -87,45 +88,16 @@ def node_destination(uri: str, node_id: str) -> str:
     return uri.rstrip("/") + "/" + node_id
 
 
-def node_state_dir(state_dir: Path, node_id: str) -> Path:
-    """Per-node manifests: on one machine all nodes share the disk and the state dir."""
-    return state_dir / "nodes" / node_id
+# ------------------------------------------------------------------ errors
 
 
-# ------------------------------------------------------------------ errors on the wire
-
-# Our exceptions take several constructor arguments, so they do not round-trip
-# through pickle; the actor sends them as plain data and the caller rebuilds them.
-
-
-def _error_to_wire(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, ConfigError):
-        return {
-            "type": "ConfigError",
-            "key": exc.key,
-            "value": repr(exc.value),
-            "reason": exc.reason,
-        }
-    if isinstance(exc, DestinationError):
-        return {"type": "DestinationError", "uri": exc.uri, "reason": exc.reason}
-    if isinstance(exc, CopyConflictError):
-        return {
-            "type": "CopyConflictError",
-            "copy_name": exc.copy_name,
-            "differences": {k: (repr(a), repr(b)) for k, (a, b) in exc.differences.items()},
-        }
-    return {"type": "CopyError", "message": f"{type(exc).__name__}: {exc}"}
-
-
-def _error_from_wire(data: Mapping[str, Any]) -> AiologshipError:
-    kind = data.get("type")
-    if kind == "ConfigError":
-        return ConfigError(data["key"], data["value"], data["reason"])
-    if kind == "DestinationError":
-        return DestinationError(data["uri"], data["reason"])
-    if kind == "CopyConflictError":
-        return CopyConflictError(data["copy_name"], dict(data["differences"]))
-    return CopyError(str(data.get("message", data)))
+def portable_error(exc: BaseException) -> AiologshipError:
+    """What the actor sends back for a failed start: our own errors as they are
+    (they pickle with their data), anything else as a ``CopyError`` naming it (a
+    foreign exception may not unpickle in the caller)."""
+    if isinstance(exc, AiologshipError):
+        return exc
+    return CopyError(f"{type(exc).__name__}: {exc}")
 
 
 # ------------------------------------------------------------------ the actor
@@ -187,7 +159,7 @@ class CopierActor:
         except Exception as exc:
             return {
                 "ok": False,
-                "error": _error_to_wire(exc),
+                "error": portable_error(exc),
                 "open_failed": self._copier.state is HostState.FAILED,
             }
         return {"ok": True, "state": str(state), "restarted": self._restarted}
@@ -252,7 +224,8 @@ def _actor_exists(name: str) -> bool:
 
 class RayCopier:
     """The caller's handle on a copier actor. Not tied to the caller's life: when
-    the calling task or manager ends, the copy keeps running (issue 5)."""
+    the calling task or manager ends, the copy keeps running (a detached actor:
+    the logs of a finished task are shipped too)."""
 
     kind = "ray"
 
@@ -397,7 +370,8 @@ async def start_ray_copier(
             # Free the name, so a corrected call can create a fresh copier.
             ray = import_ray()
             ray.kill(handle, no_restart=True)
-        raise _error_from_wire(reply["error"])
+        error: AiologshipError = reply["error"]
+        raise error
     return copier
 
 
@@ -497,12 +471,13 @@ def _in_event_loop() -> bool:
 
 
 class RayBackend:
-    """Manager backend in Ray (``aiologship._handle.Backend`` protocol): the copy
+    """Manager backend in Ray (``aiologship._copiers.Backend`` protocol): the copy
     runs in the copier actor; this object only talks to it.
 
     ``stop()`` is the explicit ``stop_hdfs_copy``: final cycle, then the actor is
     killed. A manager that merely closes must call :meth:`release` instead, so the
-    copier outlives the task that started it (issue 5)."""
+    copier outlives the task that started it (a Ray task's logs are still being
+    shipped after the task returns)."""
 
     def __init__(
         self,
@@ -552,9 +527,25 @@ class RayBackend:
             self._last = await self._copier.stop()
             self._copier = None
 
+    async def close(self) -> None:
+        """The manager closes: one bounded cycle for what this process wrote, then
+        :meth:`release`; the copier keeps running for the cluster."""
+        if self._copier is None:
+            return
+        with anyio.move_on_after(RELEASE_FLUSH_TIMEOUT):
+            try:
+                await self.flush()
+            except Exception as exc:
+                logger.warning("copy %r: flush before release failed: %s", self.spec.copy_name, exc)
+        await self.release()
+
     async def release(self) -> None:
         """Forget the actor; it keeps copying."""
         self._copier = None
+
+    @property
+    def skipped(self) -> bool:
+        return False
 
     def _require(self) -> RayCopier:
         if self._copier is None:
@@ -577,6 +568,4 @@ class RayBackend:
                 logger.warning("copier %r status unavailable: %s", self._copier.actor_name, exc)
         if self._last is not None:
             return self._last
-        from ._host_copier import placeholder_status
-
         return placeholder_status(self.spec, "failed" if self._error else "new", self._error)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
-from ._config import DEFAULT_TEXT_FORMAT
+from .._config import DEFAULT_TEXT_FORMAT
 
 _MILLIS = tuple(f".{ms:03d}" for ms in range(1000))
 

@@ -8,13 +8,29 @@ import sys
 from collections.abc import MutableMapping
 from datetime import timedelta
 from logging import CRITICAL, DEBUG, ERROR, INFO, WARNING
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ._handlers import all_immutable, direct_sinks
+from ._queue import all_immutable, direct_sinks
 from ._records import RESERVED, capture, fast_path_ok, make_record
 
-if TYPE_CHECKING:
-    from ._manager import LogManager
+
+class SinkRegistry(Protocol):
+    """What a :class:`Logger` needs of its manager: attach and detach file sinks.
+    ``LogManager`` is one; the logger never imports the manager (it sits above)."""
+
+    def add_sink(
+        self,
+        logger_name: str,
+        path: str | os.PathLike[str],
+        *,
+        level: int | str = ...,
+        fmt: str | None = ...,
+        json: bool | None = ...,
+        rotation: int | str | timedelta | None = ...,
+        retention: int | None = ...,
+    ) -> int: ...
+
+    def remove_sink(self, sink_id: int) -> None: ...
 
 
 def _plain_extra(extra: Any) -> bool:
@@ -36,7 +52,7 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
     ``add()`` attaches an aiologship file sink to this logger; ``remove()`` detaches it.
     """
 
-    def __init__(self, logger: logging.Logger, manager: LogManager) -> None:
+    def __init__(self, logger: logging.Logger, manager: SinkRegistry) -> None:
         super().__init__(logger, None)
         self._log_manager = manager
 

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from ._handlers import FlushMarker, RecordQueue, SinkHandler
+from ._queue import FlushMarker, RecordQueue, SinkHandler
 from ._records import build
 
 if TYPE_CHECKING:
-    from ._sinks import Writer
+    from ._writers import Writer
 
 MAX_BATCH = 4096
 YIELD_MASK = 511  # yield the GIL every 512 formatted records (~1 ms of work)

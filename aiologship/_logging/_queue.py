@@ -24,11 +24,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._config import Overflow
+from .._config import Overflow
 from ._records import build
 
 if TYPE_CHECKING:
-    from ._sinks import Writer
+    from ._writers import Writer
 
 _yield_gil = time.sleep
 

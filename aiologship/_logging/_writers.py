@@ -26,8 +26,8 @@ from typing import IO, Any, Protocol
 import aiofiles
 import anyio.to_thread
 
-from ._config import Rotation
-from ._exceptions import ConfigError
+from .._config import Rotation
+from .._exceptions import ConfigError
 
 _ENCODING = "utf-8"
 _ERRORS = "backslashreplace"

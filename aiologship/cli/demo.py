@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import Logger, LogManager
+from .. import Logger, LogManager
 
 TASKS = 100
 RECORDS_PER_TASK = 1_000

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from ._config import default_state_dir
-from ._copy._statedir import (
+from .._config import configured_state_dir
+from .._copy._statedir import (
     LEGACY_LOCK_NAME,
     MANIFEST_NAME,
     STATUS_NAME,
@@ -91,9 +90,7 @@ def _without_lock(data: dict[str, Any]) -> str:
 
 
 def _command(args: argparse.Namespace) -> int:
-    state_dir = args.state_dir or Path(
-        os.environ.get("AIOLOGSHIP_STATE_DIR") or default_state_dir()
-    )
+    state_dir = args.state_dir or configured_state_dir()
     states = read_states(state_dir)
     if args.json:
         for state in states:

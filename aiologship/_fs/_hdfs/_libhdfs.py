@@ -20,9 +20,9 @@ from pathlib import Path
 import pyarrow
 import pyarrow.fs as pafs
 
-from .._exceptions import DestinationError
-from ._hdfs import DEFAULT_RPC_PORT, HdfsTarget
-from ._redact import scrub
+from ..._exceptions import DestinationError
+from .._redact import scrub
+from ._target import DEFAULT_RPC_PORT, HdfsTarget
 
 PROBE_TIMEOUT = 60.0
 # Connect/retry bounds passed to the Java client: fail in seconds, let the engine retry.

@@ -24,9 +24,9 @@ from typing import Any
 import pyarrow
 import pyarrow.fs as pafs
 
-from .._exceptions import DestinationError
-from ._hdfs import ENV_USER, HdfsTarget
-from ._redact import scrub
+from ..._exceptions import DestinationError
+from .._redact import scrub
+from ._target import ENV_USER, HdfsTarget
 
 # Bounded failover (see the module docstring); a user's Hadoop configuration wins.
 FAST_FAIL_CONF = {

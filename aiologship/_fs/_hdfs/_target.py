@@ -1,54 +1,23 @@
-"""hdfs:// destinations: pick a driver and open a ``pyarrow.fs.FileSystem`` (issue 4).
+"""The target of an hdfs:// destination, shared by every driver: the URI taken
+apart (:class:`HdfsTarget`), the Hadoop configuration it resolves against
+(``HADOOP_CONF_DIR`` / ``HADOOP_HOME``), HA name services, the effective user.
 
-Drivers (``HdfsDriver``):
-
-- ``native``: the hdfs-native client (no JVM), wrapped as a ``pyarrow.fs`` handler.
-- ``libhdfs``: ``pyarrow.fs.HadoopFileSystem`` where libhdfs, a JVM and a Hadoop
-  CLASSPATH are present (checked in a subprocess, so a broken JVM cannot crash us).
-- ``webhdfs``: HTTP to the NameNode web port (``dfs.namenode.http-address`` from
-  ``HADOOP_CONF_DIR``, else port 9870 on the URI's host).
-- ``auto``: native, the driver tested against a real cluster. libhdfs is opt-in
-  (``hdfs_driver="libhdfs"``): it runs a JVM inside this process and no test here
-  runs it against a cluster.
-
-What is passed through to every driver:
-
-- ``HADOOP_CONF_DIR`` (or ``HADOOP_HOME/etc/hadoop``): ``core-site.xml`` and
-  ``hdfs-site.xml``, so ``hdfs://nameservice/path`` resolves HA name services and
-  ``hdfs:///path`` uses ``fs.defaultFS``.
-- the user: ``user@`` in the URI, else the ``user`` argument, else ``HADOOP_USER_NAME``,
-  else the OS user. hdfs-native reads ``HADOOP_USER_NAME`` from the process environment
-  when it connects, so a ``user`` for the native driver is set there (one user per
-  process: a conflicting value is refused, not silently overridden).
-- Kerberos: the ticket cache ``KRB5CCNAME``; delegation tokens from
-  ``HADOOP_TOKEN_FILE_LOCATION`` (native, libhdfs) or ``?delegation=`` (webhdfs).
-
-Every error leaves as ``DestinationError`` with the URI redacted.
+Layer rule: imports ``_exceptions`` only; drivers import this module, never the
+other way round.
 """
-
 from __future__ import annotations
 
-import logging
 import os
-import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .._config import HdfsDriver
-from .._exceptions import DestinationError
-
-logger = logging.getLogger("aiologship.hdfs")
+from ..._exceptions import DestinationError
 
 DEFAULT_RPC_PORT = 8020
 DEFAULT_HTTP_PORT = 9870
 ENV_USER = "HADOOP_USER_NAME"
-
-_logged: set[tuple[str, str]] = set()
-_logged_lock = threading.Lock()
-
 
 @dataclass(frozen=True, slots=True)
 class HdfsTarget:
@@ -74,42 +43,6 @@ class HdfsTarget:
     @property
     def is_nameservice(self) -> bool:
         return self.host is not None and self.port is None and self.host in nameservices(self.conf)
-
-
-def open_hdfs(
-    uri: str, redacted: str, *, driver: HdfsDriver, user: str | None
-) -> tuple[Any, str, bool]:
-    """Return ``(pyarrow.fs.FileSystem, base_path, can_append)`` for an hdfs:// URI.
-    May block (libhdfs probes in a subprocess): call it in a worker thread."""
-    target = parse_target(uri, redacted, user=user)
-    chosen = HdfsDriver(driver)
-    if chosen is HdfsDriver.AUTO:
-        # The driver the mini-cluster tests cover; libhdfs (JNI, a JVM in this process)
-        # is never picked for the user.
-        chosen = HdfsDriver.NATIVE
-        _log_choice(redacted, chosen, "auto")
-    else:
-        _log_choice(redacted, chosen, "requested")
-    if chosen is HdfsDriver.NATIVE:
-        from ._hdfs_native import open_native
-
-        return open_native(target, redacted)
-    if chosen is HdfsDriver.WEBHDFS:
-        from ._webhdfs import open_webhdfs
-
-        return open_webhdfs(target, redacted)
-    from ._libhdfs import open_libhdfs
-
-    return open_libhdfs(target, redacted)
-
-
-def _log_choice(redacted: str, driver: HdfsDriver, why: str) -> None:
-    key = (redacted, driver.value)
-    with _logged_lock:
-        if key in _logged:
-            return
-        _logged.add(key)
-    logger.info("HDFS driver for %s: %s (%s)", redacted, driver.value, why)
 
 
 def parse_target(uri: str, redacted: str, *, user: str | None = None) -> HdfsTarget:

@@ -37,9 +37,9 @@ import httpx
 import pyarrow
 import pyarrow.fs as pafs
 
-from .._exceptions import DestinationError
-from ._hdfs import DEFAULT_HTTP_PORT, HdfsTarget, namenode_addresses, nameservices
-from ._redact import scrub
+from ..._exceptions import DestinationError
+from .._redact import scrub
+from ._target import DEFAULT_HTTP_PORT, HdfsTarget, namenode_addresses, nameservices
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
