@@ -4,7 +4,7 @@
 splits the path on every call; together they are about half of what a log call
 costs. Here the caller's frame is taken at a known depth and the path split is
 cached per code file. The record is a plain ``logging.LogRecord`` with the same
-attributes as the stdlib's (``tests/test_records.py`` compares them field by
+attributes as the stdlib's (``tests/logging/test_records.py`` compares them field by
 field); anything unusual (a custom record factory or ``makeRecord``, ``stack_info``,
 ``stacklevel``) goes through the stdlib path instead.
 
@@ -162,7 +162,7 @@ def build(item: tuple[Any, ...], exc_info: Any = None) -> logging.LogRecord:
         filename = os.path.basename(pathname)
         names = _paths[pathname] = (filename, os.path.splitext(filename)[0])
     # One dict display instead of twenty attribute stores: same keys, same order
-    # as LogRecord.__init__ (tests/test_records.py compares them).
+    # as LogRecord.__init__ (tests/logging/test_records.py compares them).
     d = {
         "name": name,
         "msg": msg,

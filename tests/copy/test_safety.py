@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
-from test_copy_engine import Env
+from test_engine import Env
 
 from aiologship._copy import CopySpec, _engine
 from aiologship._copy._scan import SourceFile
@@ -23,7 +23,7 @@ from aiologship._exceptions import ConfigError
 
 pytestmark = pytest.mark.anyio
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SECRET = b"TOP-SECRET-" * 64
 
 

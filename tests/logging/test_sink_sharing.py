@@ -15,9 +15,9 @@ import pytest
 
 from aiologship import ConfigError, LogManager
 from tests.conftest import only_aiologship_sinks, read_lines
-from tests.test_rotation import files_by_age, unexpected_files
+from tests.logging.test_rotation import files_by_age, unexpected_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 LIMIT = 600
 

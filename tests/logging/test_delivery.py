@@ -18,7 +18,7 @@ import pytest
 from aiologship import LogManager, Overflow
 from tests.conftest import read_lines
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def check_exactly_once(path: Path, tasks: int, per_task: int) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiologship import AsyncFileHandler, LogManager
 from tests.conftest import read_lines
-from tests.test_delivery import _run_script
+from tests.logging.test_delivery import _run_script
 
 
 def test_dictconfig_factory_form(tmp_path: Path) -> None:

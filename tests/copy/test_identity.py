@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from aiologship._copy import CopyEngine
 from aiologship._fs import Destination
-from tests.test_copy_engine import Env, LocalHandler, lines
+from tests.copy.test_engine import Env, LocalHandler, lines
 
 pytestmark = pytest.mark.anyio
 

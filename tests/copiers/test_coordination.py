@@ -43,7 +43,7 @@ from aiologship._exceptions import (
     DestinationError,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NODE = "ab" * 28  # a Ray node id is 56 hex digits
 
 

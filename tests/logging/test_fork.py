@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_rotation import files_by_age
+from tests.logging.test_rotation import files_by_age
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 _SCENARIO = textwrap.dedent(
     """

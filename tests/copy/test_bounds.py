@@ -16,7 +16,7 @@ import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_copy_engine import Env, LocalHandler
+from test_engine import Env, LocalHandler
 
 from aiologship import LogManager
 from aiologship._copy import CopyEngine, CopyState

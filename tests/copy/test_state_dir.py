@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from aiologship._copy import CopyEngine, CopySpec
 from aiologship.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEADLINE = 30.0
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from aiologship._copy._transfer import TMP_MARK
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # The child copies with a real local destination; in "slow" mode the
 # destination's output streams write 64 KiB pieces with a pause between them,
