@@ -41,6 +41,7 @@ class SpecLike(Protocol):
     @property
     def copy_interval(self) -> Any: ...
 
+    def as_params(self) -> dict[str, Any]: ...
     def differences(self, other: Any) -> dict[str, tuple[Any, Any]]: ...
 
 
@@ -281,7 +282,7 @@ class HostLockBackend:
             self.spec.copy_name,
             engine,
             HostLock(self._state_dir, self.spec.copy_name),
-            poll_interval=poll_interval_for(getattr(self.spec, "copy_interval", None)),
+            poll_interval=poll_interval_for(self.spec.copy_interval),
         )
         self._copier = copier
         self._runtime.spawn(copier.run)

@@ -130,7 +130,7 @@ class CopierActor:
             copy_name,
             engine,
             HostLock(self._state_dir, copy_name),
-            poll_interval=poll_interval_for(getattr(self._spec, "copy_interval", None)),
+            poll_interval=poll_interval_for(self._spec.copy_interval),
         )
         actor_id = ray.get_runtime_context().get_actor_id()
         # A GCS lookup: off the loop. (runtime_context.was_current_actor_reconstructed
@@ -502,7 +502,7 @@ class RayBackend:
         return self._copier
 
     async def start(self, timeout: float | None = DEFAULT_START_TIMEOUT) -> None:
-        params = self.spec.as_params() if hasattr(self.spec, "as_params") else dict(self.spec)
+        params = self.spec.as_params()
         try:
             self._copier = await start_ray_copier(
                 params,
