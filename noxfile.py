@@ -58,6 +58,11 @@ def soak(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    session.install("-e", ".", "ruff", "mypy", "types-PyYAML", "types-aiofiles")
+    """ruff, mypy strict, and the import contracts of pyproject.toml (the layers).
+    ``[test]``: mypy checks the pytest plugin against pytest's own types."""
+    session.install(
+        "-e", ".[test]", "ruff", "mypy", "types-PyYAML", "types-aiofiles", "import-linter"
+    )
     session.run("ruff", "check", "aiologship", "tests", "benchmarks", "examples")
     session.run("mypy", "aiologship")
+    session.run("lint-imports")

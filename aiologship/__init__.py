@@ -11,10 +11,10 @@ from ._exceptions import (
     CopyError,
     DestinationError,
 )
-from ._handle import CopyOperation
-from ._handlers import Stats
-from ._logger import Logger
+from ._logging._logger import Logger
+from ._logging._queue import Stats
 from ._manager import LogManager
+from ._operation import CopyOperation
 from ._stdlib import AsyncFileHandler
 
 __version__ = "0.1.0"

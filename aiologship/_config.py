@@ -465,3 +465,15 @@ def default_state_dir() -> Path:
     """Per-user cache folder for copy manifests (XDG_CACHE_HOME honoured)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "aiologship"
+
+
+def configured_state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The state dir a manager configured by the environment alone uses:
+    ``AIOLOGSHIP_STATE_DIR``, else :func:`default_state_dir`. For readers of the
+    state (``aiologship status``) that have no manager."""
+    env = os.environ if environ is None else environ
+    key = "state_dir"
+    raw = env.get(ENV_PREFIX + key.upper())
+    if raw is None or raw == "":
+        return default_state_dir()
+    return _path(raw, key, _Source(Path(f"${ENV_PREFIX}{key.upper()}")))

@@ -34,20 +34,19 @@ from ._config import (
     parse_retention,
     parse_rotation,
 )
+from ._copiers import Backend, CoordinatedBackend, CopyGate, copy_gate, list_copies, stop_copy
 from ._copy import CopySpec  # light: the engine (pyarrow) loads on first use
-from ._copy_backends import CoordinatedBackend
 from ._exceptions import ClosedError, ConfigError, CopyConflictError
-from ._formatting import make_formatter
-from ._handle import Backend, CopyOperation, in_event_loop
-from ._handlers import FlushMarker, RecordQueue, SinkHandler, Stats
-from ._pump import Pump
+from ._logging._formatting import make_formatter
+from ._logging._logger import Logger
+from ._logging._pump import Pump
+from ._logging._queue import FlushMarker, RecordQueue, SinkHandler, Stats
+from ._logging._writers import FileWriter, Writer
+from ._operation import CopyOperation, in_event_loop
 from ._runtime import Runtime
-from ._sinks import FileWriter, Writer
 
 if TYPE_CHECKING:
-    from ._coordination import CopyGate
     from ._copy import CopyStatus
-    from ._logger import Logger
 
 _log = logging.getLogger("aiologship")
 
@@ -131,8 +130,6 @@ class LogManager:
     def _copy_gate(self) -> CopyGate:
         gate = self._gate
         if gate is None:
-            from ._coordination import copy_gate
-
             with self._lock:
                 if self._gate is None:
                     self._gate = copy_gate()
@@ -148,8 +145,6 @@ class LogManager:
 
     def get_logger(self, name: str | None = None) -> Logger:
         """A stdlib-compatible logger at the configured level (INFO by default)."""
-        from ._logger import Logger
-
         std = logging.getLogger(name)
         std.setLevel(self._config.level)
         return Logger(std, self)
@@ -391,8 +386,6 @@ class LogManager:
             ops = list(self._copies.values())
         statuses = {op.name: op.status() for op in ops}
         if self._copy_gate().role != "standalone":
-            from ._ray_copier import list_copies
-
             for status in list_copies():
                 if statuses.get(status.name) is None or str(statuses[status.name].state) in (
                     "skipped",
@@ -432,8 +425,6 @@ class LogManager:
 
     def _stop_in_cluster(self, copy_name: str, found_here: bool) -> None:
         if self._copy_gate().role != "standalone":
-            from ._ray_copier import stop_copy
-
             stop_copy(copy_name)
             return
         if not found_here:
@@ -567,18 +558,14 @@ class LogManager:
 
 
 async def _stop_quietly(op: CopyOperation) -> None:
-    backend: Any = op._backend
     try:
-        if hasattr(backend, "close"):
-            await backend.close()
-        else:
-            await backend.stop()
+        await op._backend.close()
     except Exception:
         _log.exception("final copy cycle of %r failed", op.name)
 
 
 def _skipped(op: CopyOperation) -> bool:
-    return bool(getattr(op._backend, "skipped", False))
+    return op._backend.skipped
 
 
 # ------------------------------------------------------ process-wide hooks

@@ -13,7 +13,7 @@ here, by the thread that starts them. A thread that imports holds that module's
 import lock; a child forked meanwhile inherits the lock held by a thread that does
 not exist in the child, and the child's own runtime thread would then wait on that
 import forever (``flush()`` times out, every record is dropped). ``anyio.run()``
-imports its backend lazily, so it is imported below; ``tests/test_fork.py``
+imports its backend lazily, so it is imported below; ``tests/logging/test_fork.py``
 checks that no pipeline thread imports. (Starting a copy loads the copy engine in
 a worker thread: a child forked during that import can log, but would block if it
 started a copy of its own.)

@@ -7,6 +7,11 @@ for ``logging.config.dictConfig`` / ``fileConfig`` and hand-written setups::
 It feeds the process-wide default ``LogManager`` (or the one passed as
 ``manager``), so it has the same guarantees: O(1) ``emit``, batched writes off the
 caller's loop, drained at interpreter exit.
+
+Layer rule: part of the public surface (``aiologship.AsyncFileHandler``), above
+the manager: a handler made by ``dictConfig`` has no manager of its own, so it
+feeds the default one. That is why it is not in ``_logging``, which sits below
+the manager and never imports it.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from ._config import parse_level, parse_retention, parse_rotation
-from ._formatting import make_formatter
-from ._handlers import SinkHandler
+from ._logging._formatting import make_formatter
+from ._logging._queue import SinkHandler
 from ._manager import LogManager, default_manager
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._coordination import (
+from ._copiers._coordination import (
     ENV_DISABLE,
     HEAD_RESOURCE,
     Role,
@@ -26,10 +26,10 @@ from ._coordination import (
     current_node_id,
     detect_role,
 )
+from ._copiers._ray_copier import NAMESPACE, copier_infos
+from ._copiers._ray_copier import list_copies as _list_copies
+from ._copiers._ray_copier import stop_copy as _stop_copy
 from ._exceptions import CopyError
-from ._ray_copier import NAMESPACE, copier_infos
-from ._ray_copier import list_copies as _list_copies
-from ._ray_copier import stop_copy as _stop_copy
 
 __all__ = [
     "ENV_DISABLE",

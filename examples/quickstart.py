@@ -1,5 +1,5 @@
 """The demo (``nox -s demo``): 100 async tasks log to JSON files, which are shipped
-to a local folder. The code lives in ``aiologship/_demo.py`` so that the installed
+to a local folder. The code lives in ``aiologship/cli/demo.py`` so that the installed
 ``aiologship demo`` command runs the same thing; read it there."""
 
 import sys

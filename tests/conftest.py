@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from aiologship._handlers import SinkHandler, direct_sinks
+from aiologship._logging._queue import SinkHandler, direct_sinks
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,13 @@
 """The copy engine: periodic, incremental, resumable copies of globbed files.
 
-Layer rule: imports ``aiologship._fs``, ``_config``, ``_exceptions``; never the
-manager or Ray coordination.
+Modules: ``_spec`` (what to copy), ``_scan`` (glob + stat), ``_source`` (safe
+opens under ``root_dir``), ``_identity`` (which file is which: renames, rewrites),
+``_manifest`` (what is shipped), ``_transfer`` (one file to the destination,
+retried), ``_statedir`` (every name in the state dir, and the locks), ``_status``
+(status types, no pyarrow), ``_engine`` (``CopyEngine``: the loop).
+
+Layer rule: imports ``aiologship._fs``, ``_config``, ``_exceptions``; never
+``_logging``, ``_copiers``, the manager or Ray.
 
 ::
 
@@ -20,16 +26,16 @@ from ._spec import CopySpec, Scope
 from ._status import CopyState, CopyStatus, CycleResult
 
 if TYPE_CHECKING:
-    from ._operation import CopyEngine
+    from ._engine import CopyEngine
 
 
 def __getattr__(name: str) -> Any:
     # The engine imports pyarrow (~100 ms, holding the GIL); validating a CopySpec or
     # reading a status must not, so the engine loads on first use, where it runs.
     if name == "CopyEngine":
-        from . import _operation
+        from . import _engine
 
-        return getattr(_operation, name)
+        return getattr(_engine, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

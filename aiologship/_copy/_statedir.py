@@ -8,8 +8,10 @@ copier per copy.
         manifest.json                          what is shipped (``_manifest``)
         status.json                            last status, for ``aiologship status``
       locks/
-        <percent-encoded copy_name>.lock       host lock (``aiologship._coordination``)
+        <percent-encoded copy_name>.lock       host lock (``aiologship._copiers._coordination``)
         engine/<folder name>.lock              the engine's lock on that folder
+      nodes/<Ray node id>/                     the same layout, per node, for the
+                                               Ray copiers of ``scope="node"``
 
 The engine's lock lives outside the folder it guards: removing a copy's folder
 (a careless ``rm -rf``) must not free the lock while its copier still runs. The
@@ -45,6 +47,7 @@ MANIFEST_NAME = "manifest.json"
 STATUS_NAME = "status.json"
 LOCKS_DIR = "locks"
 ENGINE_LOCKS_DIR = "engine"  # under LOCKS_DIR
+NODES_DIR = "nodes"
 LEGACY_LOCK_NAME = "lock"  # inside the copy's folder, before the lock moved out
 _PROBE_NAME = ".probe"
 _SLUG_CHARS = 80
@@ -90,6 +93,12 @@ def legacy_state_key(copy_name: str, destination_redacted: str) -> str:
     """The folder name older versions used (slug and destination hash only, so
     distinct names could share it); read only to adopt such a folder."""
     return f"{_slug(copy_name)[:_SLUG_CHARS]}-{_destination_digest(destination_redacted)}"
+
+
+def node_state_dir(state_dir: Path, node_id: str) -> Path:
+    """Per-node state of ``scope="node"`` copiers: on one machine all Ray nodes
+    share the disk and the state dir."""
+    return state_dir / NODES_DIR / node_id
 
 
 def engine_lock_path(state_dir: Path, key: str) -> Path:

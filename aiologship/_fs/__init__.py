@@ -1,6 +1,11 @@
 """Destinations: a URI -> a ``pyarrow.fs.FileSystem`` and a base path.
 
-Layer rule: imports only ``aiologship._config`` / ``aiologship._exceptions``.
+Modules: ``_resolve`` (URI -> filesystem), ``_redact`` (secrets out of URIs and
+messages), ``_hdfs/`` (hdfs:// targets, the driver table, one module per driver).
+
+Layer rule: imports only ``aiologship._config`` / ``aiologship._exceptions``;
+never ``_logging``, ``_copy``, ``_copiers``, the manager or Ray. pyarrow loads
+inside the functions that open a filesystem (they run in worker threads).
 
 Contract used by the copy engine (``aiologship._copy``)::
 

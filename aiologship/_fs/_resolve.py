@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 from .._config import HdfsDriver
 from .._exceptions import ConfigError, DestinationError
+from . import _hdfs
 from ._redact import ambiguous_userinfo, redact, scrub
 
 if TYPE_CHECKING:
@@ -133,9 +134,8 @@ def resolve_destination(
         path = os.path.normpath(unquote(parts.path))
         return Destination(pafs.LocalFileSystem(), _strip_slash(path), shown, True)
     if scheme in _HDFS_SCHEMES:
-        from ._hdfs import open_hdfs  # the HDFS helper's module (issue 4)
-
-        filesystem, base_path, can_append = open_hdfs(text, shown, driver=hdfs_driver, user=user)
+        opened = _hdfs.open_hdfs(text, shown, driver=hdfs_driver, user=user)
+        filesystem, base_path, can_append = opened
         return Destination(filesystem, _strip_slash(base_path), shown, bool(can_append))
     try:
         filesystem, path = pafs.FileSystem.from_uri(text)

@@ -14,7 +14,7 @@ from aiologship._config import HdfsDriver
 from aiologship._exceptions import DestinationError
 from aiologship._fs import resolve_destination
 from aiologship._fs._hdfs import open_hdfs, parse_target
-from aiologship._fs._libhdfs import libhdfs_unavailable
+from aiologship._fs._hdfs._libhdfs import libhdfs_unavailable
 
 DRIVERS = [HdfsDriver.NATIVE, HdfsDriver.WEBHDFS]
 pytestmark = pytest.mark.timeout(120)

@@ -14,7 +14,7 @@ import pytest
 from aiologship._config import HdfsDriver
 from aiologship._fs import resolve_destination
 from aiologship._fs._hdfs import parse_target
-from aiologship._fs._webhdfs import http_addresses
+from aiologship._fs._hdfs._webhdfs import http_addresses
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import ray
 
-from aiologship._ray_copier import NAMESPACE
+from aiologship._copiers._ray_copier import NAMESPACE
 
 
 def kill_copiers() -> None:
@@ -45,6 +45,6 @@ def wait_for(
 
 def engine_factory() -> Any:
     """The real copy engine (aiologship._copy), passed to the copier actors."""
-    from aiologship._host_copier import DEFAULT_ENGINE_FACTORY
+    from aiologship._copiers._host_copier import DEFAULT_ENGINE_FACTORY
 
     return DEFAULT_ENGINE_FACTORY

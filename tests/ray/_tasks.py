@@ -60,8 +60,8 @@ def start_copy_task(
     barrier: Any = None,
 ) -> dict[str, Any]:
     """What a user's task does: decide (gate), then start or skip, as LogManager will."""
-    from aiologship._coordination import copy_gate, should_skip_copy
-    from aiologship._ray_copier import start_ray_copier
+    from aiologship._copiers._coordination import copy_gate, should_skip_copy
+    from aiologship._copiers._ray_copier import start_ray_copier
 
     log, handler = _capture()
     try:
@@ -104,14 +104,14 @@ class GatedFactory:
     """The real engine factory, whose spec() waits for ``_start_gate`` if set."""
 
     def spec(self, params: Any) -> Any:
-        from aiologship._host_copier import DEFAULT_ENGINE_FACTORY
+        from aiologship._copiers._host_copier import DEFAULT_ENGINE_FACTORY
 
         if _start_gate is not None and not _start_gate.wait(timeout=60):
             raise TimeoutError("the service was not pinged while its start was held")
         return DEFAULT_ENGINE_FACTORY.spec(params)
 
     def engine(self, spec: Any, state_dir: Any, hdfs_driver: Any) -> Any:
-        from aiologship._host_copier import DEFAULT_ENGINE_FACTORY
+        from aiologship._copiers._host_copier import DEFAULT_ENGINE_FACTORY
 
         return DEFAULT_ENGINE_FACTORY.engine(spec, state_dir, hdfs_driver)
 
@@ -139,7 +139,7 @@ class UserService:
     async def start_copy(
         self, params: dict[str, Any], state_dir: str, factory: Any
     ) -> dict[str, Any]:
-        from aiologship._ray_copier import start_ray_copier
+        from aiologship._copiers._ray_copier import start_ray_copier
 
         self.lags.clear()
         self.measuring = True
@@ -159,7 +159,7 @@ class UserService:
             "ticks": len(self.lags),
             # The engine (and pyarrow.fs) runs in the copier actor; loading it here
             # would hold this process's GIL for ~100 ms, stalling this loop.
-            "engine_loaded_here": "aiologship._copy._operation" in sys.modules,
+            "engine_loaded_here": "aiologship._copy._engine" in sys.modules,
         }
 
     async def ping(self, i: int) -> int:
@@ -184,7 +184,7 @@ class ManagerService:
         op = await self.lm.start_hdfs_copy(**params)
         return {
             "state": str(op.state),
-            "engine_loaded_here": "aiologship._copy._operation" in sys.modules,
+            "engine_loaded_here": "aiologship._copy._engine" in sys.modules,
             "switch_interval": (before, sys.getswitchinterval()),
         }
 
@@ -200,7 +200,7 @@ def manager_task(
     import os
 
     from aiologship import LogManager
-    from aiologship._coordination import detect_role
+    from aiologship._copiers._coordination import detect_role
 
     log, handler = _capture()
     try:

@@ -24,8 +24,8 @@ from _tasks import (
 )
 
 from aiologship import ray as aray
+from aiologship._copiers._ray_copier import NAMESPACE, RayCopier, find_copiers
 from aiologship._exceptions import CopyConflictError
-from aiologship._ray_copier import NAMESPACE, RayCopier, find_copiers
 
 SKIP_LINE = "HDFS copy operation '{}' skipped: disabled in Ray cluster worker node"
 
@@ -323,7 +323,7 @@ def test_list_stop_and_describe_from_any_node(cluster: Any, tmp_path: Path) -> N
 def test_conflicting_parameters_raise_in_the_caller(cluster: Any, tmp_path: Path) -> None:
     import anyio
 
-    from aiologship._ray_copier import start_ray_copier
+    from aiologship._copiers._ray_copier import start_ray_copier
 
     make_logs(tmp_path / "src", 1)
     p = params("conflict", tmp_path / "src", tmp_path / "dest")
@@ -429,8 +429,8 @@ def test_plain_process_stands_by_while_the_ray_copier_runs(cluster: Any, tmp_pat
     copier is stopped."""
     import types
 
+    from aiologship._copiers._host_copier import HostLockBackend, HostState
     from aiologship._copy import CopySpec
-    from aiologship._host_copier import HostLockBackend, HostState
 
     files = make_logs(tmp_path / "src", 2)
     p = params("shared_host", tmp_path / "src", tmp_path / "dest", copy_interval=0.2)
@@ -471,8 +471,8 @@ def test_plain_process_stands_by_while_the_ray_copier_runs(cluster: Any, tmp_pat
 def test_engine_that_cannot_open_fails_the_start_and_frees_the_name(
     cluster: Any, tmp_path: Path
 ) -> None:
+    from aiologship._copiers._ray_copier import start_ray_copier
     from aiologship._exceptions import ConfigError
-    from aiologship._ray_copier import start_ray_copier
 
     make_logs(tmp_path / "src", 1)
     p = params("bad_state", tmp_path / "src", tmp_path / "dest")

@@ -1,0 +1,17 @@
+"""Logging that never blocks the caller's event loop, in the order a record
+travels:
+
+- ``_logger``: ``Logger``, the stdlib ``LoggerAdapter`` users hold; the fast path
+  captures a call as a flat tuple of immutable values (``_records``).
+- ``_queue``: ``RecordQueue`` (bounded, the overflow policy) and ``SinkHandler``,
+  the ``logging.Handler`` whose ``emit()`` enqueues in O(1) and never raises.
+- ``_pump``: on the manager's runtime loop, drains the queue in batches, builds
+  the ``LogRecord`` s and formats them.
+- ``_formatting``: text and JSON formatters.
+- ``_writers``: ``FileWriter``, batched file writes, rotation and retention.
+- ``_records``: building records from captured calls.
+
+Layer rule: may import ``_config``, ``_exceptions`` (and ``_runtime``); never
+``_copy``, ``_copiers``, ``_fs``, the manager or Ray. The manager composes these
+parts; ``Logger`` reaches it only through the ``SinkRegistry`` protocol.
+"""

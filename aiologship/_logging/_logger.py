@@ -1,0 +1,179 @@
+"""The logger users hold: a stdlib logger plus ``add``/``remove`` for file sinks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import MutableMapping
+from datetime import timedelta
+from logging import CRITICAL, DEBUG, ERROR, INFO, WARNING
+from typing import Any, Protocol
+
+from ._queue import all_immutable, direct_sinks
+from ._records import RESERVED, capture, fast_path_ok, make_record
+
+
+class SinkRegistry(Protocol):
+    """What a :class:`Logger` needs of its manager: attach and detach file sinks.
+    ``LogManager`` is one; the logger never imports the manager (it sits above)."""
+
+    def add_sink(
+        self,
+        logger_name: str,
+        path: str | os.PathLike[str],
+        *,
+        level: int | str = ...,
+        fmt: str | None = ...,
+        json: bool | None = ...,
+        rotation: int | str | timedelta | None = ...,
+        retention: int | None = ...,
+    ) -> int: ...
+
+    def remove_sink(self, sink_id: int) -> None: ...
+
+
+def _plain_extra(extra: Any) -> bool:
+    """``extra=`` that can travel in a captured call: a dict of immutable values
+    whose keys are no record attribute (those raise KeyError on the stdlib path)."""
+    if type(extra) is not dict:
+        return False
+    for key in extra:
+        if type(key) is not str or key in RESERVED:
+            return False
+    return all_immutable(extra.values())
+
+
+class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Wraps ``logging.getLogger(name)``: every stdlib method works as usual
+    (``info``, ``exception``, ``exc_info=``, ``stack_info=``, ``extra=``,
+    ``isEnabledFor``), and records reach the stdlib handlers and pytest's caplog.
+
+    ``add()`` attaches an aiologship file sink to this logger; ``remove()`` detaches it.
+    """
+
+    def __init__(self, logger: logging.Logger, manager: SinkRegistry) -> None:
+        super().__init__(logger, None)
+        self._log_manager = manager
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        # LoggerAdapter replaces the caller's extra= with its own; keep the caller's.
+        return msg, kwargs
+
+    # The level methods call _emit directly (not through LoggerAdapter.log) so the
+    # caller is always exactly two frames above _emit.
+    def debug(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self.logger.isEnabledFor(DEBUG):
+            self._emit(DEBUG, msg, args, kwargs)
+
+    def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self.logger.isEnabledFor(INFO):
+            self._emit(INFO, msg, args, kwargs)
+
+    def warning(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self.logger.isEnabledFor(WARNING):
+            self._emit(WARNING, msg, args, kwargs)
+
+    def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self.logger.isEnabledFor(ERROR):
+            self._emit(ERROR, msg, args, kwargs)
+
+    def exception(self, msg: Any, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        if self.logger.isEnabledFor(ERROR):
+            kwargs["exc_info"] = exc_info
+            self._emit(ERROR, msg, args, kwargs)
+
+    def critical(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self.logger.isEnabledFor(CRITICAL):
+            self._emit(CRITICAL, msg, args, kwargs)
+
+    fatal = critical
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(level, int):
+            if logging.raiseExceptions:
+                raise TypeError("level must be an integer")
+            return
+        if self.logger.isEnabledFor(level):
+            self._emit(level, msg, args, kwargs)
+
+    def _emit(self, level: int, msg: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        logger = self.logger
+        exc_info = extra = None
+        stack_info = False
+        stacklevel = 1
+        if kwargs:
+            exc_info = kwargs.pop("exc_info", None)
+            extra = kwargs.pop("extra", None)
+            stack_info = kwargs.pop("stack_info", False)
+            stacklevel = kwargs.pop("stacklevel", 1)
+            if kwargs:
+                raise TypeError(f"unexpected keyword arguments: {', '.join(kwargs)}")
+        if stack_info or stacklevel != 1 or not fast_path_ok(logger):
+            # findCaller skips stdlib frames only; ours are _emit and the level method.
+            logger._log(
+                level, msg, args, exc_info=exc_info, extra=extra,
+                stack_info=stack_info, stacklevel=stacklevel + 2,
+            )  # fmt: skip
+            return
+        if (
+            exc_info is None
+            and type(msg) is str
+            and all_immutable(args)
+            and (extra is None or _plain_extra(extra))
+        ):
+            sinks = direct_sinks(logger, level)
+            if sinks is not None:
+                if sinks:
+                    item = capture(
+                        sinks[0].index,
+                        logger,
+                        level,
+                        msg,
+                        args,
+                        sys._getframe(2),
+                        None if extra is None else tuple(extra.items()),
+                    )
+                    sinks[0].put_captured(item)
+                    for sink in sinks[1:]:
+                        sink.put_captured((sink.index, *item[1:]))
+                return
+        record = make_record(logger, level, msg, args, sys._getframe(2), exc_info, extra)
+        logger.handle(record)
+
+    def add(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        level: int | str = logging.NOTSET,
+        fmt: str | None = None,
+        json: bool | None = None,
+        rotation: int | str | timedelta | None = None,
+        retention: int | None = None,
+    ) -> int:
+        """Attach a file sink; returns its id for ``remove()``.
+
+        ``json=True`` writes one JSON object per line (``None``: the manager's
+        format); ``fmt`` is a ``%``-style text format; ``rotation`` is a size
+        (``10_000_000``, ``"10 MB"``) or an interval (``"1 hour"``, ``timedelta``);
+        ``retention`` keeps that many rotated files. The parent folder is created.
+        """
+        return self._log_manager.add_sink(
+            self.logger.name if self.logger.name != "root" else "",
+            path,
+            level=level,
+            fmt=fmt,
+            json=json,
+            rotation=rotation,
+            retention=retention,
+        )
+
+    def remove(self, sink_id: int) -> None:
+        """Detach a sink added by ``add()`` after its queued records are written."""
+        self._log_manager.remove_sink(sink_id)
+
+    def __repr__(self) -> str:
+        level = logging.getLevelName(self.logger.getEffectiveLevel())
+        return f"<aiologship.Logger {self.logger.name} ({level})>"

@@ -1,0 +1,205 @@
+"""A faster ``LogRecord`` construction for calls made through ``aiologship.Logger``.
+
+``logging.Logger._log`` walks the stack in ``findCaller`` and ``LogRecord.__init__``
+splits the path on every call; together they are about half of what a log call
+costs. Here the caller's frame is taken at a known depth and the path split is
+cached per code file. The record is a plain ``logging.LogRecord`` with the same
+attributes as the stdlib's (``tests/logging/test_records.py`` compares them field by
+field); anything unusual (a custom record factory or ``makeRecord``, ``stack_info``,
+``stacklevel``) goes through the stdlib path instead.
+
+``capture`` + ``build`` split the same work in two: the caller captures its
+context into a flat tuple, the pump thread builds the record from it (see
+``capture`` for why).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import logging
+import os
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+_LogRecord = logging.LogRecord
+_new = object.__new__
+_get_ident = threading.get_ident
+_current_thread = threading.current_thread
+_time = time.time
+_start_time: float = logging._startTime  # type: ignore[attr-defined]
+_level_names: dict[int, str] = logging._levelToName
+_paths: dict[str, tuple[str, str]] = {}
+_TASK_NAME = sys.version_info >= (3, 12)
+_pid = os.getpid()
+
+
+def _reset_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_reset_pid)
+
+
+_fast_types: dict[type, bool] = {}
+
+
+def fast_path_ok(logger: logging.Logger) -> bool:
+    """True when the stdlib would build exactly the record ``make_record`` builds."""
+    cls = type(logger)
+    ok = _fast_types.get(cls)
+    if ok is None:
+        ok = _fast_types[cls] = cls.makeRecord is logging.Logger.makeRecord
+    return (
+        ok
+        and logging._logRecordFactory is _LogRecord  # type: ignore[attr-defined]
+        and logging._srcfile is not None
+    )
+
+
+def make_record(
+    logger: logging.Logger,
+    level: int,
+    msg: Any,
+    args: Any,
+    frame: FrameType,
+    exc_info: Any,
+    extra: collections.abc.Mapping[str, Any] | None,
+) -> logging.LogRecord:
+    if args and len(args) == 1 and isinstance(args[0], collections.abc.Mapping) and args[0]:
+        args = args[0]
+    if exc_info:
+        if isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        elif not isinstance(exc_info, tuple):
+            exc_info = sys.exc_info()
+    record = build((0, logger.name, level, msg, args, *_context(frame), None), exc_info)
+    if extra is not None:
+        d = record.__dict__
+        for key in extra:
+            if key in ("message", "asctime") or key in d:
+                raise KeyError(f"Attempt to overwrite {key!r} in LogRecord")
+            d[key] = extra[key]
+    return record
+
+
+def capture(
+    index: int,
+    logger: logging.Logger,
+    level: int,
+    msg: str,
+    args: tuple[Any, ...],
+    frame: FrameType,
+    extra: tuple[tuple[str, Any], ...] | None = None,
+) -> tuple[Any, ...]:
+    """A log call as one flat tuple of str/int/float/None (and ``args``): what the
+    queue holds instead of a ``LogRecord`` when the call reaches only aiologship
+    sinks. ``build`` makes the record on the pump thread.
+
+    Why: a ``LogRecord`` and its ``__dict__`` are garbage-collector containers that
+    live as long as they wait in the queue, so a busy queue promotes hundreds of
+    thousands of them to the oldest generation and sets off full collections
+    (~18% of a burst's time, measured). The collector untracks a tuple of atomic
+    values the first time it sees it: a queue of these costs it nothing.
+
+    ``index`` is the sink's number in its ``RecordQueue`` (``item[0]``); ``extra``
+    the caller's ``extra=`` as ``(key, value)`` pairs, none of them a record
+    attribute (see ``RESERVED``).
+    """
+    return (index, logger.name, level, msg, args, *_context(frame), extra)
+
+
+def _context(frame: FrameType) -> tuple[Any, ...]:
+    # created, pathname, lineno, funcName, thread, threadName, processName, process,
+    # taskName: what LogRecord.__init__ reads from the caller's context.
+    code = frame.f_code
+    if logging.logThreads:
+        thread: int | None = _get_ident()
+        thread_name: str | None = _current_thread().name
+    else:
+        thread = thread_name = None
+    process_name: str | None = None
+    if logging.logMultiprocessing:
+        process_name = "MainProcess"
+        mp = sys.modules.get("multiprocessing")
+        if mp is not None:
+            try:
+                process_name = mp.current_process().name
+            except Exception:
+                pass
+    task_name: str | None = None
+    if _TASK_NAME and getattr(logging, "logAsyncioTasks", False):
+        asyncio = sys.modules.get("asyncio")
+        if asyncio is not None:
+            try:
+                task_name = asyncio.current_task().get_name()
+            except Exception:
+                pass
+    return (
+        _time(),
+        code.co_filename,
+        frame.f_lineno,
+        code.co_name,
+        thread,
+        thread_name,
+        process_name,
+        _pid if logging.logProcesses else None,
+        task_name,
+    )
+
+
+def build(item: tuple[Any, ...], exc_info: Any = None) -> logging.LogRecord:
+    """The ``LogRecord`` of a ``capture``d call, equal to the stdlib's."""
+    (
+        _, name, level, msg, args, ct, pathname, lineno, func_name,
+        thread, thread_name, process_name, pid, task_name, extra,
+    ) = item  # fmt: skip
+    names = _paths.get(pathname)
+    if names is None:
+        filename = os.path.basename(pathname)
+        names = _paths[pathname] = (filename, os.path.splitext(filename)[0])
+    # One dict display instead of twenty attribute stores: same keys, same order
+    # as LogRecord.__init__ (tests/logging/test_records.py compares them).
+    d = {
+        "name": name,
+        "msg": msg,
+        "args": args,
+        "levelname": _level_names.get(level) or logging.getLevelName(level),
+        "levelno": level,
+        "pathname": pathname,
+        "filename": names[0],
+        "module": names[1],
+        "exc_info": exc_info,
+        "exc_text": None,
+        "stack_info": None,
+        "lineno": lineno,
+        "funcName": func_name,
+        "created": ct,
+        "msecs": int((ct - int(ct)) * 1000) + 0.0,
+        "relativeCreated": (ct - _start_time) * 1000,
+        "thread": thread,
+        "threadName": thread_name,
+        "processName": process_name,
+        "process": pid,
+    }
+    if _TASK_NAME:
+        d["taskName"] = task_name
+    if extra:
+        d.update(extra)
+    record: logging.LogRecord = _new(_LogRecord)
+    record.__dict__ = d
+    return record
+
+
+# What ``extra=`` may not set (``logging.Logger.makeRecord`` raises KeyError).
+RESERVED = frozenset(
+    {
+        "name", "msg", "args", "levelname", "levelno", "pathname", "filename", "module",
+        "exc_info", "exc_text", "stack_info", "lineno", "funcName", "created", "msecs",
+        "relativeCreated", "thread", "threadName", "processName", "process", "taskName",
+        "message", "asctime",
+    }
+)  # fmt: skip
