@@ -47,7 +47,7 @@ def soak(session: nox.Session) -> None:
         "python",
         "-m",
         "pytest",
-        "tests/test_copy_model.py",
+        "tests/copy/test_model.py",
         "-p",
         "no:cacheprovider",
         "--timeout",

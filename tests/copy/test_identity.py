@@ -255,7 +255,7 @@ async def test_a_rename_seen_by_the_first_cycle_of_a_new_copier_is_moved(
 ) -> None:
     # The first cycle of a process lists the whole destination before it follows
     # renames; that listing must not make the moved file look missing (found by
-    # tests/test_copy_model.py: the file was uploaded a second time).
+    # tests/copy/test_model.py: the file was uploaded a second time).
     env.write("app.log", lines(0, 50))
     first = await env.engine(resolver=make(env))
     assert (await first.flush()).ok

@@ -59,12 +59,12 @@ from hypothesis.stateful import (
 )
 
 from aiologship._copy import CopyEngine, CopySpec
-from aiologship._copy import _operation as engine_module
+from aiologship._copy import _engine as engine_module
 from aiologship._copy._manifest import MANIFEST_NAME, Manifest
 from aiologship._copy._statedir import engine_lock_path
 from aiologship._copy._transfer import TMP_MARK
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SECRET = b"SECRET-7f3c9a1e-never-ship-me"
 COPY_NAME = "model"
 BASES = ("app.log", "web.log")
