@@ -41,20 +41,64 @@ class SourceNotRegular(Exception):
     device now; never read."""
 
 
-def open_source(src: SourceFile) -> BinaryIO:
+class SourceDirs:
+    """Folder descriptors opened by the safe walk, shared by the opens of one
+    batch of files (``ship_batch``): a tree of small files shares a few folders,
+    and walking each path anew was about a third of a small file's shipping
+    time (5,000 files of 8 KiB, measured with py-spy). A descriptor keeps naming
+    the folder the walk checked even if its path is swapped afterwards, and the
+    file itself is still opened with ``O_NOFOLLOW`` and checked by inode."""
+
+    MAX_OPEN = 64
+
+    def __init__(self) -> None:
+        self._fds: dict[tuple[str, tuple[str, ...]], int] = {}
+
+    def fd(self, anchor: str, folders: tuple[str, ...], shown: str) -> int:
+        key = (anchor, folders)
+        fd = self._fds.get(key)
+        if fd is None:
+            if len(self._fds) >= self.MAX_OPEN:
+                self.close()
+            fd = self._fds[key] = _walk(anchor, folders, shown)
+        return fd
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __enter__(self) -> SourceDirs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_source(src: SourceFile, dirs: SourceDirs | None = None) -> BinaryIO:
     """Open the regular file the scan found at ``src.real``, reached from
     ``src.real_root`` (``/`` without a root_dir) without following a symlink.
+    ``dirs`` shares folder descriptors between the opens of one batch.
 
     Raises :class:`SourceChanged` or :class:`SourceNotRegular` (the caller maps
     them), ``OSError`` for any other failure (permissions, I/O).
     """
     real = src.real or os.path.abspath(src.path)
     anchor = src.real_root or os.sep
-    rel = os.path.relpath(real, anchor)
-    parts = rel.split(os.sep)
-    if rel == os.curdir or parts[0] == os.pardir:
+    # Both are resolved, normalised paths: a prefix test is exact (and several
+    # times cheaper than os.path.relpath, per file).
+    prefix = anchor if anchor.endswith(os.sep) else anchor + os.sep
+    if not real.startswith(prefix) or len(real) == len(prefix):
         raise SourceChanged(f"{src.path} is not a file under {anchor}")
-    fd = _walk(anchor, parts, src.path)
+    parts = real[len(prefix) :].split(os.sep)
+    if os.pardir in parts or os.curdir in parts or "" in parts:
+        raise SourceChanged(f"{src.path} is not a file under {anchor}")
+    if dirs is None:
+        with SourceDirs() as own:
+            fd = _open_leaf(own.fd(anchor, tuple(parts[:-1]), src.path), parts[-1], src.path)
+    else:
+        fd = _open_leaf(dirs.fd(anchor, tuple(parts[:-1]), src.path), parts[-1], src.path)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -69,8 +113,9 @@ def open_source(src: SourceFile) -> BinaryIO:
         raise
 
 
-def _walk(anchor: str, parts: list[str], shown: str) -> int:
-    """Open ``anchor/parts...`` component by component, never following a symlink."""
+def _walk(anchor: str, folders: tuple[str, ...], shown: str) -> int:
+    """Open the folder ``anchor/folders...`` component by component, never
+    following a symlink; returns its descriptor."""
     try:
         dir_fd = os.open(anchor, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
@@ -78,7 +123,7 @@ def _walk(anchor: str, parts: list[str], shown: str) -> int:
             raise SourceChanged(f"{anchor}: {exc.strerror}") from exc
         raise
     try:
-        for part in parts[:-1]:
+        for part in folders:
             try:
                 fd = os.open(part, _DIR_FLAGS, dir_fd=dir_fd)
             except OSError as exc:
@@ -87,25 +132,31 @@ def _walk(anchor: str, parts: list[str], shown: str) -> int:
                 raise
             os.close(dir_fd)
             dir_fd = fd
-        name = parts[-1]
-        # Checked before the open so a device node never even sees an open();
-        # the fstat after the open closes the window between the two.
-        try:
-            lst = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        except OSError as exc:
-            if exc.errno in _CHANGED:
-                raise SourceChanged(f"{shown}: {exc.strerror}") from exc
-            raise
-        if stat.S_ISLNK(lst.st_mode):
-            raise SourceChanged(f"{shown} is a symlink now")
-        if not stat.S_ISREG(lst.st_mode):
-            raise SourceNotRegular(f"{describe_kind(lst.st_mode)}, not a regular file")
-        try:
-            return os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno in _CHANGED:
-                raise SourceChanged(f"{shown}: {exc.strerror}") from exc
-            raise
-    finally:
+    except BaseException:
         with contextlib.suppress(OSError):
             os.close(dir_fd)
+        raise
+    return dir_fd
+
+
+def _open_leaf(dir_fd: int, name: str, shown: str) -> int:
+    """Open the regular file ``name`` in ``dir_fd`` without following a symlink
+    and without blocking."""
+    # Checked before the open so a device node never even sees an open();
+    # the fstat after the open closes the window between the two.
+    try:
+        lst = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in _CHANGED:
+            raise SourceChanged(f"{shown}: {exc.strerror}") from exc
+        raise
+    if stat.S_ISLNK(lst.st_mode):
+        raise SourceChanged(f"{shown} is a symlink now")
+    if not stat.S_ISREG(lst.st_mode):
+        raise SourceNotRegular(f"{describe_kind(lst.st_mode)}, not a regular file")
+    try:
+        return os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in _CHANGED:
+            raise SourceChanged(f"{shown}: {exc.strerror}") from exc
+        raise

@@ -46,7 +46,7 @@ from ._manifest import (
     prefix_matches,
 )
 from ._scan import SourceFile
-from ._source import SourceChanged, SourceNotRegular, open_source
+from ._source import SourceChanged, SourceDirs, SourceNotRegular, open_source
 
 logger = logging.getLogger("aiologship.copy")
 
@@ -159,10 +159,12 @@ def ship_file(
     dirs: DirCache,
     progress: Progress | None = None,
     chunk_size: int = CHUNK_SIZE,
+    sources: SourceDirs | None = None,
 ) -> Shipped:
-    """Ship ``src`` so the destination holds its current bytes. Blocking."""
+    """Ship ``src`` so the destination holds its current bytes. Blocking.
+    ``sources``: folder descriptors shared with the other files of a batch."""
     try:
-        f = open_source(src)
+        f = open_source(src, sources)
     except SourceChanged as exc:
         # Swapped, replaced or moved since the scan: the next scan looks again.
         logger.debug("%s changed since the scan, skipped this cycle: %s", src.path, exc)
@@ -578,11 +580,16 @@ def ship_batch(
     per file was most of the cost of a tree of small files). Each file gets its
     own outcome; a failure never stops the rest of the batch. Blocking."""
     outcomes: list[Shipped | Exception] = []
-    for src, prev in items:
-        try:
-            outcomes.append(ship_file(dest, src, prev, temps=temps, dirs=dirs, progress=progress))
-        except (SourceVanished, SourceUnreadable, DestinationFailure) as exc:
-            outcomes.append(exc)
+    with SourceDirs() as sources:
+        for src, prev in items:
+            try:
+                outcomes.append(
+                    ship_file(
+                        dest, src, prev, temps=temps, dirs=dirs, progress=progress, sources=sources
+                    )
+                )
+            except (SourceVanished, SourceUnreadable, DestinationFailure) as exc:
+                outcomes.append(exc)
     return outcomes
 
 
