@@ -1,5 +1,10 @@
 """``LogManager``: composes the config, the pipeline, the sinks and the copies.
 
+Parts, each with one job: ``Pipeline`` (queue, pump, runtime, stats) and
+``FileSinks`` (handlers and writers by real path) in ``_logging``, and
+``CopyRegistry`` (copy operations by name, the role gate). The manager keeps the
+lifecycle and the process-wide hooks (exit drain, fork).
+
 Lifecycle: open -> closing -> closed. ``close()`` is idempotent, drains every
 accepted record and runs a final copy cycle; ``aclose()`` / ``__aexit__`` do the
 same without blocking the caller's loop. There is no reopen after close.
@@ -7,9 +12,7 @@ same without blocking the caller's loop. There is no reopen after close.
 
 from __future__ import annotations
 
-import asyncio
 import enum
-import itertools
 import logging
 import os
 import sys
@@ -26,29 +29,23 @@ import anyio.to_thread
 
 from ._config import (
     ManagerConfig,
-    Rotation,
     SinkConfig,
-    default_state_dir,
     load_config,
     parse_level,
     parse_retention,
     parse_rotation,
 )
-from ._copiers import Backend, CoordinatedBackend, CopyGate, copy_gate, list_copies, stop_copy
 from ._copy import CopySpec  # light: the engine (pyarrow) loads on first use
-from ._exceptions import ClosedError, ConfigError, CopyConflictError
-from ._logging._formatting import make_formatter
+from ._copy_registry import CopyRegistry
+from ._exceptions import ClosedError
 from ._logging._logger import Logger
-from ._logging._pump import Pump
-from ._logging._queue import FlushMarker, RecordQueue, SinkHandler, Stats
-from ._logging._writers import FileWriter, Writer
+from ._logging._pipeline import Pipeline
+from ._logging._queue import Stats
+from ._logging._sinks import FileSinks
 from ._operation import CopyOperation, in_event_loop
-from ._runtime import Runtime
 
 if TYPE_CHECKING:
     from ._copy import CopyStatus
-
-_log = logging.getLogger("aiologship")
 
 _CLOSE_TIMEOUT = 60.0
 
@@ -77,29 +74,17 @@ class LogManager:
         self._config: ManagerConfig = load_config(config_path, {"timezone": timezone, **overrides})
         self._lock = threading.RLock()
         self._state = _State.OPEN
-        self._runtime = Runtime(f"{id(self):x}")
-        self._queue = RecordQueue(
-            self._config.queue_size,
-            self._config.overflow,
-            self._config.overflow_timeout,
-            self._wake,
-        )
-        self._pump = Pump(self._queue)
-        self._pump_exited = asyncio.Event()
-        self._written_before = 0  # counters of pumps replaced after a fork
-        self._errors_before = 0
-        self._writers: dict[Path, tuple[Writer, int]] = {}
-        self._sinks: dict[int, tuple[logging.Logger, SinkHandler]] = {}
-        self._sink_ids = itertools.count(1)
-        self._after_close = 0
-        self._after_close_warned = False
-        self._copies: dict[str, CopyOperation] = {}
-        self._gate: CopyGate | None = None
-        self._ensure_started()
+        self._pipeline = Pipeline(self._config, f"{id(self):x}")
+        # The pump's runtime also hosts the copy operations.
+        self._runtime = self._pipeline.runtime
+        # The one seam AsyncFileHandler (``_stdlib``) uses: a writer and the pipeline.
+        self._sinks = FileSinks(self._config, self._pipeline)
+        self._copies = CopyRegistry(self._config, self._runtime)
+        self._pipeline.start()
         _live.add(self)
         try:
             for sink in self._config.sinks:
-                self._attach_config_sink(sink)
+                self._sinks.attach(sink)
             for params in self._config.copies:
                 self.start_hdfs_copy(**params)
         except BaseException:
@@ -125,23 +110,14 @@ class LogManager:
         ``Ray head node detected: HDFS copy enabled`` or
         ``Ray worker node detected: HDFS copy disabled``.
         """
-        return self._copy_gate().enabled
-
-    def _copy_gate(self) -> CopyGate:
-        gate = self._gate
-        if gate is None:
-            with self._lock:
-                if self._gate is None:
-                    self._gate = copy_gate()
-                gate = self._gate
-        return gate
+        return self._copies.gate().enabled
 
     @property
     def _ray_hdfs_enabled(self) -> bool:
         # Kept because existing user code reads it (the guide's troubleshooting).
         return self.hdfs_copy_enabled
 
-    # ---------------------------------------------------------------- loggers
+    # ------------------------------------------------------- loggers and sinks
 
     def get_logger(self, name: str | None = None) -> Logger:
         """A stdlib-compatible logger at the configured level (INFO by default)."""
@@ -171,153 +147,24 @@ class LogManager:
             rotation=parse_rotation(rotation, "rotation"),
             retention=parse_retention(retention, "retention"),
         )
-        return self._attach_config_sink(sink)
-
-    def _attach_config_sink(self, sink: SinkConfig) -> int:
-        fmt_kind = sink.format if sink.format is not None else self._config.format
-        formatter = make_formatter(
-            json=str(fmt_kind) == "json", fmt=sink.fmt or self._config.fmt, tz=self._config.timezone
-        )
-        with self._lock:
-            writer = self._writer_for(sink)
-            handler = SinkHandler(
-                self._queue, writer, formatter, sink.level, after_close=self._write_after_close
-            )
-            std = logging.getLogger(sink.logger or None)
-            std.addHandler(handler)
-            sink_id = next(self._sink_ids)
-            self._sinks[sink_id] = (std, handler)
-        return sink_id
-
-    def _writer_for(self, sink: SinkConfig) -> Writer:
-        return self._writer_for_path(sink.path, sink.rotation, sink.retention)
-
-    def _writer_for_path(
-        self, path: Path, rotation: Rotation | None, retention: int | None
-    ) -> Writer:
-        # The real path: a file reached through a symlinked folder (or a symlink)
-        # is one file with one writer, or two writers would rotate it under each
-        # other. Writers in other managers and processes share it through
-        # FileWriter's lock.
-        key = Path(os.path.realpath(path))
-        with self._lock:
-            try:
-                return self._shared_writer(key, rotation, retention)
-            except ConfigError as exc:
-                if exc.key != "path" or exc.value == str(path):
-                    raise
-                # Name the path the user gave, and where it leads.
-                raise ConfigError("path", str(path), f"{exc.reason} (real path {key})") from exc
-
-    def _shared_writer(self, key: Path, rotation: Rotation | None, retention: int | None) -> Writer:
-        entry = self._writers.get(key)
-        if entry is not None:
-            writer, refs = entry
-            if isinstance(writer, FileWriter) and (
-                writer.rotation != rotation or writer.retention != retention
-            ):
-                raise ConfigError(
-                    "rotation",
-                    rotation,
-                    f"{key} is already a sink with rotation={writer.rotation}"
-                    f" and retention={writer.retention}; one file has one rotation policy",
-                )
-            self._writers[key] = (writer, refs + 1)
-            return writer
-        writer = FileWriter(key, rotation=rotation, retention=retention, tz=self._config.timezone)
-        self._writers[key] = (writer, 1)
-        return writer
+        return self._sinks.attach(sink)
 
     def remove_sink(self, sink_id: int) -> None:
         """Detach a sink; its queued records are written first."""
-        with self._lock:
-            entry = self._sinks.pop(sink_id, None)
-        if entry is None:
-            raise ConfigError("sink_id", sink_id, "no such sink (already removed?)")
-        std, handler = entry
-        std.removeHandler(handler)
-        if self._state is _State.OPEN and not self._runtime.in_runtime_thread():
-            self.flush()
-            # Queued records name their sink by number until the pump writes them.
-            self._queue.unregister(handler)
-        with self._lock:
-            key = next((k for k, (w, _) in self._writers.items() if w is handler.writer), None)
-            if key is None:
-                return
-            writer, refs = self._writers[key]
-            if refs > 1:
-                self._writers[key] = (writer, refs - 1)
-                return
-            del self._writers[key]
-        if self._runtime.running and not self._runtime.in_runtime_thread():
-            self._runtime.call(writer.aclose)
+        self._sinks.remove(sink_id, drain=self._state is _State.OPEN)
 
     # --------------------------------------------------------------- pipeline
 
-    def _ensure_started(self) -> None:
-        with self._lock:
-            if self._runtime.running or self._state is _State.CLOSED:
-                return
-            self._pump_exited = asyncio.Event()
-            self._runtime.start(self._run_pump)
-
-    async def _run_pump(self) -> None:
-        exited = self._pump_exited
-        try:
-            await self._pump.run()
-        finally:
-            exited.set()
-
-    def _wake(self) -> None:
-        # Called by the first record after the pump went to sleep (any thread).
-        if not self._runtime.running:
-            self._ensure_started()
-        self._runtime.call_soon_threadsafe(self._pump.wake)
-
     def stats(self) -> Stats:
-        pump, queue = self._pump, self._queue
-        queued = len(queue.items)
-        written = pump.written + self._written_before
-        errors = pump.write_errors + self._errors_before
-        return Stats(
-            accepted=written + errors + queued + pump.in_flight + queue.evicted,
-            written=written,
-            dropped=queue.dropped,
-            queued=queued,
-            write_errors=errors,
-            after_close=self._after_close,
-        )
+        return self._pipeline.stats()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every record accepted so far is written; False on timeout."""
-        if self._state is _State.CLOSED or not self._runtime.running:
-            return True
-        marker = FlushMarker()
-        self._queue.items.append(marker)
-        self._queue.request_wake()
-        return marker.done.wait(timeout)
-
-    async def _drain_on_runtime(self) -> None:
-        marker = FlushMarker(asyncio.Event())
-        self._queue.items.append(marker)
-        self._pump.wake()
-        assert marker.on_loop is not None
-        await marker.on_loop.wait()
+        return self._pipeline.flush(timeout)
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """``flush()`` for async code: waits in a worker thread, not on the loop."""
         return await anyio.to_thread.run_sync(self.flush, timeout, abandon_on_cancel=True)
-
-    def _write_after_close(self, handler: SinkHandler, record: logging.LogRecord) -> None:
-        # The slow synchronous path: formats and appends in the caller's thread.
-        handler.writer.write_sync([handler.format(record) + "\n"])
-        self._after_close += 1
-        if not self._after_close_warned:
-            self._after_close_warned = True
-            _log.warning(
-                "a record was logged after LogManager.close(); it was written synchronously "
-                "(slow path); close the manager after the last log call"
-            )
 
     # ------------------------------------------------------------------ copies
 
@@ -355,44 +202,12 @@ class LogManager:
             retry_delay=retry_delay,
             scope=scope,
         )
-        with self._lock:
-            existing = self._copies.get(spec.copy_name)
-            if existing is not None:
-                differences = existing.spec.differences(spec)
-                if differences:
-                    raise CopyConflictError(spec.copy_name, differences)
-                return existing
-            backend, runtime = self._copy_backend(spec)
-            op = CopyOperation(spec, backend, runtime)
-            self._copies[spec.copy_name] = op
-        op._begin(wait=not in_event_loop())
-        return op
-
-    def _copy_backend(self, spec: Any) -> tuple[Backend, Runtime]:
-        state_dir = self._config.state_dir or default_state_dir()
-        backend = CoordinatedBackend(
-            spec,
-            gate=self._copy_gate,
-            runtime=self._runtime,
-            state_dir=state_dir,
-            hdfs_driver=self._config.hdfs_driver,
-        )
-        return backend, self._runtime
+        return self._copies.start(spec)
 
     def list_hdfs_copy_operations(self) -> list[CopyStatus]:
         """The status of each copy operation: this manager's, and in a Ray cluster
         every copier actor's, from any node (one bounded round trip to each)."""
-        with self._lock:
-            ops = list(self._copies.values())
-        statuses = {op.name: op.status() for op in ops}
-        if self._copy_gate().role != "standalone":
-            for status in list_copies():
-                if statuses.get(status.name) is None or str(statuses[status.name].state) in (
-                    "skipped",
-                    "new",
-                ):
-                    statuses[status.name] = status
-        return list(statuses.values())
+        return self._copies.statuses()
 
     async def alist_hdfs_copy_operations(self) -> list[CopyStatus]:
         """``list_hdfs_copy_operations`` for async code (Ray calls in a thread)."""
@@ -407,28 +222,11 @@ class LogManager:
         """
         if in_event_loop():
             return self.astop_hdfs_copy(copy_name)
-        with self._lock:
-            op = self._copies.pop(copy_name, None)
-        if op is not None and not _skipped(op):
-            op.stop()
-            return None
-        self._stop_in_cluster(copy_name, found_here=op is not None)
+        self._copies.stop(copy_name)
         return None
 
     async def astop_hdfs_copy(self, copy_name: str) -> None:
-        with self._lock:
-            op = self._copies.pop(copy_name, None)
-        if op is not None and not _skipped(op):
-            await op.astop()
-            return
-        await anyio.to_thread.run_sync(self._stop_in_cluster, copy_name, op is not None)
-
-    def _stop_in_cluster(self, copy_name: str, found_here: bool) -> None:
-        if self._copy_gate().role != "standalone":
-            stop_copy(copy_name)
-            return
-        if not found_here:
-            raise ConfigError("copy_name", copy_name, "no copy operation of that name")
+        await self._copies.astop(copy_name)
 
     # --------------------------------------------------------------- lifecycle
 
@@ -468,44 +266,13 @@ class LogManager:
     async def _shutdown_on_runtime(self) -> None:
         # 1. Every record accepted so far reaches its file, 2. the final copy cycles
         # ship those files, 3. the pump drains what the cycles themselves logged.
-        await self._drain_on_runtime()
-        with self._lock:
-            ops = list(self._copies.values())
-            self._copies.clear()
-        async with anyio.create_task_group() as tg:
-            for op in ops:
-                tg.start_soon(_stop_quietly, op)
-        # Records logged during the final cycles are still queued; from here on a new
-        # record takes the synchronous path, and the pump drains what was accepted.
-        self._queue.closed = True
-        self._queue.notify_space()
-        self._pump.request_stop()
-        await self._pump_exited.wait()
-        for writer, _ in list(self._writers.values()):
-            await writer.aclose()
+        await self._pipeline.drain()
+        await self._copies.close_all()
+        await self._pipeline.stop_pump()
+        await self._sinks.aclose_writers()
 
     def _finish_close(self) -> None:
-        self._queue.closed = True
-        # A record that passed the closed check just before it flipped is still here.
-        leftovers = []
-        while self._queue.items:
-            item = self._queue.items.popleft()
-            if isinstance(item, FlushMarker):
-                item.set()
-            else:
-                leftovers.append(item)
-        for item in leftovers:
-            unpacked = self._queue.unpack(item)
-            if unpacked is None:  # its sink was removed meanwhile
-                self._pump.write_errors += 1
-                continue
-            handler, record = unpacked
-            try:
-                handler.writer.write_sync([handler.format(record) + "\n"])
-                self._pump.written += 1
-            except Exception:
-                self._pump.write_errors += 1
-                handler.handleError(record)
+        self._pipeline.finish()
         with self._lock:
             self._state = _State.CLOSED
         _live.discard(self)
@@ -540,32 +307,14 @@ class LogManager:
     # -------------------------------------------------------------------- fork
 
     def _after_fork_in_child(self) -> None:
-        """Only the forking thread exists here: forget the parent's threads, queue
-        and descriptors; the first record starts a runtime of the child's own. That
-        new thread imports nothing (see ``_runtime``), so no import lock the fork
-        copied mid-import can stop it."""
+        """Only the forking thread exists here: forget the parent's threads, queue,
+        descriptors and copies; the first record starts a runtime of the child's
+        own. That new thread imports nothing (see ``_runtime``), so no import lock
+        the fork copied mid-import can stop it."""
         self._lock = threading.RLock()
-        self._runtime.reset_after_fork()
-        self._queue.reset_after_fork()
-        self._written_before += self._pump.written
-        self._errors_before += self._pump.write_errors
-        self._pump = Pump(self._queue)
-        for writer, _ in self._writers.values():
-            writer.forget()
-        # The parent keeps running its copies; a child starts its own if it asks.
-        self._copies = {}
-        self._gate = None
-
-
-async def _stop_quietly(op: CopyOperation) -> None:
-    try:
-        await op._backend.close()
-    except Exception:
-        _log.exception("final copy cycle of %r failed", op.name)
-
-
-def _skipped(op: CopyOperation) -> bool:
-    return op._backend.skipped
+        self._pipeline.reset_after_fork()
+        self._sinks.reset_after_fork()
+        self._copies.reset_after_fork()
 
 
 # ------------------------------------------------------ process-wide hooks

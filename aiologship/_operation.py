@@ -5,8 +5,9 @@ The engine itself lives on the manager's runtime loop. The handle is awaitable
 and ``flush()`` / ``stop()`` block in sync code and return an awaitable when
 called on a running event loop (``await op.flush()``).
 
-Layer rule: sits between the manager and ``_copiers``; imports the ``Backend``
-protocol from there, ``_runtime``, and ``_copy`` for types only.
+Layer rule: sits between the manager's ``CopyRegistry`` and ``_copiers``;
+imports the ``Backend`` protocol from there, ``_runtime``, and ``_copy`` for
+types only.
 """
 
 from __future__ import annotations

@@ -40,22 +40,26 @@ class AsyncFileHandler(SinkHandler):
         manager: LogManager | None = None,
     ) -> None:
         lm = manager or default_manager()
-        writer = lm._writer_for_path(
+        # The manager's sink registry hands out the writer of the real path and the
+        # pipeline this handler feeds; nothing else of the manager is used.
+        sinks = lm._sinks
+        writer = sinks.writer_for(
             Path(os.fspath(filename)).expanduser(),
             parse_rotation(rotation, "rotation"),
             parse_retention(retention, "retention"),
         )
+        pipeline = sinks.pipeline
         formatter = make_formatter(json=json, fmt=fmt or lm.config.fmt, tz=lm.config.timezone)
         super().__init__(
-            lm._queue,
+            pipeline.queue,
             writer,
             formatter,
             parse_level(level, "level"),
-            after_close=lm._write_after_close,
+            after_close=pipeline.write_after_close,
         )
-        self._manager = lm
+        self._pipeline = pipeline
 
     def flush(self) -> None:
         """Wait (up to 30 s) until the records queued so far are written."""
-        if not self._manager._runtime.in_runtime_thread():
-            self._manager.flush(timeout=30)
+        if not self._pipeline.in_runtime_thread():
+            self._pipeline.flush(timeout=30)

@@ -10,8 +10,13 @@ travels:
 - ``_formatting``: text and JSON formatters.
 - ``_writers``: ``FileWriter``, batched file writes, rotation and retention.
 - ``_records``: building records from captured calls.
+- ``_pipeline``: ``Pipeline``, one manager's queue, pump, runtime and counters
+  (``stats()``, ``flush()``, the drain at close, the reset after a fork).
+- ``_sinks``: ``FileSinks``, one manager's sinks and their writers, one writer
+  per real path.
 
 Layer rule: may import ``_config``, ``_exceptions`` (and ``_runtime``); never
 ``_copy``, ``_copiers``, ``_fs``, the manager or Ray. The manager composes these
-parts; ``Logger`` reaches it only through the ``SinkRegistry`` protocol.
+parts; ``Logger`` reaches it only through the ``SinkRegistry`` protocol (which
+the manager answers by delegating to ``FileSinks`` after its closed check).
 """

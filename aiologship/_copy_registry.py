@@ -1,0 +1,139 @@
+"""``CopyRegistry``: one manager's copy operations by name, and the role gate
+that decides whether this process ships at all.
+
+Layer rule: between the manager and ``_operation``; imports ``_operation``,
+``_copiers``, ``_config``, ``_runtime`` and ``_exceptions``, and ``_copy`` for
+types only. Never Ray directly (``_copiers`` does).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.to_thread
+
+from ._config import ManagerConfig, default_state_dir
+from ._copiers import CoordinatedBackend, CopyGate, copy_gate, list_copies, stop_copy
+from ._exceptions import ConfigError, CopyConflictError
+from ._operation import CopyOperation, in_event_loop
+from ._runtime import Runtime
+
+if TYPE_CHECKING:
+    from ._copy import CopySpec, CopyStatus
+
+_log = logging.getLogger("aiologship")
+
+
+class CopyRegistry:
+    """Start, list and stop copy operations; each runs on the manager's runtime."""
+
+    def __init__(self, config: ManagerConfig, runtime: Runtime) -> None:
+        self._config = config
+        self._runtime = runtime
+        self._lock = threading.RLock()
+        self._ops: dict[str, CopyOperation] = {}
+        self._gate: CopyGate | None = None
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def gate(self) -> CopyGate:
+        """The role gate, decided on first use (it may ask Ray's GCS once)."""
+        gate = self._gate
+        if gate is None:
+            with self._lock:
+                if self._gate is None:
+                    self._gate = copy_gate()
+                gate = self._gate
+        return gate
+
+    def start(self, spec: CopySpec) -> CopyOperation:
+        """The running operation of ``spec.copy_name``, or a new one, started."""
+        with self._lock:
+            existing = self._ops.get(spec.copy_name)
+            if existing is not None:
+                differences = existing.spec.differences(spec)
+                if differences:
+                    raise CopyConflictError(spec.copy_name, differences)
+                return existing
+            backend = CoordinatedBackend(
+                spec,
+                gate=self.gate,
+                runtime=self._runtime,
+                state_dir=self._config.state_dir or default_state_dir(),
+                hdfs_driver=self._config.hdfs_driver,
+            )
+            op = CopyOperation(spec, backend, self._runtime)
+            self._ops[spec.copy_name] = op
+        op._begin(wait=not in_event_loop())
+        return op
+
+    def statuses(self) -> list[CopyStatus]:
+        """This registry's operations, and in a Ray cluster every copier actor's."""
+        with self._lock:
+            ops = list(self._ops.values())
+        statuses = {op.name: op.status() for op in ops}
+        if self.gate().role != "standalone":
+            for status in list_copies():
+                if statuses.get(status.name) is None or str(statuses[status.name].state) in (
+                    "skipped",
+                    "new",
+                ):
+                    statuses[status.name] = status
+        return list(statuses.values())
+
+    def stop(self, copy_name: str) -> None:
+        """Final cycle, then stop; blocks. In a Ray cluster it also stops a copier
+        another process started."""
+        with self._lock:
+            op = self._ops.pop(copy_name, None)
+        if op is not None and not _skipped(op):
+            op.stop()
+            return
+        self._stop_in_cluster(copy_name, found_here=op is not None)
+
+    async def astop(self, copy_name: str) -> None:
+        """``stop`` for async code."""
+        with self._lock:
+            op = self._ops.pop(copy_name, None)
+        if op is not None and not _skipped(op):
+            await op.astop()
+            return
+        await anyio.to_thread.run_sync(self._stop_in_cluster, copy_name, op is not None)
+
+    def _stop_in_cluster(self, copy_name: str, found_here: bool) -> None:
+        if self.gate().role != "standalone":
+            stop_copy(copy_name)
+            return
+        if not found_here:
+            raise ConfigError("copy_name", copy_name, "no copy operation of that name")
+
+    async def close_all(self) -> None:
+        """On the runtime loop: a final cycle of every operation, side by side."""
+        with self._lock:
+            ops = list(self._ops.values())
+            self._ops.clear()
+        async with anyio.create_task_group() as tg:
+            for op in ops:
+                tg.start_soon(_stop_quietly, op)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: the parent keeps running its copies; a child starts
+        its own if it asks, and asks about its role again."""
+        self._lock = threading.RLock()
+        self._ops = {}
+        self._gate = None
+
+
+async def _stop_quietly(op: CopyOperation) -> None:
+    try:
+        await op._backend.close()
+    except Exception:
+        _log.exception("final copy cycle of %r failed", op.name)
+
+
+def _skipped(op: CopyOperation) -> bool:
+    return op._backend.skipped
