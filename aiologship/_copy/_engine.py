@@ -13,25 +13,21 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 
 from .._config import HdfsDriver
-from .._exceptions import ConfigError, CopyError, DestinationError
+from .._exceptions import CopyError, DestinationError
 from .._fs import Destination, resolve_destination
+from ._cycle import Cycles
 from ._engine_state import EngineState
 from ._engine_status import StatusBook
-from ._identity import reconcile
-from ._manifest import Manifest
-from ._plan import bytes_to_send, check_root_dir, local_prefix, plan, prepare_destination
-from ._scan import ScanResult, SourceFile, scan
-from ._ship import ShipRun, ShipTools, Tally
+from ._plan import check_root_dir, local_prefix
 from ._spec import CopySpec
 from ._status import CopyState, CopyStatus, CycleResult
-from ._transfer import DestinationFailure, DirCache, Progress, TempNames, remove_files
+from ._transfer import Progress, TempNames
 
 logger = logging.getLogger("aiologship.copy")
 
@@ -78,42 +74,33 @@ class CopyEngine:
         self._book = StatusBook(spec)
         tag = hashlib.sha256(spec.state_key.encode()).hexdigest()[:8]
         self._temps = TempNames(tag)
-        self._dirs = DirCache()
         # A local destination inside the globbed tree must not ship its own
         # files again (archive/app.log, archive/archive/app.log, ...).
         self._dest_prefix = local_prefix(spec.hdfs_destination)
-        self._prepared = False
-        self._dest: Destination | None = None
-        self._leftovers: set[str] = set()
         # Set when another process may run this copy now: the engine stops.
         self._lock_lost: str | None = None
-        # The whole destination as listed by _prepare, used once instead of
-        # the per-folder listings of the destination check.
-        self._listing: dict[str, int] | None = None
-        self._cycle_lock = anyio.Lock()
         self._stop_requested = anyio.Event()
         self._stop_deadline: float | None = None  # anyio clock; set by the first stop()
         self._stop_timeout: float | None = None
         self._cycle_scope: anyio.CancelScope | None = None
-        self._tally: Tally | None = None
         self._done = anyio.Event()
         self._running = False
         self._stopping = False
         self._opened = False
-        self._progress = Progress()
-        self._ship_tools = ShipTools(
-            spec=spec,
-            manifest=lambda: self._manifest,
-            temps=self._temps,
-            dirs=self._dirs,
+        self._cycles = Cycles(
+            spec,
+            store=self._store,
+            book=self._book,
+            resolver=self._resolver,
             limiter=self._limiter,
             workers=max(1, workers),
-            leftovers=lambda: self._leftovers,
+            temps=self._temps,
+            dest_prefix=self._dest_prefix,
+            clock=clock,
+            check_state=self._check_state,
+            scheduling=lambda: self._running and not self._stop_requested.is_set(),
             retry_sleep=self._retry_sleep,
             give_up=self._stop_requested.is_set,
-            clock=clock,
-            save=self._store.save,
-            on_sent=self._book.sent,
         )
 
     @property
@@ -122,8 +109,9 @@ class CopyEngine:
         return self._store.path
 
     @property
-    def _manifest(self) -> Manifest:
-        return self._store.manifest
+    def _dest(self) -> Destination | None:
+        """The destination, once resolved (by open() or a later cycle)."""
+        return self._cycles.dest
 
     # ------------------------------------------------------------ lifecycle
 
@@ -150,7 +138,7 @@ class CopyEngine:
             raise
         try:
             with anyio.move_on_after(self._resolve_timeout) as resolving:
-                self._dest = await anyio.to_thread.run_sync(
+                self._cycles.dest = await anyio.to_thread.run_sync(
                     self._resolver,
                     self.spec.hdfs_destination,
                     limiter=self._limiter,
@@ -228,7 +216,7 @@ class CopyEngine:
             await self._report_cut_short()
 
     async def _report_cut_short(self) -> None:
-        book, tally = self._book, self._tally
+        book, tally = self._book, self._cycles.tally
         if tally is not None and tally.pending:
             book.pending = tally.pending
         book.last_error = (
@@ -332,186 +320,12 @@ class CopyEngine:
 
     def progress(self) -> Progress:
         """Live counters of the cycle in progress (or the last one)."""
-        return self._progress
+        return self._cycles.progress
 
     # ------------------------------------------------------------ one cycle
 
     async def _cycle(self) -> CycleResult:
-        async with self._cycle_lock:
-            await anyio.to_thread.run_sync(self._check_state, limiter=self._limiter)
-            started = self._clock()
-            self._progress = Progress()
-            self._tally = tally = Tally(last_save=started)
-            file_errors: dict[str, str] = {}
-            scanned = 0
-            try:
-                result = await self._scan(file_errors)
-                scanned = len(result.files)
-                await self._plan_and_ship(result, tally, file_errors)
-            except (DestinationError, DestinationFailure) as exc:
-                tally.dest_error = str(exc)
-            except ConfigError as exc:  # e.g. the URI itself (cannot get better by retrying)
-                tally.dest_error = str(exc)
-            finally:
-                if tally.unsaved_bytes or tally.shipped or self._store.unsaved:
-                    with anyio.CancelScope(shield=True):
-                        await self._store.save()
-            finished = self._clock()
-            cycle = CycleResult(
-                started_at=datetime.fromtimestamp(started, UTC),
-                finished_at=datetime.fromtimestamp(finished, UTC),
-                files_scanned=scanned,
-                files_shipped=tally.shipped,
-                files_appended=tally.appended,
-                files_replaced=tally.replaced,
-                bytes_shipped=tally.bytes,
-                pending_files=tally.pending,
-                file_errors=tuple(sorted(file_errors.items())),
-                destination_error=tally.dest_error,
-            )
-            scheduling = self._running and not self._stop_requested.is_set()
-            self._book.record(cycle, finished, scheduling=scheduling)
-            await self._store.write_status(self.status())
-            return cycle
-
-    async def _scan(self, file_errors: dict[str, str]) -> ScanResult:
-        result = await scan(
-            self.spec.path_patterns,
-            self.spec.root_dir,
-            self.spec.preserve_structure,
-            self._limiter,
-            exclude=self._dest_prefix,
-        )
-        self._book.note_unmatched(result.unmatched)
-        file_errors.update(result.problems)
-        for path in result.outside_root:
-            logger.debug(
-                "copy %r: %s leads outside root_dir, not followed", self.spec.copy_name, path
-            )
-        return result
-
-    async def _plan_and_ship(
-        self, result: ScanResult, tally: Tally, file_errors: dict[str, str]
-    ) -> None:
-        # Planned before touching the destination, so a destination that
-        # is down still shows how many files wait for it.
-        todo = await self._plan_in_thread(result, file_errors, tally)
-        dest = await self._destination()
-        if not self._prepared:
-            await self._prepare(dest, result)
-            # The manifest may have been rebuilt.
-            todo = await self._plan_in_thread(result, file_errors, tally)
-        if await self._reconcile(dest, result):
-            todo = await self._plan_in_thread(result, file_errors, tally)
-        if self._leftovers:
-            failed = await anyio.to_thread.run_sync(
-                remove_files, dest, sorted(self._leftovers), limiter=self._limiter
-            )
-            self._leftovers = set(failed)
-        progress = self._progress
-        progress.files_total = len(todo)
-        progress.bytes_total = await anyio.to_thread.run_sync(
-            bytes_to_send, todo, self._manifest, self._dest, limiter=self._limiter
-        )
-        progress.planned = True
-        await ShipRun(self._ship_tools, dest, todo, tally, file_errors, progress).run()
-
-    async def _destination(self) -> Destination:
-        if self._dest is None:
-            self._dest = await anyio.to_thread.run_sync(
-                self._resolver,
-                self.spec.hdfs_destination,
-                limiter=self._limiter,
-                abandon_on_cancel=True,
-            )
-        return self._dest
-
-    async def _prepare(self, dest: Destination, result: ScanResult) -> None:
-        """First cycle against a destination: its base folder, stale temporary
-        files of a crashed run, and a lost manifest rebuilt from what is there."""
-        self._listing, rebuilt = await anyio.to_thread.run_sync(
-            functools.partial(
-                prepare_destination,
-                dest,
-                result,
-                create_dest_dirs=self.spec.create_dest_dirs,
-                temps=self._temps,
-                leftovers=self._leftovers,
-                needs_rebuild=self._store.needs_rebuild,
-            ),
-            limiter=self._limiter,
-            abandon_on_cancel=True,
-        )
-        if rebuilt is not None:
-            self._manifest.entries = rebuilt
-            self._store.needs_rebuild = False
-            await self._store.save()
-            logger.info(
-                "copy %r: manifest rebuilt from %s (%d files already there)",
-                self.spec.copy_name,
-                dest.uri,
-                len(rebuilt),
-            )
-        self._prepared = True
-
-    async def _reconcile(self, dest: Destination, result: ScanResult) -> bool:
-        """Follow renamed sources, notice destination files removed by someone
-        else, forget sources gone for good (see ``_identity``). True when the
-        manifest changed (then the plan is made again)."""
-        prefix = self._dest_prefix
-        files = [f for f in result.files if prefix is None or not f.path.startswith(prefix)]
-        listing, self._listing = self._listing, None
-        try:
-            done = await anyio.to_thread.run_sync(
-                functools.partial(
-                    reconcile,
-                    dest,
-                    self._manifest.entries,
-                    files,
-                    unreadable=[path for path, _ in result.problems],
-                    absent_before=self._manifest.absent,
-                    listing=listing,
-                    dirs=self._dirs,
-                ),
-                limiter=self._limiter,
-            )
-        except DestinationFailure:
-            self._store.unsaved = True  # some renames may be done: keep what they changed
-            raise
-        if done.absent != self._manifest.absent:
-            self._manifest.absent = done.absent
-            self._store.unsaved = True
-        if done.missing:
-            logger.warning(
-                "copy %r: %d files shipped before are missing at %s (removed by someone "
-                "else?); those whose source still exists are shipped again: %s",
-                self.spec.copy_name,
-                len(done.missing),
-                dest.uri,
-                ", ".join(sorted(done.missing)[:5]) + (" ..." if len(done.missing) > 5 else ""),
-            )
-        if done.moved:
-            logger.debug(
-                "copy %r: %d renamed files moved at the destination",
-                self.spec.copy_name,
-                done.moved,
-            )
-        if done.changed:
-            self._store.unsaved = True
-        return done.changed
-
-    async def _plan_in_thread(
-        self, result: ScanResult, file_errors: dict[str, str], tally: Tally
-    ) -> list[SourceFile]:
-        """The plan, its length pending in ``tally``."""
-        # O(files) of Python: 10-30 ms over 10,000 files, too long for the loop.
-        # Safe off the loop: the cycle lock is held and only the cycle mutates
-        # the manifest.
-        todo = await anyio.to_thread.run_sync(
-            plan, result, self._manifest, self._dest_prefix, file_errors, limiter=self._limiter
-        )
-        tally.pending = len(todo)
-        return todo
+        return await self._cycles.run()
 
 
 __all__ = ["CopyEngine", "CopyState", "CopyStatus", "CycleResult"]
