@@ -25,6 +25,7 @@ from ._cycle import Cycles
 from ._engine_state import EngineState
 from ._engine_status import StatusBook
 from ._plan import check_root_dir, local_prefix
+from ._ship import stoppable_sleep
 from ._spec import CopySpec
 from ._status import CopyState, CopyStatus, CycleResult
 from ._transfer import Progress, TempNames
@@ -65,7 +66,6 @@ class CopyEngine:
         self.spec = spec
         self._resolve_timeout = resolve_timeout
         self._clock = clock
-        self._sleep = sleep
         self._resolver = resolver or functools.partial(
             resolve_destination, hdfs_driver=hdfs_driver, user=user
         )
@@ -99,7 +99,7 @@ class CopyEngine:
             clock=clock,
             check_state=self._check_state,
             scheduling=lambda: self._running and not self._stop_requested.is_set(),
-            retry_sleep=self._retry_sleep,
+            retry_sleep=functools.partial(stoppable_sleep, sleep, self._stop_requested),
             give_up=self._stop_requested.is_set,
         )
 
@@ -216,36 +216,9 @@ class CopyEngine:
             await self._report_cut_short()
 
     async def _report_cut_short(self) -> None:
-        book, tally = self._book, self._cycles.tally
-        if tally is not None and tally.pending:
-            book.pending = tally.pending
-        book.last_error = (
-            f"stopped before the final cycle finished (bound {self._stop_timeout:g} s); "
-            f"{book.pending} files pending"
-        )
-        logger.warning(
-            "copy %r: stopped before the final cycle finished (bound %g s): %d files "
-            "pending, the next run ships them",
-            self.spec.copy_name,
-            self._stop_timeout,
-            book.pending,
-        )
+        tally = self._cycles.tally
+        self._book.cut_short(0 if tally is None else tally.pending, self._stop_timeout)
         await self._store.write_status(self.status())
-
-    async def _retry_sleep(self, seconds: float) -> None:
-        """A retry wait that a stop request ends at once (no retry follows it
-        but the one attempt tenacity makes on waking)."""
-        if self._stop_requested.is_set():
-            return
-        async with anyio.create_task_group() as tg:
-
-            async def on_stop() -> None:
-                await self._stop_requested.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(on_stop)
-            await self._sleep(seconds)
-            tg.cancel_scope.cancel()
 
     async def _guarded_cycle(self) -> None:
         """A cycle of the periodic loop: an unexpected error (the state folder

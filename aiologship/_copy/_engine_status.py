@@ -106,6 +106,23 @@ class StatusBook:
                 message,
             )
 
+    def cut_short(self, pending: int, bound: float | None) -> None:
+        """The final cycle (or the one in progress at the stop) ran out of the
+        stop's bound; ``pending`` is what its tally had left, if anything."""
+        if pending:
+            self.pending = pending
+        self.last_error = (
+            f"stopped before the final cycle finished (bound {bound:g} s); "
+            f"{self.pending} files pending"
+        )
+        logger.warning(
+            "copy %r: stopped before the final cycle finished (bound %g s): %d files "
+            "pending, the next run ships them",
+            self._spec.copy_name,
+            bound,
+            self.pending,
+        )
+
     def cycle_failed(self, exc: Exception) -> None:
         """An unexpected error of a cycle: logged once per streak."""
         self.last_error = scrub(f"{type(exc).__name__}: {exc}")

@@ -41,6 +41,24 @@ _BATCH_FILES = 64
 _BATCH_BYTES = 4 << 20
 
 
+async def stoppable_sleep(
+    sleep: Callable[[float], Awaitable[None]], stop: anyio.Event, seconds: float
+) -> None:
+    """A retry wait that a stop request ends at once (no retry follows it
+    but the one attempt tenacity makes on waking)."""
+    if stop.is_set():
+        return
+    async with anyio.create_task_group() as tg:
+
+        async def on_stop() -> None:
+            await stop.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(on_stop)
+        await sleep(seconds)
+        tg.cancel_scope.cancel()
+
+
 @dataclass(slots=True)
 class Tally:
     """One cycle's counts, kept by the workers."""
