@@ -59,7 +59,7 @@ from hypothesis.stateful import (
 )
 
 from aiologship._copy import CopyEngine, CopySpec
-from aiologship._copy import _engine as engine_module
+from aiologship._copy import _cycle as cycle_module
 from aiologship._copy._manifest import MANIFEST_NAME, Manifest
 from aiologship._copy._statedir import engine_lock_path
 from aiologship._copy._transfer import TMP_MARK
@@ -133,7 +133,7 @@ class _Hooks:
 
     def __init__(self) -> None:
         self.after_scan: Callable[[], None] | None = None
-        self.real_scan = engine_module.scan
+        self.real_scan = cycle_module.scan
 
     async def scan(self, *args: Any, **kwargs: Any) -> Any:
         result = await self.real_scan(*args, **kwargs)
@@ -184,7 +184,7 @@ class CopyModel(RuleBasedStateMachine):
         # upload and the manifest save. Only the current source's bytes may be there.
         self.unsettled = False
         self.hooks = _Hooks()
-        self._patch = mock.patch.object(engine_module, "scan", self.hooks.scan)
+        self._patch = mock.patch.object(cycle_module, "scan", self.hooks.scan)
         self._patch.start()
         self._portal_cm = start_blocking_portal("asyncio")
         self.portal: BlockingPortal = self._portal_cm.__enter__()

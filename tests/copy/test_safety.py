@@ -17,7 +17,7 @@ import anyio
 import pytest
 from test_engine import Env
 
-from aiologship._copy import CopySpec, _engine
+from aiologship._copy import CopySpec, _cycle
 from aiologship._copy._scan import SourceFile
 from aiologship._exceptions import ConfigError
 
@@ -234,14 +234,14 @@ def test_open_source_reads_exactly_what_the_scan_checked(tmp_path: Path) -> None
 def swap_after_scan(monkeypatch: pytest.MonkeyPatch, swap: Any) -> None:
     """Run ``swap`` right after the engine's scan: the race between the scan
     and the open, made deterministic."""
-    real_scan = _engine.scan
+    real_scan = _cycle.scan
 
     async def scan_then_swap(*args: Any, **kwargs: Any) -> Any:
         result = await real_scan(*args, **kwargs)
         swap()
         return result
 
-    monkeypatch.setattr(_engine, "scan", scan_then_swap)
+    monkeypatch.setattr(_cycle, "scan", scan_then_swap)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "socket", "symlink-to-fifo"])

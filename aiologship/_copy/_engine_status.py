@@ -1,0 +1,131 @@
+"""What the engine reports: its running totals, errors and schedule, turned
+into a :class:`CopyStatus`, with one log record per new problem."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from .._fs import scrub
+from ._spec import CopySpec
+from ._status import CopyState, CopyStatus, CycleResult
+
+logger = logging.getLogger("aiologship.copy")
+
+
+def _at(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC)
+
+
+class StatusBook:
+    """The engine's counters; ``failures`` counts cycles in a row that failed."""
+
+    def __init__(self, spec: CopySpec) -> None:
+        self._spec = spec
+        self.state = CopyState.NEW
+        self.files_shipped = 0
+        self.bytes_shipped = 0
+        self.pending = 0
+        self.last_cycle_at: float | None = None
+        self.next_cycle_at: float | None = None
+        self.last_error: str | None = None
+        self.failures = 0
+        self.file_errors: tuple[tuple[str, str], ...] = ()
+        self._reported_files: set[tuple[str, str]] = set()
+        self.unmatched: tuple[str, ...] = ()
+
+    def status(self) -> CopyStatus:
+        return CopyStatus(
+            name=self._spec.copy_name,
+            state=self.state,
+            destination=self._spec.destination_redacted,
+            files_shipped=self.files_shipped,
+            bytes_shipped=self.bytes_shipped,
+            pending_files=self.pending,
+            last_cycle_at=_at(self.last_cycle_at),
+            next_cycle_at=_at(self.next_cycle_at),
+            last_error=self.last_error,
+            consecutive_failures=self.failures,
+            file_errors=self.file_errors,
+            unmatched_patterns=self.unmatched,
+        )
+
+    def sent(self, nbytes: int) -> None:
+        self.files_shipped += 1
+        self.bytes_shipped += nbytes
+
+    def note_unmatched(self, unmatched: tuple[str, ...]) -> None:
+        for pattern in unmatched:
+            if pattern not in self.unmatched:
+                logger.warning("copy %r: pattern %s matches no file", self._spec.copy_name, pattern)
+        self.unmatched = unmatched
+
+    def record(self, cycle: CycleResult, finished: float, *, scheduling: bool) -> None:
+        """A cycle's result; ``scheduling`` when run() will schedule another."""
+        self.last_cycle_at = finished
+        interval = self._spec.copy_interval
+        # status.json is written before run() schedules the next cycle: say when.
+        if (
+            scheduling
+            and interval is not None
+            and (self.next_cycle_at is None or self.next_cycle_at <= finished)
+        ):
+            self.next_cycle_at = finished + interval
+        self.pending = cycle.pending_files
+        # Reasons quote filesystem and server messages: one scrub before they reach
+        # the status, status.json and the log.
+        self.file_errors = tuple((path, scrub(reason)) for path, reason in cycle.file_errors)
+        for path, reason in self.file_errors:
+            if (path, reason) not in self._reported_files:
+                logger.warning("copy %r: %s: %s", self._spec.copy_name, path, reason)
+        self._reported_files = set(self.file_errors)
+        if self.file_errors:
+            path, reason = self.file_errors[0]
+            more = len(self.file_errors) - 1
+            self.last_error = f"{path}: {reason}" + (f" (and {more} more)" if more else "")
+        if cycle.destination_error is not None:
+            self.destination_failed(cycle.destination_error)
+        elif self.failures:
+            logger.info(
+                "copy %r: destination %s works again after %d failed cycles",
+                self._spec.copy_name,
+                self._spec.destination_redacted,
+                self.failures,
+            )
+            self.failures = 0
+
+    def destination_failed(self, message: str) -> None:
+        message = scrub(message)
+        self.last_error = message
+        self.failures += 1
+        if self.failures == 1:
+            # One record per failure streak; the status carries the rest.
+            logger.error(
+                "copy %r: destination failing, files stay pending and are retried every cycle: %s",
+                self._spec.copy_name,
+                message,
+            )
+
+    def cut_short(self, pending: int, bound: float | None) -> None:
+        """The final cycle (or the one in progress at the stop) ran out of the
+        stop's bound; ``pending`` is what its tally had left, if anything."""
+        if pending:
+            self.pending = pending
+        self.last_error = (
+            f"stopped before the final cycle finished (bound {bound:g} s); "
+            f"{self.pending} files pending"
+        )
+        logger.warning(
+            "copy %r: stopped before the final cycle finished (bound %g s): %d files "
+            "pending, the next run ships them",
+            self._spec.copy_name,
+            bound,
+            self.pending,
+        )
+
+    def cycle_failed(self, exc: Exception) -> None:
+        """An unexpected error of a cycle: logged once per streak."""
+        self.last_error = scrub(f"{type(exc).__name__}: {exc}")
+        self.failures += 1
+        if self.failures == 1:
+            logger.exception("copy %r: cycle failed", self._spec.copy_name)

@@ -1,0 +1,147 @@
+"""What a cycle ships: the plan over a scan, and the checks before it.
+
+Blocking, plain functions: the engine runs them in worker threads while it holds
+its cycle lock (only the cycle mutates the manifest).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pyarrow
+import pyarrow.fs as pafs
+
+from .._exceptions import ConfigError
+from .._fs import Destination
+from ._manifest import Entry, Manifest, list_destination, rebuild
+from ._scan import ScanResult, SourceFile, describe_kind
+from ._spec import CopySpec
+from ._transfer import DestinationFailure, TempNames, remove_files
+
+
+def plan(
+    result: ScanResult,
+    manifest: Manifest,
+    dest_prefix: str | None,
+    file_errors: dict[str, str],
+) -> list[SourceFile]:
+    """Changed files, oldest first; base-name collisions reported, not shipped."""
+    groups: dict[str, list[SourceFile]] = {}
+    for f in result.files:
+        if dest_prefix is not None and f.path.startswith(dest_prefix):
+            continue
+        groups.setdefault(f.dest, []).append(f)
+    todo: list[SourceFile] = []
+    entries = manifest.entries
+    owners: dict[str, str] | None = None  # built only when a name is contested
+    for name, group in groups.items():
+        if len(group) == 1:
+            f = group[0]
+            entry = entries.get(f.path)
+            if entry is not None and entry.dest == name:
+                # The usual case: a file this copy already owns at the destination.
+                if not entry.unchanged(f):
+                    todo.append(f)
+                continue
+        if owners is None:
+            owners = manifest.owners()
+        owner = owners.get(name)
+        if len(group) == 1 and owner in (None, group[0].path):
+            todo.append(group[0])
+            continue
+        group.sort(key=lambda f: (f.path != owner, f.path))
+        winner = group[0] if owner is None or group[0].path == owner else None
+        keeper = owner if winner is None else winner.path
+        for loser in group if winner is None else group[1:]:
+            file_errors[loser.path] = (
+                f"collision: {loser.path} and {keeper} both map to {name!r} at the "
+                "destination (preserve_structure=False keeps base names); "
+                f"{loser.path} is not shipped"
+            )
+        if winner is not None:
+            entry = entries.get(winner.path)
+            if entry is None or not entry.unchanged(winner):
+                todo.append(winner)
+    todo.sort(key=lambda f: (f.mtime_ns, f.path))
+    return todo
+
+
+def sent_before(f: SourceFile, manifest: Manifest, dest: Destination | None) -> int:
+    """Bytes of ``f`` already at the destination that an append keeps."""
+    entry = manifest.entries.get(f.path)
+    if entry is None or entry.ino != f.ino or not dest or not dest.can_append:
+        return 0
+    return entry.size if entry.size <= f.size else 0
+
+
+def bytes_to_send(todo: list[SourceFile], manifest: Manifest, dest: Destination | None) -> int:
+    return sum(max(0, f.size - sent_before(f, manifest, dest)) for f in todo)
+
+
+def prepare_destination(
+    dest: Destination,
+    result: ScanResult,
+    *,
+    create_dest_dirs: bool,
+    temps: TempNames,
+    leftovers: set[str],
+    needs_rebuild: bool,
+) -> tuple[dict[str, int], dict[str, Entry] | None]:
+    """The destination's base folder checked or made, stale temporary files of a
+    crashed run removed (those that resist go to ``leftovers``). Returns the
+    destination's listing and, when ``needs_rebuild``, the manifest rebuilt
+    from it."""
+    fs = dest.filesystem
+    try:
+        if create_dest_dirs:
+            if dest.base_path:
+                fs.create_dir(dest.base_path, recursive=True)
+        elif fs.get_file_info(dest.base_path).type != pafs.FileType.Directory:
+            raise DestinationFailure(f"{dest.uri} does not exist (create_dest_dirs=False)")
+        listing = list_destination(dest)
+        stale = [dest.path_of(rel) for rel in listing if temps.is_stale(rel)]
+        leftovers.update(remove_files(dest, stale))
+        for rel in stale:
+            listing.pop(rel[len(dest.base_path) + 1 :] if dest.base_path else rel, None)
+    except (OSError, pyarrow.ArrowException) as exc:
+        raise DestinationFailure(f"{dest.uri}: {exc}") from exc
+    if not needs_rebuild:
+        return listing, None
+    return listing, dict(rebuild(dest, result.files, listing))
+
+
+def check_root_dir(root: Path, spec: CopySpec, dest_prefix: str | None) -> None:
+    """A root_dir that does not exist yet is fine (its files may come later);
+    one that is something else than a folder is a mistake, and so is a local
+    destination holding root_dir (the scan skips the destination's files, so
+    the copy would never ship anything)."""
+    try:
+        st = os.stat(root)
+    except OSError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "a regular file" if stat.S_ISREG(st.st_mode) else describe_kind(st.st_mode)
+        raise ConfigError("root_dir", str(root), f"not a directory ({kind})")
+    if dest_prefix is not None:
+        real_root = os.path.join(os.path.realpath(root), "")
+        real_dest = os.path.join(os.path.realpath(dest_prefix), "")
+        if real_root.startswith(real_dest):
+            raise ConfigError(
+                "hdfs_destination",
+                spec.destination_redacted,
+                f"contains root_dir {str(root)!r}: the copy would read its own output",
+            )
+
+
+def local_prefix(destination: str) -> str | None:
+    """``/base/`` of a plain-path or file:// destination, else None."""
+    if "://" not in destination:
+        path = destination
+    elif destination.lower().startswith(("file://", "local://")):
+        path = unquote(urlsplit(destination).path)
+    else:
+        return None
+    return os.path.join(os.path.realpath(path), "")
