@@ -494,6 +494,7 @@ def _append(
     finally:
         with contextlib.suppress(OSError, pyarrow.ArrowException):
             out.close()
+    # A failed close is not trusted: _confirm reads back what the destination holds.
     _confirm(dest, final, size)
     return sent
 
@@ -519,8 +520,13 @@ def _replace(
     try:
         try:
             sent = _copy_range(f, out, 0, size, progress, chunk_size)
-        finally:
-            out.close()
+        except BaseException:
+            # Close the failed writer too (an open HDFS file keeps its lease until the
+            # writer is collected); its close error would only hide the cause.
+            with contextlib.suppress(OSError, pyarrow.ArrowException):
+                out.close()
+            raise
+        out.close()
         try:
             fs.move(tmp, final)
         except (OSError, pyarrow.ArrowException):

@@ -16,6 +16,8 @@ a dead NameNode fails fast and the engine's retry policy decides what happens ne
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import threading
@@ -292,7 +294,7 @@ class NativeHandler(pafs.FileSystemHandler):  # type: ignore[misc]
             writer = self.client.create(path, options)
         except BaseException as exc:  # hdfs-native panics are BaseExceptions
             raise _wrap("create", path, exc) from exc
-        return pyarrow.PythonFile(_Writer(writer, path), mode="w")
+        return _stream(writer, path)
 
     def open_append_stream(self, path: str, metadata: Any) -> pyarrow.NativeFile:
         try:
@@ -301,7 +303,7 @@ class NativeHandler(pafs.FileSystemHandler):  # type: ignore[misc]
             return self.open_output_stream(path, metadata)
         except BaseException as exc:  # hdfs-native panics are BaseExceptions
             raise _wrap("append", path, exc) from exc
-        return pyarrow.PythonFile(_Writer(writer, path), mode="w")
+        return _stream(writer, path)
 
 
 class _Reader:
@@ -338,6 +340,17 @@ class _Reader:
         self.closed = True
 
 
+def _stream(writer: Any, path: str) -> pyarrow.NativeFile:
+    """``writer`` as a pyarrow output stream; closed (releasing its lease) if wrapping fails."""
+    wrapped = _Writer(writer, path)
+    try:
+        return pyarrow.PythonFile(wrapped, mode="w")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            wrapped.close()
+        raise
+
+
 class _Writer:
     """hdfs-native's writer with its errors named by path (pyarrow.PythonFile wraps it)."""
 
@@ -370,3 +383,11 @@ class _Writer:
             self._inner.close()
         except BaseException as exc:  # hdfs-native panics are BaseExceptions
             raise _wrap("close", self._path, exc) from exc
+        finally:
+            # hdfs_native.FileWriter is an io.RawIOBase whose close() never marks it
+            # closed, so its finalizer closes it once more when it is collected; after a
+            # failed write or close that second close raises inside the garbage
+            # collector (reported as an unraisable exception since Python 3.13). One
+            # close is all a writer gets, whatever its outcome.
+            if isinstance(self._inner, io.IOBase):
+                io.IOBase.close(self._inner)
