@@ -46,9 +46,9 @@ def test_failed_writer_closed_once_and_not_again_by_gc(monkeypatch: pytest.Monke
     raw = _BrokenRaw()
     writer = hdfs_native.FileWriter(raw)
     out = _stream(writer, "/t/a.log")
-    with pytest.raises(OSError, match="hdfs write /t/a.log"):
+    with pytest.raises(OSError, match=r"hdfs write /t/a\.log"):
         out.write(b"x" * 10)
-    with pytest.raises(OSError, match="hdfs close /t/a.log"):
+    with pytest.raises(OSError, match=r"hdfs close /t/a\.log"):
         out.close()
     assert raw.closes == 1 and writer.closed
     del out, writer
