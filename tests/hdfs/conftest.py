@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,9 +55,35 @@ def hdfs_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     except minidfs.MiniDfsError as exc:
         pytest.fail(f"HDFS mini-cluster did not come up: {exc}", pytrace=False)
     try:
+        _warm_up(cluster)
         yield cluster
     finally:
         cluster.close()
+
+
+def _warm_up(cluster: Any) -> None:
+    """One multi-block write before the first test. Right after start-up the
+    NameNode may refuse a file's next block until a DataNode has reported the
+    previous one (NotReplicatedYetException); the Java client retries that
+    (``dfs.client.block.write.locateFollowingBlock.retries``), hdfs-native gives
+    up, and the first driver test then failed on a loaded machine. The copy
+    engine retries a failed file itself; the driver tests test the driver, so
+    they start on a warm cluster. Bounded: 10 tries, about 30 s."""
+    from aiologship._config import HdfsDriver
+    from aiologship._fs import resolve_destination
+
+    fs = resolve_destination(cluster.uri + "/", hdfs_driver=HdfsDriver.NATIVE).filesystem
+    data = bytes(range(256)) * (10 * 1024)  # 2.5 blocks of 1 MiB
+    for attempt in range(10):
+        try:
+            with fs.open_output_stream("/warm-up") as out:
+                out.write(data)
+            fs.delete_file("/warm-up")
+            return
+        except OSError:
+            if attempt == 9:
+                raise
+            time.sleep(3)  # a DataNode heartbeat: the block reports are due by then
 
 
 @pytest.fixture
