@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,6 @@ from aiologship._copy import CopyEngine, CopyState
 from aiologship._copy._transfer import RETRY_CAP, DestinationFailure, ship_with_retry
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    e = Env(tmp_path)
-    yield e
-    for engine in e.engines:
-        await engine.stop(final_cycle=False)
 
 
 # ---------------------------------------------------------------- retry waits

@@ -9,7 +9,7 @@ import os
 import shutil
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,6 @@ from aiologship._exceptions import ConfigError, CopyError
 from aiologship._fs import Destination
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class Env:
@@ -86,14 +81,6 @@ class Env:
 
     def temp_files(self) -> list[str]:
         return [p.name for p in self.dst.rglob("*") if TMP_MARK in p.name]
-
-
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    e = Env(tmp_path)
-    yield e
-    for engine in e.engines:
-        await engine.stop(final_cycle=False)
 
 
 def lines(start: int, count: int, width: int = 100) -> bytes:
