@@ -16,7 +16,7 @@ import anyio
 import anyio.to_thread
 
 from ._config import ManagerConfig, default_state_dir
-from ._copiers import CoordinatedBackend, CopyGate, copy_gate, list_copies, stop_copy
+from ._copiers import Backend, CoordinatedBackend, CopyGate, copy_gate, list_copies, stop_copy
 from ._exceptions import ConfigError, CopyConflictError
 from ._operation import CopyOperation, in_event_loop
 from ._runtime import Runtime
@@ -34,7 +34,8 @@ class CopyRegistry:
         self._config = config
         self._runtime = runtime
         self._lock = threading.RLock()
-        self._ops: dict[str, CopyOperation] = {}
+        # The handle users hold, and the backend behind it (the registry made it).
+        self._ops: dict[str, tuple[CopyOperation, Backend]] = {}
         self._gate: CopyGate | None = None
 
     def __len__(self) -> int:
@@ -53,8 +54,9 @@ class CopyRegistry:
     def start(self, spec: CopySpec) -> CopyOperation:
         """The running operation of ``spec.copy_name``, or a new one, started."""
         with self._lock:
-            existing = self._ops.get(spec.copy_name)
-            if existing is not None:
+            entry = self._ops.get(spec.copy_name)
+            if entry is not None:
+                existing = entry[0]
                 differences = existing.spec.differences(spec)
                 if differences:
                     raise CopyConflictError(spec.copy_name, differences)
@@ -66,15 +68,19 @@ class CopyRegistry:
                 state_dir=self._config.state_dir or default_state_dir(),
                 hdfs_driver=self._config.hdfs_driver,
             )
-            op = CopyOperation(spec, backend, self._runtime)
-            self._ops[spec.copy_name] = op
-        op._begin(wait=not in_event_loop())
+            # Registered before the start has finished: a second start of the same
+            # name meanwhile gets this handle (or a conflict), never a second engine.
+            started = self._runtime.submit(backend.start)
+            op = CopyOperation(spec, backend, self._runtime, started)
+            self._ops[spec.copy_name] = (op, backend)
+        if not in_event_loop():
+            started.result()  # sync code waits for the start; its errors raise here
         return op
 
     def statuses(self) -> list[CopyStatus]:
         """This registry's operations, and in a Ray cluster every copier actor's."""
         with self._lock:
-            ops = list(self._ops.values())
+            ops = [op for op, _ in self._ops.values()]
         statuses = {op.name: op.status() for op in ops}
         if self.gate().role != "standalone":
             for status in list_copies():
@@ -89,20 +95,20 @@ class CopyRegistry:
         """Final cycle, then stop; blocks. In a Ray cluster it also stops a copier
         another process started."""
         with self._lock:
-            op = self._ops.pop(copy_name, None)
-        if op is not None and not _skipped(op):
-            op.stop()
+            entry = self._ops.pop(copy_name, None)
+        if entry is not None and not entry[1].skipped:
+            entry[0].stop()
             return
-        self._stop_in_cluster(copy_name, found_here=op is not None)
+        self._stop_in_cluster(copy_name, found_here=entry is not None)
 
     async def astop(self, copy_name: str) -> None:
         """``stop`` for async code."""
         with self._lock:
-            op = self._ops.pop(copy_name, None)
-        if op is not None and not _skipped(op):
-            await op.astop()
+            entry = self._ops.pop(copy_name, None)
+        if entry is not None and not entry[1].skipped:
+            await entry[0].astop()
             return
-        await anyio.to_thread.run_sync(self._stop_in_cluster, copy_name, op is not None)
+        await anyio.to_thread.run_sync(self._stop_in_cluster, copy_name, entry is not None)
 
     def _stop_in_cluster(self, copy_name: str, found_here: bool) -> None:
         if self.gate().role != "standalone":
@@ -114,11 +120,11 @@ class CopyRegistry:
     async def close_all(self) -> None:
         """On the runtime loop: a final cycle of every operation, side by side."""
         with self._lock:
-            ops = list(self._ops.values())
+            entries = list(self._ops.items())
             self._ops.clear()
         async with anyio.create_task_group() as tg:
-            for op in ops:
-                tg.start_soon(_stop_quietly, op)
+            for name, (_, backend) in entries:
+                tg.start_soon(_stop_quietly, name, backend)
 
     def reset_after_fork(self) -> None:
         """In a forked child: the parent keeps running its copies; a child starts
@@ -128,12 +134,8 @@ class CopyRegistry:
         self._gate = None
 
 
-async def _stop_quietly(op: CopyOperation) -> None:
+async def _stop_quietly(name: str, backend: Backend) -> None:
     try:
-        await op._backend.close()
+        await backend.close()
     except Exception:
-        _log.exception("final copy cycle of %r failed", op.name)
-
-
-def _skipped(op: CopyOperation) -> bool:
-    return op._backend.skipped
+        _log.exception("final copy cycle of %r failed", name)

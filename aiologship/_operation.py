@@ -34,11 +34,15 @@ def in_event_loop() -> bool:
 class CopyOperation:
     """A running (or skipped) copy operation. See ``LogManager.start_hdfs_copy``."""
 
-    def __init__(self, spec: CopySpec, backend: Backend, runtime: Runtime) -> None:
+    def __init__(
+        self, spec: CopySpec, backend: Backend, runtime: Runtime, started: Future[None]
+    ) -> None:
+        """``started``: the backend's start, already submitted to ``runtime`` (the
+        registry does it, so it can wait for it outside its lock)."""
         self.spec = spec
         self._backend = backend
         self._runtime = runtime
-        self._started: Future[None] | None = None
+        self._started = started
 
     @property
     def name(self) -> str:
@@ -53,18 +57,11 @@ class CopyOperation:
 
     # ----------------------------------------------------------------- start
 
-    def _begin(self, *, wait: bool) -> None:
-        """Schedule the start on the runtime; in sync code wait for it (errors raise)."""
-        self._started = self._runtime.submit(self._backend.start)
-        if wait:
-            self._started.result()
-
     def __await__(self) -> Generator[Any, None, CopyOperation]:
         return self._await_started().__await__()
 
     async def _await_started(self) -> CopyOperation:
-        if self._started is not None:
-            await wait_future(self._started)
+        await wait_future(self._started)
         return self
 
     # ---------------------------------------------------------- flush / stop
@@ -95,8 +92,7 @@ class CopyOperation:
         return await self._runtime.acall(func)
 
     def _wait_started_sync(self) -> None:
-        if self._started is not None:
-            self._started.result()
+        self._started.result()
 
     def __repr__(self) -> str:
         try:
