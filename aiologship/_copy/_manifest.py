@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import operator
 import os
 import re
 import tempfile
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -66,6 +67,13 @@ class Entry:
             and f.ino == self.ino
             and f.dev == self.dev
         )
+
+
+# ``dataclasses.asdict`` deep-copies every value through a recursive walk: with
+# 5,000 entries it was about a sixth of a first cycle's CPU (py-spy, 5,000 files of
+# 8 KiB). Entry holds only str and int, so its fields are read directly.
+_ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
+_entry_values = operator.attrgetter(*_ENTRY_FIELDS)
 
 
 class ManifestCorrupt(Exception):
@@ -128,7 +136,10 @@ class Manifest:
             "version": FORMAT_VERSION,
             "copy_name": self.copy_name,
             "destination": self.destination,
-            "files": {k: asdict(v) for k, v in sorted(self.entries.items())},
+            "files": {
+                k: dict(zip(_ENTRY_FIELDS, _entry_values(v), strict=True))
+                for k, v in sorted(self.entries.items())
+            },
             "absent": sorted(self.absent),
         }
         return json.dumps(data, separators=(",", ":")).encode()
