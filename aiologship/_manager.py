@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio.to_thread
 
@@ -128,18 +128,22 @@ class LogManager:
     def add_sink(
         self,
         logger_name: str,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | IO[str] | int,
         *,
         level: int | str = logging.NOTSET,
         fmt: str | None = None,
         json: bool | None = None,
         rotation: int | str | timedelta | None = None,
         retention: int | None = None,
+        color: bool | None = None,
     ) -> int:
-        """Attach a file sink to ``logging.getLogger(logger_name)``; returns its id."""
+        """Attach a file or stream sink to ``logging.getLogger(logger_name)``; returns its id."""
         self._check_open("add a sink")
+        is_path = isinstance(path, str | os.PathLike)
         sink = SinkConfig(
-            path=Path(os.fspath(path)).expanduser(),
+            path=Path(os.fspath(path)).expanduser() if is_path else None,  # type: ignore[arg-type]
+            stream=None if is_path else path,
+            color=color,
             logger=logger_name,
             level=parse_level(level, "level"),
             format=None if json is None else ("json" if json else "text"),  # type: ignore[arg-type]
