@@ -38,6 +38,7 @@ from ._config import (
 from ._copy import CopySpec  # light: the engine (pyarrow) loads on first use
 from ._copy_registry import CopyRegistry
 from ._exceptions import ClosedError
+from ._logging._capture import ProcessCapture
 from ._logging._logger import Logger
 from ._logging._pipeline import Pipeline
 from ._logging._queue import Stats
@@ -80,11 +81,14 @@ class LogManager:
         # The one seam AsyncFileHandler (``_stdlib``) uses: a writer and the pipeline.
         self._sinks = FileSinks(self._config, self._pipeline)
         self._copies = CopyRegistry(self._config, self._runtime)
+        # Whole-process mode (``capture``): foreign StreamHandlers replaced until close.
+        self._capture = ProcessCapture(self._config, self._sinks)
         self._pipeline.start()
         _live.add(self)
         try:
             for sink in self._config.sinks:
                 self._sinks.attach(sink)
+            self._capture.start()
             for params in self._config.copies:
                 self.start_hdfs_copy(**params)
         except BaseException:
@@ -277,6 +281,8 @@ class LogManager:
 
     def _finish_close(self) -> None:
         self._pipeline.finish()
+        # After the last record went out through them: put the replaced handlers back.
+        self._capture.restore()
         with self._lock:
             self._state = _State.CLOSED
         _live.discard(self)

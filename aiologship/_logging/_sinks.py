@@ -11,9 +11,9 @@ import itertools
 import logging
 import os
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .._config import ManagerConfig, Rotation, SinkConfig
 from .._exceptions import ConfigError
@@ -74,11 +74,13 @@ class FileSinks:
         level: int,
         *,
         position: int | None = None,
+        filters: Sequence[Any] = (),
     ) -> tuple[int, SinkHandler]:
-        """A stream sink on ``std`` (at ``position`` in its handler list, else last)."""
+        """A stream sink on ``std`` (at ``position`` in its handler list, else last)
+        with ``filters``, which it has before any record can reach it."""
         with self._lock:
             writer = self.stream_writer_for(target, formatter)
-            return self._add_handler(std, writer, formatter, level, position)
+            return self._add_handler(std, writer, formatter, level, position, filters)
 
     def _add_handler(
         self,
@@ -87,8 +89,11 @@ class FileSinks:
         formatter: logging.Formatter,
         level: int,
         position: int | None = None,
+        filters: Sequence[Any] = (),
     ) -> tuple[int, SinkHandler]:
         handler = self.pipeline.make_handler(writer, formatter, level)
+        for flt in filters:
+            handler.addFilter(flt)
         if position is None:
             std.addHandler(handler)
         else:

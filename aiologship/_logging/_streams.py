@@ -251,9 +251,11 @@ class StreamWriter:
         return True
 
     def _emit(self, text: str) -> None:
-        stream = self._stream
-        if self._fd is None:
-            assert stream is not None
+        stream, fd = self._stream, self._fd
+        if fd is None and isinstance(self.target, int):
+            fd = self.target  # after close: the user's descriptor, for a late record
+        if fd is None:
+            assert stream is not None  # a stream without a descriptor, or closed
             stream.write(text)
             stream.flush()
             return
@@ -265,12 +267,12 @@ class StreamWriter:
         view = memoryview(data)
         while view:
             try:
-                view = view[os.write(self._fd, view) :]
+                view = view[os.write(fd, view) :]
             except InterruptedError:  # pragma: no cover - PEP 475 retries for us
                 continue
             except BlockingIOError:
                 # Someone else set O_NONBLOCK on this pipe: wait until it drains.
-                _wait_writable(self._fd)
+                _wait_writable(fd)
 
     # ------------------------------------------------------------ slow paths
 
