@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from aiologship import ConfigError, LogManager
+from aiologship._config import Overflow
 from aiologship._logging._console import ColorFormatter, wants_color
 from aiologship._logging._streams import StreamWriter
-from aiologship._config import Overflow
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -127,8 +127,9 @@ def test_stream_buffer_overflow_is_counted_and_noted_in_the_stream(
     else:
         assert records[0] == 0
     notes = [line for line in lines if b"aiologship dropped" in line]
-    assert notes and sum(int(line.split(b"dropped ")[1].split()[0]) for line in notes) == (
-        final["dropped"]
+    assert (
+        notes
+        and sum(int(line.split(b"dropped ")[1].split()[0]) for line in notes) == (final["dropped"])
     )
 
 
@@ -334,9 +335,7 @@ def check_refused(log_file: Path, bad: list[tuple[Any, str]]) -> None:
         with rotation:
             log.add(sys.stderr, rotation="1 MB")
         log.info("after")
-    assert log_file.read_text().splitlines() == [f"before {i}" for i in range(len(bad))] + [
-        "after"
-    ]
+    assert log_file.read_text().splitlines() == [f"before {i}" for i in range(len(bad))] + ["after"]
     assert lm.stats().written == lm.stats().accepted == len(bad) + 1
 
 
