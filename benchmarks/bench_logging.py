@@ -5,6 +5,8 @@
 Scenarios (see benchmarks/README.md):
   throughput  200,000 records from 100 asyncio tasks until all are on disk
   stall       the sink is a FIFO whose reader pauses 1 s: worst lag of a 1 ms ticker
+  stall-stdout  the same with the process's stdout on a pipe whose reader pauses 1 s
+              (aiologship's stream sink vs a stdlib StreamHandler, no-logging floor)
   delivery    records on disk == records accepted, every run (from throughput + stall)
   memory      sink stalled while logging at 50,000 records/s: RSS growth vs queue bound
 
@@ -35,6 +37,7 @@ from _common import (
     REPO_ROOT,
     FifoReader,
     LagTicker,
+    PipeReader,
     RssSampler,
     WorkerOutcome,
     count_lines,
@@ -235,6 +238,44 @@ class NoneAdapter(Adapter):
         pass
 
 
+class StdlibStdoutAdapter(StdlibAdapter):
+    """``logging.StreamHandler(sys.stdout)``: what ``basicConfig(stream=sys.stdout)``
+    and uvicorn's access log use."""
+
+    async def open(self, path: Path, **kw: Any) -> None:
+        self.handler = logging.StreamHandler(sys.stdout)
+        self.handler.setFormatter(logging.Formatter(FMT))
+        lg = logging.getLogger("bench")
+        lg.propagate = False
+        lg.setLevel(logging.INFO)
+        lg.addHandler(self.handler)
+        self.info = lg.info
+
+    async def close(self) -> None:
+        self.handler.flush()
+
+
+class AiologshipStdoutAdapter(AiologshipAdapter):
+    async def open(self, path: Path, **kw: Any) -> None:
+        from aiologship import LogManager
+
+        self.lm = LogManager()
+        lg = self.lm.get_logger("bench")
+        self.sink = lg.add(sys.stdout, fmt=FMT)
+        self.info = lg.info
+
+
+STDOUT_ADAPTERS: dict[str, Callable[[], Adapter]] = {
+    "aiologship": AiologshipStdoutAdapter,
+    "stdlib": StdlibStdoutAdapter,
+    "none": lambda: NoneAdapter(),
+}
+STDOUT_LABELS = {
+    "aiologship": "aiologship log.add(sys.stdout)",
+    "stdlib": "stdlib StreamHandler(stdout)",
+    "none": LABELS["none"],
+}
+
 ADAPTERS: dict[str, Callable[[], Adapter]] = {
     "aiologship": AiologshipAdapter,
     "stdlib": StdlibAdapter,
@@ -373,6 +414,51 @@ async def w_stall(
     }
 
 
+async def w_stall_stdout(lib: str, rate: float, duration: float, pause: float) -> dict[str, Any]:
+    """``w_stall`` with the sink on this process's stdout: fd 1 becomes a pipe whose
+    reader (a subprocess) reads 64 KiB, pauses, then reads to EOF. The result line
+    goes to the real stdout, put back before it is printed."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    r, w = os.pipe()
+    reader = PipeReader(r, first=64 * 1024, pause=pause, marker=MARKER)
+    os.close(r)
+    os.dup2(w, 1)
+    os.close(w)
+    try:
+        ad = STDOUT_ADAPTERS[lib]()
+        await ad.open(Path("/dev/stdout"))
+        load0 = load_avg()
+        ticker = LagTicker(0.001)
+        ticker.start()
+        t0 = time.perf_counter()
+        sent = await _paced(ad, rate, duration)
+        t_prod = time.perf_counter() - t0
+        await ticker.stop()
+        lag = ticker.summary()
+        await ad.close()
+        stats = ad.stats()
+        sys.stdout.flush()
+    finally:
+        os.dup2(saved, 1)  # closes the pipe's last write end: the reader sees EOF
+        os.close(saved)
+    try:
+        nbytes, lines, marked = reader.result(timeout=60)
+    finally:
+        reader.kill()
+    return {
+        **lag,
+        "sent": sent,
+        "achieved_rate": sent / t_prod,
+        "on_disk": marked,
+        "lost": sent - marked if lib != "none" else 0,
+        "lines": lines,
+        "bytes": nbytes,
+        "stats": stats,
+        "load": load0,
+    }
+
+
 def w_calibrate(n: int) -> dict[str, Any]:
     """Bytes per queued record: hold ``n`` records the way a queue does, measure RSS.
 
@@ -462,6 +548,8 @@ def worker_main(argv: list[str]) -> int:
             res = asyncio.run(w_throughput(a.lib, tmp, a.records, a.tasks))
         elif a.scenario == "stall":
             res = asyncio.run(w_stall(a.lib, tmp, a.rate, a.duration, a.pause))
+        elif a.scenario == "stall-stdout":
+            res = asyncio.run(w_stall_stdout(a.lib, a.rate, a.duration, a.pause))
         elif a.scenario == "calibrate":
             res = w_calibrate(a.queue_size)
         elif a.scenario == "memory":
@@ -581,13 +669,19 @@ def _errors(lst: list[WorkerOutcome]) -> str:
     return ("error: " + errs[0][:70]) if errs else "-"
 
 
-def report_stall(outs: dict[str, list[WorkerOutcome]], rate: float, duration: float) -> None:
+def report_stall(
+    outs: dict[str, list[WorkerOutcome]],
+    rate: float,
+    duration: float,
+    sink: str = "FIFO sink",
+    labels: dict[str, str] = LABELS,
+) -> None:
     rows = []
     for lib, lst in outs.items():
         res = _ok(lst)
         rows.append(
             [
-                LABELS[lib],
+                labels[lib],
                 median([r["worst_lag_ms"] for r in res]),
                 " ".join(f"{r['worst_lag_ms']:.1f}" for r in res) or "failed",
                 median([r["worst_adj_ms"] for r in res]),
@@ -599,7 +693,7 @@ def report_stall(outs: dict[str, list[WorkerOutcome]], rate: float, duration: fl
             ]
         )
     print_table(
-        f"Loop stall: FIFO sink, reader pauses 1 s after 64 KiB; {rate:,.0f} rec/s for "
+        f"Loop stall: {sink}, reader pauses 1 s after 64 KiB; {rate:,.0f} rec/s for "
         f"{duration:g} s; 1 ms ticker",
         [
             "library",
@@ -699,7 +793,7 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--scenario",
         action="append",
-        choices=["throughput", "stall", "delivery", "memory"],
+        choices=["throughput", "stall", "stall-stdout", "delivery", "memory"],
         help="run only these (repeatable); delivery needs throughput and/or stall",
     )
     p.add_argument("--libs", default=",".join(LIBS), help="comma-separated libraries")
@@ -713,7 +807,7 @@ def main(argv: list[str]) -> int:
     )
     a = p.parse_args(argv)
     runs = a.runs or (1 if a.quick else 3)
-    scen = set(a.scenario or ["throughput", "stall", "delivery", "memory"])
+    scen = set(a.scenario or ["throughput", "stall", "stall-stdout", "delivery", "memory"])
     if "delivery" in scen and not scen & {"throughput", "stall"}:
         scen |= {"throughput", "stall"}
     libs = [x for x in a.libs.split(",") if x]
@@ -764,6 +858,18 @@ def main(argv: list[str]) -> int:
         report_stall(stl, 5000, stall_s)
         raw["stall"] = {k: [o.__dict__ for o in v] for k, v in stl.items()}
         verdicts.append(stall_verdict(stl))
+
+    if "stall-stdout" in scen:
+        sto = _rounds(
+            "stall-stdout",
+            ["none", *(x for x in ("aiologship", "stdlib") if x in libs)],
+            runs,
+            ["--rate", "5000", "--duration", str(stall_s), "--pause", "1.0", *common],
+            timeout=120,
+        )
+        report_stall(sto, 5000, stall_s, "stdout on a pipe", STDOUT_LABELS)
+        raw["stall-stdout"] = {k: [o.__dict__ for o in v] for k, v in sto.items()}
+        verdicts.append(stdout_stall_verdict(sto))
 
     if "delivery" in scen:
         ok_acc, ok_all = report_delivery(thr, stl)
@@ -824,6 +930,24 @@ def stall_verdict(stl: dict[str, list[WorkerOutcome]]) -> str:
     # With no logger at all the loop already lags > 5 ms: the raw figure measures the
     # machine, not the library. Judge on the lag the library can be blamed for.
     return verdict(name, adj <= 5.0, detail + "; busy machine: judged on the adjusted lag")
+
+
+def stdout_stall_verdict(sto: dict[str, list[WorkerOutcome]]) -> str:
+    name = "loop stall, stdout pipe: aiologship worst lag within 1.5 ms of the no-logging floor"
+    res = _ok(sto.get("aiologship", []))
+    floor_runs = _ok(sto.get("none", []))
+    if not res or not floor_runs:
+        return verdict(name, None, "aiologship or the no-logging floor did not run")
+    worst = median([r["worst_lag_ms"] for r in res])
+    floor = median([r["worst_lag_ms"] for r in floor_runs])
+    stdlib = median([r["worst_lag_ms"] for r in _ok(sto.get("stdlib", []))])
+    delivered = all(r["on_disk"] == r["sent"] for r in res)
+    detail = (
+        f"median worst lag {worst:.2f} ms vs floor {floor:.2f} ms (+{worst - floor:.2f} ms); "
+        f"stdlib StreamHandler {stdlib:.1f} ms; every record read: "
+        f"{'yes' if delivered else 'NO'}"
+    )
+    return verdict(name, worst - floor <= 1.5 and delivered, detail)
 
 
 def run_memory(

@@ -45,6 +45,7 @@ from .._config import Overflow
 from .._exceptions import ConfigError
 
 CLOSE_TIMEOUT = 10.0  # s: how long close() waits for a stream nobody reads
+MAX_WRITE = 512  # lines per write(): ~60 KiB of typical lines, a pipe's capacity
 _STANDARD_NAMES = {0: "<stdin>", 1: "<stdout>", 2: "<stderr>"}
 
 
@@ -210,8 +211,11 @@ class StreamWriter:
                     cond.wait()
                 if self._abandoned or not self._lines:
                     return
-                batch = list(self._lines)
-                self._lines.clear()
+                # At most MAX_WRITE lines per write: after a stall the buffer may
+                # hold 100,000 lines, and joining them all would hold the GIL
+                # (which the caller's loop may be waiting for) for tens of ms.
+                lines = self._lines
+                batch = [lines.popleft() for _ in range(min(len(lines), MAX_WRITE))]
                 self.in_flight = len(batch)
                 note = self._take_note()
             if note:
