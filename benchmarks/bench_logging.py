@@ -377,6 +377,32 @@ async def _paced(ad: Adapter, rate: float, duration: float) -> int:
     return sent
 
 
+async def _ticked(ad: Adapter, rate: float, duration: float) -> dict[str, Any]:
+    """Log at ``rate`` for ``duration`` beside a 1 ms ticker, then close ``ad``."""
+    load0 = load_avg()
+    ticker = LagTicker(0.001)
+    ticker.start()
+    t0 = time.perf_counter()
+    sent = await _paced(ad, rate, duration)
+    t_prod = time.perf_counter() - t0
+    await ticker.stop()
+    lag = ticker.summary()
+    await ad.close()
+    return {
+        **lag,
+        "sent": sent,
+        "achieved_rate": sent / t_prod,
+        "stats": ad.stats(),
+        "load": load0,
+    }
+
+
+def _read_back(lib: str, res: dict[str, Any], reader: FifoReader) -> dict[str, Any]:
+    nbytes, lines, marked = reader.result(timeout=60)
+    lost = res["sent"] - marked if lib != "none" else 0
+    return {**res, "on_disk": marked, "lost": lost, "lines": lines, "bytes": nbytes}
+
+
 async def w_stall(
     lib: str, tmp: Path, rate: float, duration: float, pause: float
 ) -> dict[str, Any]:
@@ -388,30 +414,10 @@ async def w_stall(
             # Nobody opens the FIFO: unblock the reader with an empty writer.
             os.close(os.open(path, os.O_WRONLY))
         await ad.open(path)
-        load0 = load_avg()
-        ticker = LagTicker(0.001)
-        ticker.start()
-        t0 = time.perf_counter()
-        sent = await _paced(ad, rate, duration)
-        t_prod = time.perf_counter() - t0
-        await ticker.stop()
-        lag = ticker.summary()
-        await ad.close()
-        stats = ad.stats()
-        nbytes, lines, marked = reader.result(timeout=60)
+        res = await _ticked(ad, rate, duration)
+        return _read_back(lib, res, reader)
     finally:
         reader.kill()
-    return {
-        **lag,
-        "sent": sent,
-        "achieved_rate": sent / t_prod,
-        "on_disk": marked,
-        "lost": sent - marked if lib != "none" else 0,
-        "lines": lines,
-        "bytes": nbytes,
-        "stats": stats,
-        "load": load0,
-    }
 
 
 async def w_stall_stdout(lib: str, rate: float, duration: float, pause: float) -> dict[str, Any]:
@@ -426,37 +432,17 @@ async def w_stall_stdout(lib: str, rate: float, duration: float, pause: float) -
     os.dup2(w, 1)
     os.close(w)
     try:
-        ad = STDOUT_ADAPTERS[lib]()
-        await ad.open(Path("/dev/stdout"))
-        load0 = load_avg()
-        ticker = LagTicker(0.001)
-        ticker.start()
-        t0 = time.perf_counter()
-        sent = await _paced(ad, rate, duration)
-        t_prod = time.perf_counter() - t0
-        await ticker.stop()
-        lag = ticker.summary()
-        await ad.close()
-        stats = ad.stats()
-        sys.stdout.flush()
-    finally:
-        os.dup2(saved, 1)  # closes the pipe's last write end: the reader sees EOF
-        os.close(saved)
-    try:
-        nbytes, lines, marked = reader.result(timeout=60)
+        try:
+            ad = STDOUT_ADAPTERS[lib]()
+            await ad.open(Path("/dev/stdout"))
+            res = await _ticked(ad, rate, duration)
+            sys.stdout.flush()
+        finally:
+            os.dup2(saved, 1)  # closes the pipe's last write end: the reader sees EOF
+            os.close(saved)
+        return _read_back(lib, res, reader)
     finally:
         reader.kill()
-    return {
-        **lag,
-        "sent": sent,
-        "achieved_rate": sent / t_prod,
-        "on_disk": marked,
-        "lost": sent - marked if lib != "none" else 0,
-        "lines": lines,
-        "bytes": nbytes,
-        "stats": stats,
-        "load": load0,
-    }
 
 
 def w_calibrate(n: int) -> dict[str, Any]:
