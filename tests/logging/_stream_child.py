@@ -9,6 +9,9 @@ or a PTY the test holds) through aiologship, and reports on stderr.
         stream's buffer in lines (the manager's queue_size by default).
     python _stream_child.py color [--json]
         logs one INFO and one ERROR record to stdout and exits.
+    python _stream_child.py order
+        prints, logs, flushes, prints again, logs: on a pipe (block-buffered
+        stdout) the output keeps that order.
 """
 
 from __future__ import annotations
@@ -77,8 +80,21 @@ def color(as_json: bool) -> None:
         log.error("oops")
 
 
+def order() -> None:
+    with LogManager() as lm:
+        log = lm.get_logger("child")
+        log.add(sys.stdout, fmt="%(message)s")
+        print("printed 1")
+        log.info("logged 2")
+        lm.flush()
+        print("printed 3")
+        log.info("logged 4")
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "stall":
+    if sys.argv[1] == "order":
+        order()
+    elif sys.argv[1] == "stall":
         asyncio.run(stall(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])))
     else:
         color("--json" in sys.argv)

@@ -32,7 +32,8 @@ WAIT = 60.0  # every wait below is bounded by this
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TERM")}
+    drop = ("NO_COLOR", "FORCE_COLOR", "TERM", "PYTHONUNBUFFERED")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(PYTHONPATH=str(ROOT), TERM="xterm-256color", **extra)
     return env
 
@@ -131,6 +132,17 @@ def test_stream_buffer_overflow_is_counted_and_noted_in_the_stream(
         notes
         and sum(int(line.split(b"dropped ")[1].split()[0]) for line in notes) == (final["dropped"])
     )
+
+
+def test_print_and_log_keep_their_order_on_a_pipe() -> None:
+    # stdout on a pipe is block-buffered: "printed 1" sits in Python's buffer when
+    # "logged 2" is written, unless the writer flushes the stream first.
+    done = subprocess.run(
+        [sys.executable, str(CHILD), "order"],
+        capture_output=True, env=child_env(), timeout=WAIT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [b"printed 1", b"logged 2", b"printed 3", b"logged 4"]
 
 
 def read_pty(master: int, proc: subprocess.Popen[bytes]) -> bytes:
