@@ -213,3 +213,15 @@ def test_restore_is_exact_for_any_handler_list(tmp_path: Path, kinds: list[str],
             root.removeHandler(h)
             sub.removeHandler(h)
             h.close()
+
+
+def test_capture_from_yaml_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("capture: root\nformat: json\n")
+    handler = logging.StreamHandler(io.StringIO())
+    logging.getLogger().addHandler(handler)
+    with LogManager(config_path=config) as lm:
+        assert lm.config.capture == "root" and handler not in logging.getLogger().handlers
+    monkeypatch.setenv("AIOLOGSHIP_CAPTURE", "none")  # the environment wins over YAML
+    with LogManager(config_path=config) as lm:
+        assert lm.config.capture == "none" and handler in logging.getLogger().handlers
