@@ -40,7 +40,7 @@ async def main(out: Path, timezone: str) -> None:
             lm.get_logger(name).add(logs / f"{name}.json")
         loggers = [lm.get_logger("ingest"), lm.get_logger("score")]
         console = lm.get_logger("demo")
-        console.propagate = False  # the terminal only, not the root logger's handlers
+        console.logger.propagate = False  # the terminal only, not the root logger's handlers
         console.add(sys.stdout, fmt="%(asctime)s %(levelname)s %(message)s", json=False)
         console.info("%d tasks log %s records to %s", TASKS, f"{TASKS * RECORDS_PER_TASK:,}", logs)
         op = await lm.start_hdfs_copy(
