@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiologship import ConfigError, LogManager
 from aiologship._config import Overflow
@@ -365,11 +367,31 @@ def test_a_stream_given_twice_has_one_writer() -> None:
     assert [int(line.split()[1]) for line in buf.getvalue().splitlines()] == list(range(50))
 
 
-def test_drop_oldest_keeps_the_newest_lines() -> None:
-    # One layer: the writer's buffer with its thread not started (no batch taken yet).
-    writer = StreamWriter(io.StringIO(), capacity=5, overflow=Overflow.DROP_OLDEST)
+@settings(max_examples=200, deadline=None)
+@given(
+    capacity=st.integers(1, 20),
+    batches=st.lists(st.integers(0, 30), max_size=12),
+    policy=st.sampled_from(list(Overflow)),
+)
+def test_stream_buffer_overflow_property(
+    capacity: int, batches: list[int], policy: Overflow
+) -> None:
+    """One layer: the buffer of a writer whose thread takes nothing (a reader that
+    never comes back). Whatever the batches, the buffer never exceeds its
+    capacity, every line is either waiting or counted as dropped, what waits is in
+    order, and the policy decides which end survives."""
+    writer = StreamWriter(io.StringIO(), capacity=capacity, overflow=policy)
     writer._thread = threading.current_thread()  # keep put() from starting the thread
-    writer.put([f"{i}\n" for i in range(3)])
-    writer.put([f"{i}\n" for i in range(3, 9)])
-    assert list(writer._lines) == [f"{i}\n" for i in range(4, 9)]
-    assert writer.dropped == 4 and writer.accepted == 9 and writer.done == 4
+    sent: list[str] = []
+    for size in batches:
+        batch = [f"{len(sent) + i}\n" for i in range(size)]
+        sent += batch
+        writer.put(batch)
+        waiting = list(writer._lines)
+        assert len(waiting) <= capacity
+        assert writer.accepted == len(sent) == len(waiting) + writer.dropped
+        assert writer.done == writer.dropped
+        numbers = [int(line) for line in waiting]
+        assert numbers == sorted(set(numbers))
+    expected = sent[-capacity:] if policy is Overflow.DROP_OLDEST else sent[:capacity]
+    assert list(writer._lines) == expected
