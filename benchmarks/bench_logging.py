@@ -105,8 +105,11 @@ class Adapter:
 
 
 class StdlibAdapter(Adapter):
+    def make_handler(self, path: Path) -> logging.Handler:
+        return logging.FileHandler(path, encoding="utf-8")
+
     async def open(self, path: Path, **kw: Any) -> None:
-        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler = self.make_handler(path)
         self.handler.setFormatter(logging.Formatter(FMT))
         lg = logging.getLogger("bench")
         lg.propagate = False
@@ -242,14 +245,8 @@ class StdlibStdoutAdapter(StdlibAdapter):
     """``logging.StreamHandler(sys.stdout)``: what ``basicConfig(stream=sys.stdout)``
     and uvicorn's access log use."""
 
-    async def open(self, path: Path, **kw: Any) -> None:
-        self.handler = logging.StreamHandler(sys.stdout)
-        self.handler.setFormatter(logging.Formatter(FMT))
-        lg = logging.getLogger("bench")
-        lg.propagate = False
-        lg.setLevel(logging.INFO)
-        lg.addHandler(self.handler)
-        self.info = lg.info
+    def make_handler(self, path: Path) -> logging.Handler:
+        return logging.StreamHandler(sys.stdout)
 
     async def close(self) -> None:
         self.handler.flush()
