@@ -42,6 +42,15 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+class Capture(StrEnum):
+    """Whole-process mode: which loggers' blocking ``StreamHandler`` s the manager
+    replaces by its own stream sinks for its lifetime."""
+
+    NONE = "none"
+    ROOT = "root"  # the root logger's (basicConfig, dictConfig's root)
+    ALL = "all"  # every configured logger's as well (uvicorn's, Ray's)
+
+
 class HdfsDriver(StrEnum):
     AUTO = "auto"
     NATIVE = "native"
@@ -59,10 +68,14 @@ class Rotation:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SinkConfig:
-    """A file sink declared in the config; attached to the stdlib logger ``logger``
-    (``""`` is the root logger)."""
+    """A sink declared in the config; attached to the stdlib logger ``logger``
+    (``""`` is the root logger). Either a file ``path`` or a ``stream``."""
 
-    path: Path
+    path: Path | None = None
+    # A stream sink: "stdout"/"stderr" (YAML), a text stream or a descriptor;
+    # color None: on a terminal only (see _logging._console).
+    stream: Any = None
+    color: bool | None = None
     logger: str = ""
     level: int = logging.NOTSET
     format: LogFormat | None = None  # None: the manager's format
@@ -82,6 +95,7 @@ class ManagerConfig:
     overflow_timeout: float = DEFAULT_OVERFLOW_TIMEOUT
     state_dir: Path | None = None
     hdfs_driver: HdfsDriver = HdfsDriver.AUTO
+    capture: Capture = Capture.NONE
     sinks: tuple[SinkConfig, ...] = ()
     copies: tuple[Mapping[str, Any], ...] = field(default=())
 
@@ -97,9 +111,12 @@ _ENV_KEYS = (
     "overflow_timeout",
     "state_dir",
     "hdfs_driver",
+    "capture",
 )
 _KEYS = frozenset(_ENV_KEYS) | {"sinks", "copies"}
-_SINK_KEYS = frozenset({"path", "logger", "level", "format", "fmt", "rotation", "retention"})
+_SINK_KEYS = frozenset(
+    {"path", "stream", "logger", "level", "format", "fmt", "rotation", "retention"}
+)
 
 
 class _Source:
@@ -414,12 +431,12 @@ def _sinks(value: Any, key: str, source: _Source = _NO_SOURCE) -> tuple[SinkConf
                 item[unknown[0]],
                 f"unknown sink key; known: {', '.join(sorted(_SINK_KEYS))}",
             )
-        if "path" not in item:
-            raise source.error(f"{where}.path", None, "every sink needs a path")
+        stream = _stream(item, where, source)
         fmt = item.get("format")
         sinks.append(
             SinkConfig(
-                path=_path(item["path"], f"{where}.path", source),
+                path=None if stream else _path(item["path"], f"{where}.path", source),
+                stream=stream,
                 logger=str(item.get("logger", "") or ""),
                 level=parse_level(item.get("level", 0), f"{where}.level", source),
                 format=None if fmt is None else _enum(LogFormat)(fmt, f"{where}.format", source),
@@ -431,6 +448,27 @@ def _sinks(value: Any, key: str, source: _Source = _NO_SOURCE) -> tuple[SinkConf
             )
         )
     return tuple(sinks)
+
+
+_STREAMS = ("stdout", "stderr")
+
+
+def _stream(item: Mapping[str, Any], where: str, source: _Source) -> str | None:
+    """A sink's ``stream:`` (``stdout`` or ``stderr``), checked against ``path``."""
+    if "stream" not in item:
+        if "path" not in item:
+            raise source.error(f"{where}.path", None, "every sink needs a path or a stream")
+        return None
+    value = item["stream"]
+    if "path" in item:
+        raise source.error(f"{where}.stream", value, "a sink has a path or a stream, not both")
+    name = value.strip().lower() if isinstance(value, str) else None
+    if name not in _STREAMS:
+        raise source.error(f"{where}.stream", value, "expected stdout or stderr")
+    for key in ("rotation", "retention"):
+        if item.get(key) is not None:
+            raise source.error(f"{where}.{key}", item[key], "a stream sink does not rotate")
+    return name
 
 
 def _copies(value: Any, key: str, source: _Source = _NO_SOURCE) -> tuple[Mapping[str, Any], ...]:
@@ -456,6 +494,7 @@ _CONVERTERS: dict[str, Any] = {
     "overflow_timeout": _non_negative_seconds,
     "state_dir": _path,
     "hdfs_driver": _enum(HdfsDriver),
+    "capture": _enum(Capture),
     "sinks": _sinks,
     "copies": _copies,
 }

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio.to_thread
 
@@ -38,6 +38,7 @@ from ._config import (
 from ._copy import CopySpec  # light: the engine (pyarrow) loads on first use
 from ._copy_registry import CopyRegistry
 from ._exceptions import ClosedError
+from ._logging._capture import ProcessCapture
 from ._logging._logger import Logger
 from ._logging._pipeline import Pipeline
 from ._logging._queue import Stats
@@ -80,11 +81,14 @@ class LogManager:
         # The one seam AsyncFileHandler (``_stdlib``) uses: a writer and the pipeline.
         self._sinks = FileSinks(self._config, self._pipeline)
         self._copies = CopyRegistry(self._config, self._runtime)
+        # Whole-process mode (``capture``): foreign StreamHandlers replaced until close.
+        self._capture = ProcessCapture(self._config, self._sinks)
         self._pipeline.start()
         _live.add(self)
         try:
             for sink in self._config.sinks:
                 self._sinks.attach(sink)
+            self._capture.start()
             for params in self._config.copies:
                 self.start_hdfs_copy(**params)
         except BaseException:
@@ -128,18 +132,22 @@ class LogManager:
     def add_sink(
         self,
         logger_name: str,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | IO[str] | int,
         *,
         level: int | str = logging.NOTSET,
         fmt: str | None = None,
         json: bool | None = None,
         rotation: int | str | timedelta | None = None,
         retention: int | None = None,
+        color: bool | None = None,
     ) -> int:
-        """Attach a file sink to ``logging.getLogger(logger_name)``; returns its id."""
+        """Attach a file or stream sink to ``logging.getLogger(logger_name)``; returns its id."""
         self._check_open("add a sink")
+        is_path = isinstance(path, str | os.PathLike)
         sink = SinkConfig(
-            path=Path(os.fspath(path)).expanduser(),
+            path=Path(os.fspath(path)).expanduser() if is_path else None,  # type: ignore[arg-type]
+            stream=None if is_path else path,
+            color=color,
             logger=logger_name,
             level=parse_level(level, "level"),
             format=None if json is None else ("json" if json else "text"),  # type: ignore[arg-type]
@@ -273,6 +281,8 @@ class LogManager:
 
     def _finish_close(self) -> None:
         self._pipeline.finish()
+        # After the last record went out through them: put the replaced handlers back.
+        self._capture.restore()
         with self._lock:
             self._state = _State.CLOSED
         _live.discard(self)

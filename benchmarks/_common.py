@@ -303,6 +303,19 @@ class FifoReader:
             self.proc.wait(timeout=5)
 
 
+class PipeReader(FifoReader):
+    """The same reader on a pipe: its stdin is the pipe's read end ``fd`` (the
+    writer is the measured process's own stdout)."""
+
+    def __init__(self, fd: int, *, first: int, pause: float, marker: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _FIFO_READER, "/dev/stdin", str(first), str(pause), marker],
+            stdin=fd,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+
 # ------------------------------------------------------------------ workers
 
 

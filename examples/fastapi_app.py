@@ -4,6 +4,9 @@ Run: ``APP_LOG_DIR=/tmp/app/logs APP_LOG_DEST=/tmp/app/shipped uvicorn examples.
 
 - the LogManager lives exactly as long as the app (``async with`` in the lifespan);
 - every request is logged as one JSON line (method, path, status, duration, request id);
+- uvicorn's own records, its access log included, go through aiologship's queue as
+  JSON lines to the streams uvicorn configured (``capture="all"``: its blocking
+  ``StreamHandler`` s are replaced while the app runs, and put back at shutdown);
 - a copy operation ships the log folder every ``APP_COPY_INTERVAL`` seconds, and once
   more at shutdown, after the last request's record is on disk.
 """
@@ -28,7 +31,9 @@ COPY_INTERVAL = float(os.environ.get("APP_COPY_INTERVAL", "30"))
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    async with LogManager(format="json", timezone=os.environ.get("APP_TZ", "UTC")) as lm:
+    async with LogManager(
+        format="json", capture="all", timezone=os.environ.get("APP_TZ", "UTC")
+    ) as lm:
         log = lm.get_logger("app.requests")
         log.add(LOG_DIR / "requests.log")
         await lm.start_hdfs_copy(

@@ -9,11 +9,18 @@ travels:
   the ``LogRecord`` s and formats them.
 - ``_formatting``: text and JSON formatters.
 - ``_writers``: ``FileWriter``, batched file writes, rotation and retention.
+- ``_streams``: ``StreamWriter``, a sink on stdout, stderr, a text stream or a
+  descriptor: the pump hands it batches in O(1); a thread of its own writes them,
+  so a stalled reader stalls neither a caller's loop nor the pump.
+- ``_console``: when to colour a stream (terminal, ``NO_COLOR``, ``FORCE_COLOR``)
+  and the formatter that colours by level.
+- ``_capture``: whole-process mode, foreign ``StreamHandler`` s replaced by
+  stream sinks for a manager's lifetime and restored.
 - ``_records``: building records from captured calls.
 - ``_pipeline``: ``Pipeline``, one manager's queue, pump, runtime and counters
   (``stats()``, ``flush()``, the drain at close, the reset after a fork).
 - ``_sinks``: ``FileSinks``, one manager's sinks and their writers, one writer
-  per real path.
+  per real path and one per stream.
 
 Layer rule: may import ``_config``, ``_exceptions`` (and ``_runtime``); never
 ``_copy``, ``_copiers``, ``_fs``, the manager or Ray. The manager composes these

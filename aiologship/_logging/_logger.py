@@ -8,7 +8,7 @@ import sys
 from collections.abc import MutableMapping
 from datetime import timedelta
 from logging import CRITICAL, DEBUG, ERROR, INFO, WARNING
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from ._queue import all_immutable, direct_sinks
 from ._records import RESERVED, capture, fast_path_ok, make_record
@@ -21,13 +21,14 @@ class SinkRegistry(Protocol):
     def add_sink(
         self,
         logger_name: str,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | IO[str] | int,
         *,
         level: int | str = ...,
         fmt: str | None = ...,
         json: bool | None = ...,
         rotation: int | str | timedelta | None = ...,
         retention: int | None = ...,
+        color: bool | None = ...,
     ) -> int: ...
 
     def remove_sink(self, sink_id: int) -> None: ...
@@ -145,29 +146,35 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     def add(
         self,
-        path: str | os.PathLike[str],
+        sink: str | os.PathLike[str] | IO[str] | int,
         *,
         level: int | str = logging.NOTSET,
         fmt: str | None = None,
         json: bool | None = None,
         rotation: int | str | timedelta | None = None,
         retention: int | None = None,
+        color: bool | None = None,
     ) -> int:
-        """Attach a file sink; returns its id for ``remove()``.
+        """Attach a sink: a file path, a text stream (``sys.stdout``, ``sys.stderr``)
+        or a file descriptor; returns its id for ``remove()``.
 
         ``json=True`` writes one JSON object per line (``None``: the manager's
-        format); ``fmt`` is a ``%``-style text format; ``rotation`` is a size
+        format); ``fmt`` is a ``%``-style text format. Files: ``rotation`` is a size
         (``10_000_000``, ``"10 MB"``) or an interval (``"1 hour"``, ``timedelta``);
-        ``retention`` keeps that many rotated files. The parent folder is created.
+        ``retention`` keeps that many rotated files; the parent folder is created.
+        Streams: the object given is the one written to (as ``StreamHandler``
+        does); text is coloured by level on a terminal (``color=None``, honouring
+        ``NO_COLOR`` and ``FORCE_COLOR``), ``color=True``/``False`` decides.
         """
         return self._log_manager.add_sink(
             self.logger.name if self.logger.name != "root" else "",
-            path,
+            sink,
             level=level,
             fmt=fmt,
             json=json,
             rotation=rotation,
             retention=retention,
+            color=color,
         )
 
     def remove(self, sink_id: int) -> None:

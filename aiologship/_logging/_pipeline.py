@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 
 from .._config import ManagerConfig
 from .._runtime import Runtime
 from ._pump import Pump
 from ._queue import FlushMarker, RecordQueue, SinkHandler, Stats
+from ._streams import StreamWriter
 from ._writers import Writer
 
 _log = logging.getLogger("aiologship")
@@ -37,6 +39,10 @@ class Pipeline:
         self._errors_before = 0
         self._after_close = 0
         self._after_close_warned = False
+        # Stream writers buffer what the pump handed them (the pump counted it as
+        # written): stats() subtracts what they have not written yet, or lost.
+        self._streams: list[StreamWriter] = []
+        self._streams_gone = (0, 0)  # (dropped, errors) of stream writers removed
 
     # ----------------------------------------------------------------- sinks
 
@@ -54,6 +60,18 @@ class Pipeline:
                 "a record was logged after LogManager.close(); it was written synchronously "
                 "(slow path); close the manager after the last log call"
             )
+
+    def track_stream(self, writer: StreamWriter) -> None:
+        with self._lock:
+            self._streams.append(writer)
+
+    def untrack_stream(self, writer: StreamWriter) -> None:
+        """A removed stream sink's writer, closed: keep its losses in the counts."""
+        with self._lock:
+            if writer in self._streams:
+                self._streams.remove(writer)
+                dropped, errors = self._streams_gone
+                self._streams_gone = (dropped + writer.dropped, errors + writer.errors)
 
     def in_runtime_thread(self) -> bool:
         return self.runtime.in_runtime_thread()
@@ -86,12 +104,21 @@ class Pipeline:
         queued = len(queue.items)
         written = pump.written + self._written_before
         errors = pump.write_errors + self._errors_before
+        accepted = written + errors + queued + pump.in_flight + queue.evicted
+        dropped = queue.dropped
+        s_dropped, s_errors = self._streams_gone
+        for writer in self._streams:
+            buffered = writer.buffered
+            queued += buffered
+            s_dropped += writer.dropped
+            s_errors += writer.errors
+            written -= buffered
         return Stats(
-            accepted=written + errors + queued + pump.in_flight + queue.evicted,
-            written=written,
-            dropped=queue.dropped,
+            accepted=accepted,
+            written=written - s_dropped - s_errors,
+            dropped=dropped + s_dropped,
             queued=queued,
-            write_errors=errors,
+            write_errors=errors + s_errors,
             after_close=self._after_close,
         )
 
@@ -99,10 +126,18 @@ class Pipeline:
         """Block until every record accepted so far is written; False on timeout."""
         if self._closed or not self.runtime.running:
             return True
+        deadline = None if timeout is None else time.monotonic() + timeout
         marker = FlushMarker()
         self.queue.items.append(marker)
         self.queue.request_wake()
-        return marker.done.wait(timeout)
+        if not marker.done.wait(timeout):
+            return False
+        # The pump handed every record over; stream writers write on their own threads.
+        for writer in list(self._streams):
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not writer.wait_written(writer.accepted, left):
+                return False
+        return True
 
     # ---------------------------------------------------------------- close
 

@@ -1,5 +1,7 @@
 """The demo: 100 async tasks log through one LogManager to local JSON files,
-and a copy operation ships those files to a local destination folder.
+and a copy operation ships those files to a local destination folder. A few
+lines go to the terminal as well, through a stream sink (coloured by level on a
+terminal, plain in a pipe).
 
 Run: ``nox -s demo``, ``aiologship demo [--out DIR] [--timezone TZ]`` or
 ``python examples/quickstart.py``. This module is the demo's one source.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +39,10 @@ async def main(out: Path, timezone: str) -> None:
         for name in ("ingest", "score"):
             lm.get_logger(name).add(logs / f"{name}.json")
         loggers = [lm.get_logger("ingest"), lm.get_logger("score")]
+        console = lm.get_logger("demo")
+        console.logger.propagate = False  # the terminal only, not the root logger's handlers
+        console.add(sys.stdout, fmt="%(asctime)s %(levelname)s %(message)s", json=False)
+        console.info("%d tasks log %s records to %s", TASKS, f"{TASKS * RECORDS_PER_TASK:,}", logs)
         op = await lm.start_hdfs_copy(
             copy_name="demo_logs",
             path_patterns=["logs/*.json"],
@@ -45,6 +52,8 @@ async def main(out: Path, timezone: str) -> None:
             preserve_structure=True,
         )
         await asyncio.gather(*(worker(loggers[t % 2], t) for t in range(TASKS)))
+        console.info("every record handed over; leaving the block drains them")
+        console.warning("then a final copy cycle ships the files to %s", shipped)
         elapsed = time.perf_counter() - started
     # Leaving the block drained every record and ran a final copy cycle.
     status = op.status()
@@ -53,6 +62,7 @@ async def main(out: Path, timezone: str) -> None:
     lines = sum(len(f.read_text(encoding="utf-8").splitlines()) for f in files)
     first = json.loads(files[0].read_text(encoding="utf-8").splitlines()[0])
     print(f"records accepted: {stats.accepted:,}  written: {stats.written:,}", end="")
+    print(f" ({lines:,} to files, {stats.written - lines} to the terminal)", end="")
     print(f"  dropped: {stats.dropped}")
     print(f"files: {', '.join(str(f) for f in files)} ({lines:,} lines)")
     print(f"throughput: {stats.written / elapsed:,.0f} records/s (until on disk)")

@@ -23,7 +23,7 @@ async def test_quickstart_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str
         logging.getLogger(name).propagate = False
     await main(tmp_path, "Asia/Singapore")  # raises SystemExit on any mismatch
     out = capsys.readouterr().out
-    assert "written: 100,000" in out and "dropped: 0" in out
+    assert "(100,000 to files, 3 to the terminal)" in out and "dropped: 0" in out
     assert "+08:00" in out
     shipped = sorted(p.name for p in (tmp_path / "shipped" / "logs").iterdir())
     assert shipped == ["ingest.json", "score.json"]

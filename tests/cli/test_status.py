@@ -55,7 +55,7 @@ def test_status_of_an_empty_state_dir(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--out", str(tmp_path), "--timezone", "UTC"]) == 0
     out = capsys.readouterr().out
-    assert "written: 100,000" in out and "shipped to" in out
+    assert "(100,000 to files, 3 to the terminal)" in out and "shipped to" in out
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ apart (:class:`HdfsTarget`), the Hadoop configuration it resolves against
 Layer rule: imports ``_exceptions`` only; drivers import this module, never the
 other way round.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,6 +19,7 @@ from ..._exceptions import DestinationError
 DEFAULT_RPC_PORT = 8020
 DEFAULT_HTTP_PORT = 9870
 ENV_USER = "HADOOP_USER_NAME"
+
 
 @dataclass(frozen=True, slots=True)
 class HdfsTarget:
