@@ -8,14 +8,36 @@ than the rest of a short text line.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, tzinfo
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
 from .._config import DEFAULT_TEXT_FORMAT
+from ._records import RESERVED, safe_repr
 
 _MILLIS = tuple(f".{ms:03d}" for ms in range(1000))
+
+# What a text format prints for a field the record does not have (a context field
+# not bound for this record): "-", as in the common log format, so columns stay
+# aligned and a grep for the field still finds the line.
+MISSING = "-"
+# logging.PercentStyle's own field pattern.
+_FIELD = re.compile(r"%\((\w+)\)[#0+ -]*(\*|\d+)?(\.(\*|\d+))?[diouxefgcrsa%]", re.I)
+
+
+class _Defaulted(dict):  # type: ignore[type-arg]
+    """A record's ``__dict__`` copy in which an absent field reads as ``MISSING``."""
+
+    def __missing__(self, key: str) -> str:
+        return MISSING
+
+
+def _all_str(fmt: str) -> str:
+    """``fmt`` with every field that is no record attribute printed with ``%s``:
+    ``MISSING`` has no numeric form, so ``%(count)05d`` cannot print it."""
+    return _FIELD.sub(lambda m: m.group(0) if m.group(1) in RESERVED else f"%({m.group(1)})s", fmt)
 
 
 class _Clock:
@@ -57,6 +79,7 @@ class TextFormatter(logging.Formatter):
         self._uses_time = self.usesTime()
         self._percent = type(self._style) is logging.PercentStyle
         self._text = self._style._fmt
+        self._text_all_str = _all_str(self._text) if self._text else self._text
 
     def format(self, record: logging.LogRecord) -> str:
         # logging.Formatter.format, minus the per-record method calls that only
@@ -76,7 +99,10 @@ class TextFormatter(logging.Formatter):
                 if cache[0] != int(record.created):
                     cache = self._clock._refresh(int(record.created))
                 record.asctime = cache[1] + _MILLIS[int(record.msecs)] + cache[2]
-        s: str = self._text % record.__dict__
+        try:
+            s: str = self._text % record.__dict__
+        except KeyError:
+            s = self._with_missing(record.__dict__)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -88,6 +114,15 @@ class TextFormatter(logging.Formatter):
                 s = s + "\n"
             s = s + self.formatStack(record.stack_info)
         return s
+
+    def _with_missing(self, d: dict[str, Any]) -> str:
+        """The line of a record that lacks a field of the format: ``MISSING`` in its
+        place, never a KeyError on the pump (the record would be lost)."""
+        fields = _Defaulted(d)
+        try:
+            return self._text % fields
+        except (TypeError, ValueError):
+            return self._text_all_str % fields
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt:
@@ -106,11 +141,30 @@ class JsonFormatter(_JsonFormatter):
     caller used that name too, and so on), so nothing vanishes. ``message`` cannot
     clash: the stdlib refuses it in ``extra=``, and a logged dict's ``message`` is
     the message.
+
+    A value JSON cannot encode never costs the record: it is written as its
+    ``str()`` when its type defines one (UUID, Decimal, Path, datetime keep their
+    usual text), else as its ``repr()``; a structure ``json`` refuses outright (a
+    circular list, a dict with tuple keys) is written as its ``repr()``.
     """
 
     def __init__(self, *, tz: tzinfo) -> None:
-        super().__init__("%(message)s", json_ensure_ascii=False, json_default=str)
+        super().__init__("%(message)s", json_ensure_ascii=False, json_default=_json_default)
         self._clock = _Clock(tz)
+
+    def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
+        try:
+            return super().jsonify_log_record(log_data)
+        except (TypeError, ValueError, RecursionError):
+            # Rare: find the values json refuses and write those as their repr.
+            safe: dict[str, Any] = {}
+            for key, value in log_data.items():
+                try:
+                    super().jsonify_log_record({key: value})
+                    safe[key] = value
+                except (TypeError, ValueError, RecursionError):
+                    safe[key] = safe_repr(value)
+            return super().jsonify_log_record(safe)
 
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
@@ -131,11 +185,40 @@ class JsonFormatter(_JsonFormatter):
                 log_data[key] = value
 
 
+def _json_default(value: Any) -> str:
+    if type(value).__str__ is not object.__str__:  # type: ignore[comparison-overlap]
+        try:
+            return str(value)
+        except Exception:
+            pass
+    return safe_repr(value)
+
+
 def _keep_clashing(log_data: dict[str, Any], key: str, value: Any) -> None:
     name = f"extra_{key}"
     while name in log_data:
         name = f"extra_{name}"
     log_data[name] = value
+
+
+def format_filling(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    """``formatter.format(record)``, any formatter (a dictConfig one too): a field
+    its format names and the record lacks is set to ``MISSING`` on the record and
+    the line made again, instead of a KeyError that would lose the record."""
+    for _ in range(_MAX_FILLS):
+        try:
+            return formatter.format(record)
+        except (KeyError, ValueError) as exc:
+            # logging.PercentStyle raises ValueError from the KeyError.
+            missing = exc if isinstance(exc, KeyError) else exc.__context__
+            key = missing.args[0] if isinstance(missing, KeyError) and missing.args else None
+            if type(key) is not str or key in record.__dict__:
+                raise
+            record.__dict__[key] = MISSING
+    return formatter.format(record)
+
+
+_MAX_FILLS = 32  # fields of one format a record may lack
 
 
 def make_formatter(*, json: bool, fmt: str | None, tz: tzinfo) -> logging.Formatter:

@@ -108,6 +108,11 @@ class Pump:
                 try:
                     lines.append(fmt(record) + "\n")
                 except Exception:
+                    try:  # SinkHandler.format: a missing field printed as "-"
+                        lines.append(handler.format(record) + "\n")
+                        continue
+                    except Exception:
+                        pass
                     self.write_errors += 1
                     self.in_flight -= 1
                     handler.handleError(record)
