@@ -9,18 +9,25 @@ import asyncio
 import json
 import logging
 import logging.config
+import sys
 import threading
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pythonjsonlogger.json import JsonFormatter as _PjlJsonFormatter
 
 import aiologship
 from aiologship import ConfigError, LogManager
 from aiologship._logging._context import Pairs, add_source, remove_source
+from aiologship._logging._formatting import JsonFormatter
 from aiologship._logging._queue import direct_sinks
+from aiologship._logging._records import RESERVED, build, capture
 from aiologship.testing import assert_fields, capture_logs
 from tests.conftest import only_aiologship_sinks, read_lines
 
@@ -332,3 +339,49 @@ def test_threads_do_not_share_a_binding(tmp_path: Path, route: Any) -> None:
     assert len(lines) == 1600
     for line in lines:
         assert line["message"].startswith(f"w{line['worker']} ")
+
+
+# ----------------------------------------------------------------- JSON paths agree
+
+field_names = st.one_of(
+    st.sampled_from(["request_id", "user", "_private", "timestamp", "level", "logger", "n"]),
+    st.text(min_size=1, max_size=8),
+).filter(lambda k: k not in RESERVED)
+field_values = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    msg=st.sampled_from(["plain", "a %s b %d", "%s%%", "ünï %s", "%d"]),
+    args=st.lists(st.one_of(st.integers(), st.text(max_size=5)), max_size=2),
+    level=st.sampled_from([10, 20, 25, 30, 40, 50]),
+    fields=st.lists(st.tuples(field_names, field_values), max_size=5),
+    created=st.floats(min_value=0, max_value=4e9),
+)
+def test_json_line_is_the_same_on_every_path(
+    msg: str, args: list[Any], level: int, fields: list[tuple[str, Any]], created: float
+) -> None:
+    """The captured fast path (no LogRecord), our one-pass ``format`` and
+    python-json-logger's own ``format`` write the same line, or the fast path
+    declines (None) and the pump takes the record path."""
+    formatter = JsonFormatter(tz=UTC)
+    std = logging.getLogger("json.paths")
+    item = capture(0, std, level, msg, tuple(args), sys._getframe(0), tuple(fields) or None)
+    item = (*item[:5], created, *item[6:])
+
+    def reference() -> str | None:
+        try:
+            return str(_PjlJsonFormatter.format(formatter, build(item)))
+        except (TypeError, ValueError):
+            return None  # the message does not format: handleError's business
+
+    expected = reference()
+    if expected is not None:
+        assert formatter.format(build(item)) == expected
+    fast = formatter.format_captured(item)
+    if fast is not None:
+        assert fast == expected
+    clash = any(key in ("timestamp", "level", "logger") for key, _ in fields)
+    assert (fast is None) == (clash or expected is None)
