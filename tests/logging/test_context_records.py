@@ -167,7 +167,7 @@ def test_plain_stdlib_records_get_the_context_but_keep_their_own_extra(tmp_path:
     assert "request_id" not in y
 
 
-@pytest.mark.parametrize("kind", ["bound", "extra"])
+@pytest.mark.parametrize("kind", ["bound", "extra", "logger-bind"])
 def test_mutable_values_are_snapshotted_at_the_call(tmp_path: Path, route: Any, kind: str) -> None:
     # The pump formats later, on its own thread: a mutation right after each call
     # would show in the lines of the records still queued, unless the call copied.
@@ -177,8 +177,11 @@ def test_mutable_values_are_snapshotted_at_the_call(tmp_path: Path, route: Any, 
         log = lm.get_logger("mut")
         log.add(path)
         log = route(log)
+        bound_log = log.bind(payload=payload)  # bound once, snapshotted at each call
         for i in range(2000):
-            if kind == "bound":
+            if kind == "logger-bind":
+                bound_log.info("n=%d", i)
+            elif kind == "bound":
                 with aiologship.context(payload=payload):
                     log.info("n=%d", i)
             else:
