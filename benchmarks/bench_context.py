@@ -11,10 +11,12 @@ is JSON with those fields as keys. Libraries:
               written through a stdlib ``logging.FileHandler``
   loguru      ``logger.contextualize`` + ``serialize=True`` (``enqueue=True``, as
               the loguru anchor of bench_logging.py)
+  loguru-sync the same without ``enqueue``: loguru's fastest JSON setting (it
+              writes in the caller), the stricter of the two loguru anchors
 
 Each (library, run) runs in a fresh interpreter; the parent prints the medians,
 the ratios against the anchors measured in the same run, and one PASS/FAIL line
-per target (aiologship >= 2x structlog, >= 2x loguru). Every run also checks on
+per target (aiologship >= 2x structlog, >= 2x each loguru anchor). Every run also checks on
 disk that each line carries the fields of the task that logged it (``mixed``) and
 that no record is missing; a run that fails the check counts as failed.
 """
@@ -58,13 +60,14 @@ LOGURU_MSG = MARKER + " task={} seq={} payload={}"
 PAYLOAD = "x" * 40
 TASK_RE = re.compile(r"task=(\d+) seq=(\d+)")
 YIELD_EVERY = 20  # as bench_logging.py: the 100 tasks interleave like request handlers
-LIBS = ["aiologship", "structlog", "loguru"]
+LIBS = ["aiologship", "structlog", "loguru", "loguru-sync"]
 LABELS = {
     "aiologship": "aiologship bind_context, JSON sink",
     "structlog": "structlog contextvars + JSONRenderer",
     "loguru": "loguru contextualize serialize=True",
+    "loguru-sync": "loguru contextualize serialize=True, no enqueue",
 }
-TARGETS = {"structlog": 2.0, "loguru": 2.0}
+TARGETS = {"structlog": 2.0, "loguru": 2.0, "loguru-sync": 2.0}
 
 
 def fields_of(task: int) -> dict[str, Any]:
@@ -145,12 +148,14 @@ class Structlog:
 
 
 class Loguru:
+    ENQUEUE = True
+
     async def open(self, path: Path) -> None:
         from loguru import logger
 
         logger.remove()
         self.logger = logger
-        self.sink = logger.add(str(path), serialize=True, enqueue=True, level="INFO")
+        self.sink = logger.add(str(path), serialize=True, enqueue=self.ENQUEUE, level="INFO")
         self.info = logger.info
 
     def bind(self, task: int) -> Any:
@@ -169,10 +174,15 @@ class Loguru:
         return record["message"], record["extra"]
 
 
+class LoguruSync(Loguru):
+    ENQUEUE = False
+
+
 ADAPTERS: dict[str, Callable[[], Any]] = {
     "aiologship": Aiologship,
     "structlog": Structlog,
     "loguru": Loguru,
+    "loguru-sync": LoguruSync,
 }
 
 
