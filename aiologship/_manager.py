@@ -42,6 +42,7 @@ from ._logging._logger import Logger
 from ._logging._pipeline import Pipeline
 from ._logging._queue import Stats
 from ._logging._sinks import FileSinks
+from ._logging._sources import hold_sources
 from ._operation import CopyOperation, in_event_loop
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ class LogManager:
         self._sinks = FileSinks(self._config, self._pipeline)
         self._copies = CopyRegistry(self._config, self._runtime)
         self._pipeline.start()
+        # Automatic fields (Ray ids, trace ids) while this manager is open.
+        self._sources = hold_sources(self._config)
         _live.add(self)
         try:
             for sink in self._config.sinks:
@@ -272,6 +275,7 @@ class LogManager:
         await self._sinks.aclose_writers()
 
     def _finish_close(self) -> None:
+        self._sources.release()
         self._pipeline.finish()
         with self._lock:
             self._state = _State.CLOSED
