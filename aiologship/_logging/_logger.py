@@ -10,8 +10,8 @@ from datetime import timedelta
 from logging import CRITICAL, DEBUG, ERROR, INFO, WARNING
 from typing import Any, Protocol
 
-from ._queue import all_immutable, direct_sinks
-from ._records import RESERVED, capture, fast_path_ok, make_record
+from ._queue import direct_sinks
+from ._records import RESERVED, all_immutable, capture, fast_path_ok, make_record
 
 
 class SinkRegistry(Protocol):

@@ -21,28 +21,16 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._config import Overflow
-from ._records import build
+from ._records import all_immutable, build
 
 if TYPE_CHECKING:
     from ._writers import Writer
 
 _yield_gil = time.sleep
-
-# Arguments of these types cannot change after the call, so formatting the
-# message later on the pump thread prints what the caller meant.
-_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, complex})
-
-
-def all_immutable(values: Iterable[Any]) -> bool:
-    # A loop, not all(<generator>): this runs on every log call.
-    for value in values:  # noqa: SIM110
-        if type(value) not in _IMMUTABLE:
-            return False
-    return True
 
 
 class FlushMarker:

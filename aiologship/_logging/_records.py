@@ -44,6 +44,20 @@ def _reset_pid() -> None:
 os.register_at_fork(after_in_child=_reset_pid)
 
 
+# Values of these types cannot change after the call, so a record built or
+# formatted later on the pump prints what the caller meant, and a tuple of them is
+# untracked by the garbage collector (see ``capture``).
+IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, complex})
+
+
+def all_immutable(values: collections.abc.Iterable[Any]) -> bool:
+    # A loop, not all(<generator>): this runs on every log call.
+    for value in values:  # noqa: SIM110
+        if type(value) not in IMMUTABLE:
+            return False
+    return True
+
+
 _fast_types: dict[type, bool] = {}
 
 
