@@ -147,11 +147,16 @@ class RaySource:
             return _RayState(core)
         building.active = True
         try:
-            state = _read_ray_state(core)
-        except Exception:
-            # Ray is still connecting (``ray.init`` logs before it is ready): try
-            # again at the next call, do not cache the failure.
-            return _RayState(core)
+            # ``ray.init`` makes the core worker before it is connected (and logs
+            # meanwhile): nothing to read yet, ask again at the next call.
+            if not _modules["ray"].is_initialized():
+                return _RayState(core)
+            try:
+                state = _read_ray_state(core)
+            except Exception:
+                # Connected, yet Ray cannot say: no Ray fields for this connection,
+                # rather than a failing Ray call on every log call.
+                state = _RayState(core)
         finally:
             building.active = False
         self._state = state

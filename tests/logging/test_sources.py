@@ -189,6 +189,7 @@ class FakeRay:
         self.actor: str | None = None
         self.task = FakeTaskID("aa" * 24)
         self.fail_context = False
+        self.initialized = True
         self.on_context: Callable[[], None] | None = None
         self.async_task_id: contextvars.ContextVar[Any] = contextvars.ContextVar(
             "async_task_id", default=None
@@ -204,6 +205,7 @@ class FakeRay:
         self.Core = Core
         ray = ModuleType("ray")
         ray.get_runtime_context = self._runtime_context  # type: ignore[attr-defined]
+        ray.is_initialized = lambda: self.initialized  # type: ignore[attr-defined]
         worker_module = ModuleType("ray._private.worker")
         worker_module.global_worker = self.worker  # type: ignore[attr-defined]
         worker_module.WORKER_MODE = self.WORKER_MODE  # type: ignore[attr-defined]
@@ -297,14 +299,30 @@ def test_ray_not_ready_is_retried_and_reentry_gives_nothing(
     fake = FakeRay(monkeypatch)
     fake.connect()
     source = RaySource()
-    fake.fail_context = True  # core worker made, ray.init not finished
+    fake.initialized = False  # core worker made, ray.init not finished
     assert source() == ()
-    fake.fail_context = False
+    assert source() == ()
+    assert "get_runtime_context" not in fake.calls
+    fake.initialized = True
     # Ray logs while the source asks it (the record it logs goes without fields).
     inner: list[Any] = []
     fake.on_context = lambda: inner.append(source())
     assert source()[0] == ("ray_job_id", "01000000")
     assert inner == [()]
+
+
+def test_ray_that_cannot_answer_is_asked_once_per_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeRay(monkeypatch)
+    fake.connect()
+    fake.fail_context = True
+    source = RaySource()
+    assert source() == () and source() == ()
+    assert fake.calls == {"get_runtime_context": 1}
+    fake.fail_context = False
+    fake.connect()  # the next connection is read again
+    assert source()[0] == ("ray_job_id", "01000000")
 
 
 def test_ray_after_fork_the_inherited_worker_gives_nothing(
