@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -360,6 +361,42 @@ def test_a_source_stays_while_any_hold_has_it() -> None:
     assert ("marker_a", "on") not in source_pairs()
 
 
+class Holds(RuleBasedStateMachine):
+    """Managers open and close in any order, each holding some of two sources: a
+    source's fields are there exactly while some open hold has it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.markers = (Marker("marker_x"), Marker("marker_y"))
+        self.open: list[tuple[SourceHold, frozenset[int]]] = []
+
+    @rule(which=st.frozensets(st.sampled_from([0, 1])))
+    def open_hold(self, which: frozenset[int]) -> None:
+        self.open.append((SourceHold([self.markers[i] for i in sorted(which)]), which))
+
+    @precondition(lambda self: bool(self.open))
+    @rule(data=st.data())
+    def close_hold(self, data: st.DataObject) -> None:
+        i = data.draw(st.integers(min_value=0, max_value=len(self.open) - 1))
+        hold, _ = self.open.pop(i)
+        hold.release()
+        hold.release()
+
+    @invariant()
+    def fields_follow_the_open_holds(self) -> None:
+        pairs = source_pairs()
+        for i, marker in enumerate(self.markers):
+            wanted = any(i in which for _, which in self.open)
+            assert ((marker.key, "on") in pairs) is wanted
+
+    def teardown(self) -> None:
+        for hold, _ in self.open:
+            hold.release()
+
+
+TestHolds = Holds.TestCase
+
+
 @pytest.mark.parametrize("key", ["ray_fields", "trace_fields"])
 def test_switches_in_yaml_keyword_and_environment(tmp_path: Path, key: str) -> None:
     assert getattr(load_config(environ={}), key) is True
@@ -400,8 +437,9 @@ def test_records_in_a_span_carry_its_ids(
     t, exporter = tracer
     path = tmp_path / "app.json"
     with LogManager(format="json") as lm:
-        log = route(lm.get_logger("traced"))
+        log = lm.get_logger("traced")
         log.add(path)
+        log = route(log)
         log.info("before")
         with t.start_as_current_span("outer"):
             log.info("in outer")
@@ -430,8 +468,9 @@ async def test_concurrent_requests_records_carry_their_own_span(
     t, exporter = tracer
     path = tmp_path / "app.json"
     async with LogManager(format="json") as lm:
-        log = route(lm.get_logger("traced.async"))
+        log = lm.get_logger("traced.async")
         log.add(path)
+        log = route(log)
         barrier = asyncio.Barrier(50)
 
         async def request(i: int) -> None:
