@@ -6,17 +6,17 @@ Each figure is nanoseconds per call of the source alone (a ``timeit`` loop, the
 fastest of 5 repeats within a run, the median over ``--runs`` runs), next to an
 anchor measured in the same process:
 
-- Ray, in a task and in an async actor method (a local one-node cluster):
-  ``RAY_SOURCE()`` against reading the same four ids from
+- Ray, in a task, an async actor method and the driver (a local one-node
+  cluster): ``RAY_FIELDS()`` against reading the same four ids from
   ``ray.get_runtime_context()`` at every call (what Ray's own
   ``ray._common.filters.CoreContextFilter`` does per record). Each run also
   checks that both give the same ids.
-- OpenTelemetry: ``TRACE_SOURCE()`` inside a span against reading the current
+- OpenTelemetry: ``TRACE_FIELDS()`` inside a span against reading the current
   span and formatting its ids at every call (what
   ``opentelemetry-instrumentation-logging``'s record factory does); outside any
   span.
-- A process with neither Ray connected nor a span: what the default-on switches
-  cost everyone else.
+- A process that imported neither: what the default-on switches cost everyone
+  else (``RAY_AND_TRACE_FIELDS``, the one source added when both are on).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import load_avg
 
-from aiologship._logging._sources import RAY_SOURCE, TRACE_SOURCE
+from aiologship._logging._sources import RAY_AND_TRACE_FIELDS, TRACE_FIELDS
 
 
 def per_call_ns(fn: Callable[[], Any], calls: int) -> float:
@@ -47,23 +47,25 @@ def ray_anchor() -> tuple[tuple[str, Any], ...]:
 
     context = ray.get_runtime_context()
     pairs = [("ray_job_id", context.get_job_id()), ("ray_node_id", context.get_node_id())]
-    actor_id = context.get_actor_id()
-    if actor_id:
-        pairs.append(("ray_actor_id", actor_id))
-    task_id = context.get_task_id()
-    if task_id:
-        pairs.append(("ray_task_id", task_id))
+    # As CoreContextFilter does: a driver is not asked (Ray warns) for these.
+    if context.worker.mode == ray.WORKER_MODE:
+        actor_id = context.get_actor_id()
+        if actor_id:
+            pairs.append(("ray_actor_id", actor_id))
+        task_id = context.get_task_id()
+        if task_id:
+            pairs.append(("ray_task_id", task_id))
     return tuple(pairs)
 
 
 def measure_ray_here(calls: int) -> dict[str, Any]:
     # Imported here: in a Ray worker this runs in a fresh process (and the
     # process-wide source instance is not something to pickle).
-    from aiologship._logging._sources import RAY_SOURCE
+    from aiologship._logging._sources import RAY_FIELDS
 
     return {
-        "same": RAY_SOURCE() == ray_anchor(),
-        "source_ns": per_call_ns(RAY_SOURCE, calls),
+        "same": RAY_FIELDS() == ray_anchor(),
+        "source_ns": per_call_ns(RAY_FIELDS, calls),
         "anchor_ns": per_call_ns(ray_anchor, calls),
     }
 
@@ -119,15 +121,15 @@ def trace_runs(runs: int, calls: int) -> dict[str, list[dict[str, Any]]]:
         with tracer.start_as_current_span("bench"):
             out["in a span"].append(
                 {
-                    "same": TRACE_SOURCE() == anchor(),
-                    "source_ns": per_call_ns(TRACE_SOURCE, calls),
+                    "same": TRACE_FIELDS() == anchor(),
+                    "source_ns": per_call_ns(TRACE_FIELDS, calls),
                     "anchor_ns": per_call_ns(anchor, calls),
                 }
             )
         out["no span"].append(
             {
-                "same": TRACE_SOURCE() == anchor() == (),
-                "source_ns": per_call_ns(TRACE_SOURCE, calls),
+                "same": TRACE_FIELDS() == anchor() == (),
+                "source_ns": per_call_ns(TRACE_FIELDS, calls),
                 "anchor_ns": per_call_ns(anchor, calls),
             }
         )
@@ -135,19 +137,18 @@ def trace_runs(runs: int, calls: int) -> dict[str, list[dict[str, Any]]]:
 
 
 def idle_runs(runs: int, calls: int) -> dict[str, list[dict[str, Any]]]:
-    """Neither source has anything to say: Ray not connected, no span current."""
+    """What a manager with both switches on adds to every call of a process that
+    imported neither Ray nor OpenTelemetry: the one source the context layer
+    calls, against a function that returns ``()``."""
 
-    def both() -> Any:
-        return (RAY_SOURCE(), TRACE_SOURCE())
-
-    def nothing() -> Any:
-        return ((), ())
+    def nothing() -> tuple[()]:
+        return ()
 
     return {
-        "both sources, nothing applies": [
+        "both kinds, nothing applies": [
             {
-                "same": both() == ((), ()),
-                "source_ns": per_call_ns(both, calls),
+                "same": RAY_AND_TRACE_FIELDS() == (),
+                "source_ns": per_call_ns(RAY_AND_TRACE_FIELDS, calls),
                 "anchor_ns": per_call_ns(nothing, calls),
             }
             for _ in range(runs)
@@ -179,7 +180,7 @@ def main() -> int:
     print(f"load average (1 min) at start: {load_avg():.2f}; runs: {a.runs}; calls: {a.calls}")
     ok = report(
         "Nothing applies (Ray not imported, OpenTelemetry not imported)",
-        "returning () twice",
+        "a function returning ()",
         idle_runs(a.runs, a.calls),
     )
     ok &= report(

@@ -31,10 +31,14 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext
 
 from aiologship import ConfigError, LogManager
 from aiologship._config import load_config
+from aiologship._logging import _sources as sources
 from aiologship._logging._context import source_pairs
 from aiologship._logging._sources import (
-    RAY_SOURCE,
+    RAY_AND_TRACE_FIELDS,
+    RAY_FIELDS,
+    TRACE_FIELDS,
     TRACE_SOURCE,
+    Kind,
     RaySource,
     SourceHold,
     TraceSource,
@@ -342,56 +346,99 @@ def test_ray_after_fork_the_inherited_worker_gives_nothing(
 # ------------------------------------------------------------ holds and switches
 
 
-class Marker:
-    def __init__(self, key: str) -> None:
-        self.key = key
+@pytest.fixture
+def isolated_holds() -> Iterator[None]:
+    """No hold but the test's own: a manager another test left open (the process's
+    default manager of dictConfig handlers) would switch the fields on for all."""
+    with sources._hold_lock:
+        saved = dict(sources._holders)
+        sources._holders.clear()
+        sources._sync()
+    yield
+    with sources._hold_lock:
+        sources._holders.clear()
+        sources._holders.update(saved)
+        sources._sync()
 
-    def __call__(self) -> tuple[tuple[str, Any], ...]:
-        return ((self.key, "on"),)
+
+SPAN = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=False))
+SPAN_PAIRS = (("trace_id", f"{0xABC:032x}"), ("span_id", f"{0xDEF:016x}"))
 
 
-def test_a_source_stays_while_any_hold_has_it() -> None:
-    marker = Marker("marker_a")
-    first, second = SourceHold([marker]), SourceHold([marker])
-    assert ("marker_a", "on") in source_pairs()
+def pairs_in_span() -> tuple[tuple[str, Any], ...]:
+    with trace.use_span(SPAN):
+        return source_pairs()
+
+
+def test_a_kind_stays_while_any_hold_has_it(isolated_holds: None) -> None:
+    assert pairs_in_span() == () and sources.installed() is None
+    first, second = SourceHold([Kind.TRACE]), SourceHold([Kind.TRACE])
+    assert pairs_in_span() == SPAN_PAIRS
     first.release()
     first.release()  # idempotent: does not take the other hold's count
-    assert ("marker_a", "on") in source_pairs()
+    assert pairs_in_span() == SPAN_PAIRS
     second.release()
-    assert ("marker_a", "on") not in source_pairs()
+    assert pairs_in_span() == () and sources.installed() is None
+
+
+def test_both_kinds_are_one_source(isolated_holds: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a call costs when neither Ray nor OpenTelemetry is imported: one source
+    # call, which answers from two membership tests.
+    hold = SourceHold([Kind.RAY, Kind.TRACE])
+    try:
+        assert sources.installed() is RAY_AND_TRACE_FIELDS
+        assert pairs_in_span() == SPAN_PAIRS
+        monkeypatch.delitem(sys.modules, "opentelemetry.trace")
+        monkeypatch.delitem(sys.modules, "ray", raising=False)
+        assert source_pairs() == ()
+    finally:
+        hold.release()
 
 
 class Holds(RuleBasedStateMachine):
-    """Managers open and close in any order, each holding some of two sources: a
-    source's fields are there exactly while some open hold has it."""
+    """Managers open and close in any order, each wanting some kinds: exactly one
+    source is added, the one for the union of the open holds' kinds, and the trace
+    fields are there exactly while some open hold wants them."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.markers = (Marker("marker_x"), Marker("marker_y"))
-        self.open: list[tuple[SourceHold, frozenset[int]]] = []
+        self.open: list[SourceHold] = []
+        with sources._hold_lock:
+            self.saved = dict(sources._holders)
+            sources._holders.clear()
+            sources._sync()
 
-    @rule(which=st.frozensets(st.sampled_from([0, 1])))
-    def open_hold(self, which: frozenset[int]) -> None:
-        self.open.append((SourceHold([self.markers[i] for i in sorted(which)]), which))
+    @rule(kinds=st.frozensets(st.sampled_from(list(Kind))))
+    def open_hold(self, kinds: frozenset[Kind]) -> None:
+        self.open.append(SourceHold(sorted(kinds, key=lambda k: k.value)))
 
     @precondition(lambda self: bool(self.open))
     @rule(data=st.data())
     def close_hold(self, data: st.DataObject) -> None:
         i = data.draw(st.integers(min_value=0, max_value=len(self.open) - 1))
-        hold, _ = self.open.pop(i)
+        hold = self.open.pop(i)
         hold.release()
         hold.release()
 
     @invariant()
-    def fields_follow_the_open_holds(self) -> None:
-        pairs = source_pairs()
-        for i, marker in enumerate(self.markers):
-            wanted = any(i in which for _, which in self.open)
-            assert ((marker.key, "on") in pairs) is wanted
+    def one_source_for_the_union(self) -> None:
+        union = frozenset(kind for hold in self.open for kind in hold.kinds)
+        expected = {
+            frozenset(): None,
+            frozenset({Kind.RAY}): RAY_FIELDS,
+            frozenset({Kind.TRACE}): TRACE_FIELDS,
+            frozenset({Kind.RAY, Kind.TRACE}): RAY_AND_TRACE_FIELDS,
+        }[union]
+        assert sources.installed() is expected
+        assert pairs_in_span() == (SPAN_PAIRS if Kind.TRACE in union else ())
 
     def teardown(self) -> None:
-        for hold, _ in self.open:
+        for hold in self.open:
             hold.release()
+        with sources._hold_lock:
+            sources._holders.clear()
+            sources._holders.update(self.saved)
+            sources._sync()
 
 
 TestHolds = Holds.TestCase
@@ -418,10 +465,12 @@ def test_switches_in_yaml_keyword_and_environment(tmp_path: Path, key: str) -> N
 
 def test_manager_holds_what_its_config_enables() -> None:
     with LogManager() as on:
-        assert on._sources.sources == (RAY_SOURCE, TRACE_SOURCE)
+        assert on._sources.kinds == (Kind.RAY, Kind.TRACE)
         with LogManager(ray_fields=False, trace_fields=False) as off:
-            assert off._sources.sources == ()
-    assert on._sources.sources == () and off._sources.sources == ()
+            assert off._sources.kinds == ()
+        with LogManager(trace_fields=False) as ray_only:
+            assert ray_only._sources.kinds == (Kind.RAY,)
+    assert on._sources.kinds == () == off._sources.kinds == ray_only._sources.kinds
 
 
 # --------------------------------------------------- through the real pipeline
@@ -488,7 +537,7 @@ async def test_concurrent_requests_records_carry_their_own_span(
         assert (r["trace_id"], r["span_id"]) == (f"{span.trace_id:032x}", f"{span.span_id:016x}")
 
 
-def test_switched_off_no_trace_fields(tmp_path: Path, tracer: Any) -> None:
+def test_switched_off_no_trace_fields(tmp_path: Path, tracer: Any, isolated_holds: None) -> None:
     path = tmp_path / "off.json"
     with LogManager(format="json", trace_fields=False) as lm:
         log = lm.get_logger("untraced")
@@ -499,7 +548,9 @@ def test_switched_off_no_trace_fields(tmp_path: Path, tracer: Any) -> None:
     assert "trace_id" not in r and "span_id" not in r
 
 
-def test_two_managers_with_different_switches(tmp_path: Path, tracer: Any) -> None:
+def test_two_managers_with_different_switches(
+    tmp_path: Path, tracer: Any, isolated_holds: None
+) -> None:
     """The fields are process-wide: a record carries them while any open manager
     enables them, whichever manager's sink writes it."""
     t = tracer[0]
