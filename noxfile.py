@@ -34,6 +34,7 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[bench]")
     for script in (
         "benchmarks/bench_logging.py",
+        "benchmarks/bench_context.py",
         "benchmarks/bench_copy.py",
         "benchmarks/bench_hdfs.py",
     ):

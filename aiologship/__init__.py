@@ -11,6 +11,7 @@ from ._exceptions import (
     CopyError,
     DestinationError,
 )
+from ._logging._context import bind_context, context, get_context, unbind_context
 from ._logging._logger import Logger
 from ._logging._queue import Stats
 from ._manager import LogManager
@@ -36,6 +37,10 @@ __all__ = [
     "Rotation",
     "Stats",
     "__version__",
+    "bind_context",
+    "context",
+    "get_context",
+    "unbind_context",
 ]
 
 for _name in __all__:

@@ -2,7 +2,8 @@
 
 - ``log_manager``: a ``LogManager`` whose sinks and state live in the test's
   ``tmp_path``, closed after the test (async fixture: use it from sync or async tests).
-- ``log_records``: records collected as dictionaries (``aiologship.testing``).
+- ``log_records``: records collected as dictionaries, context fields included
+  (``aiologship.testing``; check them with ``testing.assert_fields``).
 - ``local_destination``: a temporary destination folder for copy tests.
 """
 
@@ -34,7 +35,8 @@ if pytest_asyncio is not None:
 
 @pytest.fixture
 def log_records() -> Iterator[list[dict[str, Any]]]:
-    """Every record that reaches the root logger during the test, as dictionaries."""
+    """Every record that reaches the root logger during the test, as dictionaries
+    with their context fields (``aiologship.testing.assert_fields`` checks them)."""
     with capture_logs() as records:
         yield records
 

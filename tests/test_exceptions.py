@@ -52,8 +52,10 @@ def test_public_names() -> None:
         "AiologshipError", "AsyncFileHandler", "ClosedError", "ConfigError",
         "CopyConflictError", "CopyError", "CopyOperation", "DestinationError", "HdfsDriver",
         "LogFormat", "LogManager", "Logger", "Overflow", "Rotation", "Stats", "__version__",
+        "bind_context", "context", "get_context", "unbind_context",
     ]  # fmt: skip
     for name in aiologship.__all__:
         assert hasattr(aiologship, name)
-    for name in ("LogManager", "Logger", "CopyOperation", "ConfigError", "AsyncFileHandler"):
+    for name in ("LogManager", "Logger", "CopyOperation", "ConfigError", "AsyncFileHandler",
+                 "context", "bind_context"):  # fmt: skip
         assert getattr(aiologship, name).__module__ == "aiologship"

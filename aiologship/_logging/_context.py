@@ -25,14 +25,29 @@ list...) is kept in a ``_Live`` tuple instead and copied at each log call
 
 from __future__ import annotations
 
-import copy
 import threading
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, Protocol
 
 from .._exceptions import ConfigError
-from ._records import IMMUTABLE, RESERVED
+from ._records import IMMUTABLE, RESERVED, safe_repr, snapshot
+
+__all__ = [
+    "Pairs",
+    "Source",
+    "add_source",
+    "add_to_record",
+    "bind_context",
+    "context",
+    "fields_now",
+    "get_context",
+    "remove_source",
+    "snapshot",
+    "snapshot_pairs",
+    "source_pairs",
+    "unbind_context",
+]
 
 Pairs = tuple[tuple[str, Any], ...]
 
@@ -70,26 +85,8 @@ _checked: dict[int, Pairs] = {}
 # ----------------------------------------------------------------- values
 
 
-def snapshot(value: Any) -> Any:
-    """``value`` as it is now: itself when immutable, else a deep copy; its
-    ``repr`` when it cannot be copied (a lock, a socket...), never an error."""
-    if type(value) in IMMUTABLE:
-        return value
-    try:
-        return copy.deepcopy(value)
-    except Exception:
-        return safe_repr(value)
-
-
 def snapshot_pairs(pairs: Pairs) -> Pairs:
     return tuple([(key, snapshot(value)) for key, value in pairs])
-
-
-def safe_repr(value: Any) -> str:
-    try:
-        return repr(value)
-    except Exception:
-        return f"<unrepresentable {type(value).__qualname__}>"
 
 
 def check_fields(fields: dict[str, Any]) -> Pairs:
@@ -193,6 +190,17 @@ def fields_now() -> Pairs:
     if _sources:
         return source_pairs() + bound
     return bound
+
+
+def add_to_record(d: dict[str, Any]) -> None:
+    """Merge ``fields_now()`` into a record's ``__dict__`` made by a plain stdlib
+    logger: a field the record already has (its ``extra=``, or a field merged by
+    ``aiologship.Logger``) is kept, as ``extra=`` wins a clash."""
+    fields = fields_now()
+    if fields:
+        for key, value in dict(fields).items():  # dict(): the last pair of a key wins
+            if key not in d:
+                d[key] = value
 
 
 def get_context() -> dict[str, Any]:

@@ -7,15 +7,40 @@ than the rest of a short text line.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import sys
+from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
 from .._config import DEFAULT_TEXT_FORMAT
+from ._records import RESERVED, safe_repr
 
 _MILLIS = tuple(f".{ms:03d}" for ms in range(1000))
+
+# What a text format prints for a field the record does not have (a context field
+# not bound for this record): "-", as in the common log format, so columns stay
+# aligned and a grep for the field still finds the line.
+MISSING = "-"
+# logging.PercentStyle's own field pattern.
+_FIELD = re.compile(r"%\((\w+)\)[#0+ -]*(\*|\d+)?(\.(\*|\d+))?[diouxefgcrsa%]", re.I)
+
+
+class _Defaulted(dict):  # type: ignore[type-arg]
+    """A record's ``__dict__`` copy in which an absent field reads as ``MISSING``."""
+
+    def __missing__(self, key: str) -> str:
+        return MISSING
+
+
+def _all_str(fmt: str) -> str:
+    """``fmt`` with every field that is no record attribute printed with ``%s``:
+    ``MISSING`` has no numeric form, so ``%(count)05d`` cannot print it."""
+    return _FIELD.sub(lambda m: m.group(0) if m.group(1) in RESERVED else f"%({m.group(1)})s", fmt)
 
 
 class _Clock:
@@ -57,6 +82,7 @@ class TextFormatter(logging.Formatter):
         self._uses_time = self.usesTime()
         self._percent = type(self._style) is logging.PercentStyle
         self._text = self._style._fmt
+        self._text_all_str = _all_str(self._text) if self._text else self._text
 
     def format(self, record: logging.LogRecord) -> str:
         # logging.Formatter.format, minus the per-record method calls that only
@@ -76,7 +102,10 @@ class TextFormatter(logging.Formatter):
                 if cache[0] != int(record.created):
                     cache = self._clock._refresh(int(record.created))
                 record.asctime = cache[1] + _MILLIS[int(record.msecs)] + cache[2]
-        s: str = self._text % record.__dict__
+        try:
+            s: str = self._text % record.__dict__
+        except KeyError:
+            s = self._with_missing(record.__dict__)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -88,6 +117,15 @@ class TextFormatter(logging.Formatter):
                 s = s + "\n"
             s = s + self.formatStack(record.stack_info)
         return s
+
+    def _with_missing(self, d: dict[str, Any]) -> str:
+        """The line of a record that lacks a field of the format: ``MISSING`` in its
+        place, never a KeyError on the pump (the record would be lost)."""
+        fields = _Defaulted(d)
+        try:
+            return self._text % fields
+        except (TypeError, ValueError):
+            return self._text_all_str % fields
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt:
@@ -106,11 +144,105 @@ class JsonFormatter(_JsonFormatter):
     caller used that name too, and so on), so nothing vanishes. ``message`` cannot
     clash: the stdlib refuses it in ``extra=``, and a logged dict's ``message`` is
     the message.
+
+    A value JSON cannot encode never costs the record: it is written as its
+    ``str()`` when its type defines one (UUID, Decimal, Path, datetime keep their
+    usual text), else as its ``repr()``; a structure ``json`` refuses outright (a
+    circular list, a dict with tuple keys) is written as its ``repr()``.
     """
 
     def __init__(self, *, tz: tzinfo) -> None:
-        super().__init__("%(message)s", json_ensure_ascii=False, json_default=str)
+        super().__init__("%(message)s", json_ensure_ascii=False, json_default=_json_default)
         self._clock = _Clock(tz)
+        self._skip = frozenset(self._skip_fields)
+        self._encode = _make_encoder()
+
+    def format(self, record: logging.LogRecord) -> str:
+        """python-json-logger's ``format`` for the usual record, in one pass: the
+        same keys in the same order (``tests/logging/test_context_records.py``
+        compares the two); a dict message or a clash with our own keys takes
+        python-json-logger's path."""
+        d = record.__dict__
+        if type(record.msg) is dict or "timestamp" in d or "level" in d or "logger" in d:
+            return super().format(record)
+        message = record.getMessage()
+        record.message = message
+        cache = self._clock._cache  # _Clock.iso inlined, as in TextFormatter.format
+        if cache[0] != int(record.created):
+            cache = self._clock._refresh(int(record.created))
+        log_data: dict[str, Any] = {
+            "timestamp": cache[1] + _MILLIS[int(record.msecs)] + cache[2],
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+        }
+        if record.exc_info:
+            log_data["exc_info"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            log_data["exc_info"] = record.exc_text
+        if record.stack_info:
+            log_data["stack_info"] = self.formatStack(record.stack_info)
+        skip = self._skip
+        for key, value in d.items():
+            if key not in skip and not key.startswith("_"):
+                log_data[key] = value
+        try:
+            return self._encode(log_data)
+        except (TypeError, ValueError, RecursionError):
+            return self.jsonify_log_record(log_data)
+
+    def format_captured(self, item: tuple[Any, ...]) -> str | None:
+        """The line ``format(build(item))`` makes, from a captured call
+        (``_records.capture``) without building its ``LogRecord``: the pump's JSON
+        path, where making the record cost a third of the line (measured in
+        ``benchmarks/bench_context.py``). ``None`` when this needs the record
+        (a field clashing with our keys, a message that does not format): the
+        pump then builds it and takes the usual path, errors included.
+        ``tests/logging/test_context_records.py`` checks both agree."""
+        (
+            _, name, level, msg, args, ct, _path, _line, _func,
+            _thread, _thread_name, _process_name, _pid, task_name, extra,
+        ) = item  # fmt: skip
+        try:
+            message = msg % args if args else msg
+        except Exception:
+            return None
+        second = int(ct)
+        cache = self._clock._cache
+        if cache[0] != second:
+            cache = self._clock._refresh(second)
+        log_data: dict[str, Any] = {
+            "timestamp": cache[1] + _MILLIS[int((ct - second) * 1000)] + cache[2],
+            "level": _LEVEL_NAMES.get(level) or logging.getLevelName(level),
+            "logger": name,
+            "message": message,
+        }
+        if _TASK_NAME:
+            log_data["taskName"] = task_name  # python-json-logger does not skip it
+        if extra:
+            for key, value in extra:
+                if key in _OWN_KEYS:
+                    return None
+                if not key.startswith("_"):
+                    log_data[key] = value
+        try:
+            return self._encode(log_data)
+        except (TypeError, ValueError, RecursionError):
+            return self.jsonify_log_record(log_data)
+
+    def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
+        try:
+            return super().jsonify_log_record(log_data)
+        except (TypeError, ValueError, RecursionError):
+            # Rare: find the values json refuses and write those as their repr.
+            safe: dict[str, Any] = {}
+            for key, value in log_data.items():
+                try:
+                    super().jsonify_log_record({key: value})
+                    safe[key] = value
+                except (TypeError, ValueError, RecursionError):
+                    safe[key] = safe_repr(value)
+            return super().jsonify_log_record(safe)
 
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
@@ -131,11 +263,76 @@ class JsonFormatter(_JsonFormatter):
                 log_data[key] = value
 
 
+_OWN_KEYS = frozenset({"timestamp", "level", "logger"})
+_LEVEL_NAMES: dict[int, str] = logging._levelToName
+_TASK_NAME = sys.version_info >= (3, 12)
+
+
+def _make_encoder() -> Callable[[Any], str]:
+    """``json.dumps(obj, ensure_ascii=False, default=_json_default)`` (what
+    jsonify_log_record does), made once. ``json.dumps`` with any option builds an
+    encoder per call, and the C encoder's check for circular structures costs as
+    much again: 3.8 -> 1.9 us for a 7-key line (timeit, Python 3.11). A circular
+    structure then recurses until RecursionError, which the callers catch and
+    hand to jsonify_log_record (its repr)."""
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # an interpreter without the C accelerator
+        encode_: Callable[[Any], str] = json.JSONEncoder(
+            ensure_ascii=False, default=_json_default
+        ).encode
+        return encode_
+    encoder = c_make_encoder(
+        None, _json_default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True
+    )
+
+    def encode(obj: Any) -> str:
+        return "".join(encoder(obj, 0))
+
+    return encode
+
+
+def captured_formatter(formatter: logging.Formatter) -> Any:
+    """``formatter.format_captured`` when it has one (our JSON formatter, not a
+    subclass that may format otherwise), else ``None``: the pump builds records."""
+    if type(formatter) is JsonFormatter:
+        return formatter.format_captured
+    return None
+
+
+def _json_default(value: Any) -> str:
+    if type(value).__str__ is not object.__str__:  # type: ignore[comparison-overlap]
+        try:
+            return str(value)
+        except Exception:
+            pass
+    return safe_repr(value)
+
+
 def _keep_clashing(log_data: dict[str, Any], key: str, value: Any) -> None:
     name = f"extra_{key}"
     while name in log_data:
         name = f"extra_{name}"
     log_data[name] = value
+
+
+def format_filling(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    """``formatter.format(record)``, any formatter (a dictConfig one too): a field
+    its format names and the record lacks is set to ``MISSING`` on the record and
+    the line made again, instead of a KeyError that would lose the record."""
+    for _ in range(_MAX_FILLS):
+        try:
+            return formatter.format(record)
+        except (KeyError, ValueError) as exc:
+            # logging.PercentStyle raises ValueError from the KeyError.
+            missing = exc if isinstance(exc, KeyError) else exc.__context__
+            key = missing.args[0] if isinstance(missing, KeyError) and missing.args else None
+            if type(key) is not str or key in record.__dict__:
+                raise
+            record.__dict__[key] = MISSING
+    return formatter.format(record)
+
+
+_MAX_FILLS = 32  # fields of one format a record may lack
 
 
 def make_formatter(*, json: bool, fmt: str | None, tz: tzinfo) -> logging.Formatter:

@@ -10,8 +10,12 @@ from datetime import timedelta
 from logging import CRITICAL, DEBUG, ERROR, INFO, WARNING
 from typing import Any, Protocol
 
+from . import _context
+from ._context import Pairs, merge_pairs, snapshot, snapshot_pairs, source_pairs
 from ._queue import direct_sinks
 from ._records import RESERVED, all_immutable, capture, fast_path_ok, make_record
+
+_current_fields = _context.current
 
 
 class SinkRegistry(Protocol):
@@ -44,17 +48,43 @@ def _plain_extra(extra: Any) -> bool:
     return all_immutable(extra.values())
 
 
+def _stdlib_extra(fields: Pairs, extra: Any) -> dict[str, Any] | None:
+    """What ``logging.Logger._log`` gets as ``extra=``: the merged fields, then the
+    caller's ``extra=`` (which wins a clash), each mutable value snapshotted."""
+    if extra is None:
+        return dict(fields) if fields else None
+    merged = dict(fields)
+    for key in extra:
+        merged[key] = snapshot(extra[key])
+    return merged
+
+
 class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Wraps ``logging.getLogger(name)``: every stdlib method works as usual
     (``info``, ``exception``, ``exc_info=``, ``stack_info=``, ``extra=``,
     ``isEnabledFor``), and records reach the stdlib handlers and pytest's caplog.
 
     ``add()`` attaches an aiologship file sink to this logger; ``remove()`` detaches it.
+    ``bind()`` returns a logger whose records all carry some fixed fields.
+
+    Every record carries, lowest precedence first: the automatic fields of the
+    sources (``_context.add_source``), the bound context (``aiologship.context``),
+    this logger's ``bind()`` fields, the call's ``extra=``.
     """
 
     def __init__(self, logger: logging.Logger, manager: SinkRegistry) -> None:
         super().__init__(logger, None)
         self._log_manager = manager
+        self._fields: Pairs = ()
+
+    def bind(self, **fields: Any) -> Logger:
+        """A logger over the same stdlib logger (same level, handlers and sinks;
+        ``add``/``remove`` work as on this one) whose records also carry
+        ``fields``, on top of this logger's own. A field named like a ``LogRecord``
+        attribute raises ``ConfigError`` here, not at the log call."""
+        bound = Logger(self.logger, self._log_manager)
+        bound._fields = merge_pairs(self._fields, fields)
+        return bound
 
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
@@ -111,15 +141,30 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
             stacklevel = kwargs.pop("stacklevel", 1)
             if kwargs:
                 raise TypeError(f"unexpected keyword arguments: {', '.join(kwargs)}")
+        # The merged fields, lowest precedence first (a later pair wins in the
+        # record's dict). With nothing bound this is a ContextVar.get and three tests.
+        fields = _current_fields()
+        frozen = type(fields) is tuple
+        if not frozen:
+            fields = snapshot_pairs(fields)
+        if _context._sources:
+            fields = source_pairs() + fields
+        own = self._fields
+        if own:
+            if type(own) is not tuple:
+                own = snapshot_pairs(own)
+                frozen = False
+            fields = fields + own
         if stack_info or stacklevel != 1 or not fast_path_ok(logger):
             # findCaller skips stdlib frames only; ours are _emit and the level method.
             logger._log(
-                level, msg, args, exc_info=exc_info, extra=extra,
+                level, msg, args, exc_info=exc_info, extra=_stdlib_extra(fields, extra),
                 stack_info=stack_info, stacklevel=stacklevel + 2,
             )  # fmt: skip
             return
         if (
-            exc_info is None
+            frozen
+            and exc_info is None
             and type(msg) is str
             and all_immutable(args)
             and (extra is None or _plain_extra(extra))
@@ -127,6 +172,8 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
             sinks = direct_sinks(logger, level)
             if sinks is not None:
                 if sinks:
+                    if extra:
+                        fields = fields + tuple(extra.items())
                     item = capture(
                         sinks[0].index,
                         logger,
@@ -134,13 +181,13 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
                         msg,
                         args,
                         sys._getframe(2),
-                        None if extra is None else tuple(extra.items()),
+                        fields or None,
                     )
                     sinks[0].put_captured(item)
                     for sink in sinks[1:]:
                         sink.put_captured((sink.index, *item[1:]))
                 return
-        record = make_record(logger, level, msg, args, sys._getframe(2), exc_info, extra)
+        record = make_record(logger, level, msg, args, sys._getframe(2), exc_info, extra, fields)
         logger.handle(record)
 
     def add(
@@ -176,4 +223,5 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.logger.getEffectiveLevel())
-        return f"<aiologship.Logger {self.logger.name} ({level})>"
+        bound = "".join(f" {key}={value!r}" for key, value in self._fields)
+        return f"<aiologship.Logger {self.logger.name} ({level}){bound}>"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
+from ._formatting import captured_formatter
 from ._queue import FlushMarker, RecordQueue, SinkHandler
 from ._records import build
 
@@ -83,6 +84,7 @@ class Pump:
         # writer's line list at hand instead of looking them up per record.
         last: SinkHandler | None = None
         fmt: Any = None
+        fmt_captured: Any = None
         lines: list[str] = []
         for i in range(count):
             if i & YIELD_MASK == YIELD_MASK:
@@ -93,21 +95,36 @@ class Pump:
             item = pop()
             if type(item) is tuple:
                 head = item[0]
+                record: logging.LogRecord | None = None
                 if type(head) is int:  # a captured call (_records.capture)
                     sink = sinks.get(head)
                     if sink is None:
                         self._lost_to_removed_sink()
                         continue
-                    handler, record = sink, build(item)
+                    handler = sink
                 else:
                     handler, record = item
                 if handler is not last:
                     last = handler
-                    fmt = (handler.formatter or _DEFAULT_FORMATTER).format
+                    formatter = handler.formatter or _DEFAULT_FORMATTER
+                    fmt = formatter.format
+                    fmt_captured = captured_formatter(formatter)
                     lines = groups.setdefault(handler.writer, [])
+                if record is None:
+                    if fmt_captured is not None:
+                        line = fmt_captured(item)  # the JSON line without a LogRecord
+                        if line is not None:
+                            lines.append(line + "\n")
+                            continue
+                    record = build(item)
                 try:
                     lines.append(fmt(record) + "\n")
                 except Exception:
+                    try:  # SinkHandler.format: a missing field printed as "-"
+                        lines.append(handler.format(record) + "\n")
+                        continue
+                    except Exception:
+                        pass
                     self.write_errors += 1
                     self.in_flight -= 1
                     handler.handleError(record)

@@ -5,6 +5,10 @@ only when the pump is asleep, one wake-up call. It takes no lock (``handle`` is
 overridden to skip ``logging.Handler``'s per-record lock: the deque is already
 thread-safe), does no I/O and never raises.
 
+``emit`` also merges the caller's context (``_context``) into a record made by a
+plain stdlib logger, and snapshots its mutable ``extra=`` values, so it is
+formatted later as it was at the call.
+
 A call made through ``aiologship.Logger`` whose record would reach only
 aiologship sinks (``direct_sinks``) skips the ``LogRecord`` altogether:
 ``put_captured`` queues the flat tuple of ``_records.capture`` and the pump builds
@@ -25,12 +29,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._config import Overflow
-from ._records import all_immutable, build
+from ._context import add_to_record
+from ._formatting import format_filling
+from ._records import all_immutable, build, snapshot_extras
 
 if TYPE_CHECKING:
     from ._writers import Writer
 
 _yield_gil = time.sleep
+_DEFAULT_FORMATTER = logging.Formatter()
 
 
 class FlushMarker:
@@ -235,6 +242,12 @@ class SinkHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            # A record from a plain stdlib logger (uvicorn's, a library's) gets the
+            # caller's context here, in the caller's thread; one from
+            # aiologship.Logger already has it (add_to_record keeps what is there).
+            d = record.__dict__
+            add_to_record(d)
+            snapshot_extras(d)
             args = record.args
             if args:
                 values = args.values() if isinstance(args, dict) else args
@@ -265,6 +278,10 @@ class SinkHandler(logging.Handler):
             raise
         except Exception:
             self.handleError(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        # A context field of the format that this record lacks prints as "-".
+        return format_filling(self.formatter or _DEFAULT_FORMATTER, record)
 
     def put_captured(self, item: tuple[Any, ...]) -> None:
         """``emit`` for a call captured by ``_records.capture`` (item[0] is

@@ -16,6 +16,7 @@ context into a flat tuple, the pump thread builds the record from it (see
 from __future__ import annotations
 
 import collections.abc
+import copy
 import logging
 import os
 import sys
@@ -58,6 +59,38 @@ def all_immutable(values: collections.abc.Iterable[Any]) -> bool:
     return True
 
 
+def snapshot(value: Any) -> Any:
+    """``value`` as it is now: itself when immutable, else a deep copy; its
+    ``repr`` when it cannot be copied (a lock, a socket...), never an error."""
+    if type(value) in IMMUTABLE:
+        return value
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return safe_repr(value)
+
+
+def safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__qualname__}>"
+
+
+# How many attributes a record made by the stdlib has: one with more carries
+# ``extra=`` fields (or a formatter's ``message``), which snapshot_extras checks.
+_PLAIN_SIZE = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
+
+
+def snapshot_extras(d: dict[str, Any]) -> None:
+    """Replace each mutable ``extra=`` value of a record's ``__dict__`` by its
+    ``snapshot``: the record is formatted later, on the pump."""
+    if len(d) > _PLAIN_SIZE:
+        for key, value in d.items():
+            if type(value) not in IMMUTABLE and key not in RESERVED:
+                d[key] = snapshot(value)  # an existing key: the dict keeps its size
+
+
 _fast_types: dict[type, bool] = {}
 
 
@@ -82,7 +115,12 @@ def make_record(
     frame: FrameType,
     exc_info: Any,
     extra: collections.abc.Mapping[str, Any] | None,
+    fields: tuple[tuple[str, Any], ...] = (),
 ) -> logging.LogRecord:
+    """The record ``logging.Logger.makeRecord`` would make, with the merged context
+    ``fields`` (checked at bind time) and then ``extra=`` (checked here as the
+    stdlib does: ``KeyError`` on a record attribute) on top. Mutable ``extra``
+    values are copied now: the record may be formatted later, on the pump."""
     if args and len(args) == 1 and isinstance(args[0], collections.abc.Mapping) and args[0]:
         args = args[0]
     if exc_info:
@@ -91,12 +129,17 @@ def make_record(
         elif not isinstance(exc_info, tuple):
             exc_info = sys.exc_info()
     record = build((0, logger.name, level, msg, args, *_context(frame), None), exc_info)
+    d = record.__dict__
     if extra is not None:
-        d = record.__dict__
         for key in extra:
             if key in ("message", "asctime") or key in d:
                 raise KeyError(f"Attempt to overwrite {key!r} in LogRecord")
-            d[key] = extra[key]
+    if fields:
+        d.update(fields)
+    if extra is not None:
+        for key in extra:
+            value = extra[key]
+            d[key] = value if type(value) in IMMUTABLE else snapshot(value)
     return record
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -31,14 +30,7 @@ from aiologship._logging._context import (
 )
 from aiologship._logging._records import RESERVED
 
-
-@pytest.fixture(autouse=True)
-def _clean_context() -> Iterator[None]:
-    token = _context._current.set(())
-    saved = _context._sources
-    yield
-    _context._current.reset(token)
-    _context._sources = saved
+pytestmark = pytest.mark.usefixtures("clean_context")
 
 
 def test_context_nests_overrides_and_restores() -> None:
