@@ -303,6 +303,9 @@ TRACE_FIELDS: Source = TRACE_SOURCE.__call__
 os.register_at_fork(after_in_child=RAY_SOURCE._after_fork_in_child)
 
 
+_joined: dict[tuple[int, int], tuple[Pairs, Pairs, Pairs]] = {}
+
+
 def _ray_and_trace_fields() -> Pairs:
     """Both sources as one: the context layer calls one source per log call, and
     a process that imported neither Ray nor OpenTelemetry (most of them) pays two
@@ -315,7 +318,18 @@ def _ray_and_trace_fields() -> Pairs:
         return trace
     if not trace:
         return ray
-    return ray + trace
+    # Both answer with cached tuples; join each combination once, so that the same
+    # task in the same span gets the same tuple back (the context layer checks a
+    # source's pairs again only when they are another tuple than last time).
+    key = (id(ray), id(trace))
+    hit = _joined.get(key)
+    if hit is not None and hit[0] is ray and hit[1] is trace:
+        return hit[2]
+    joined = ray + trace
+    if len(_joined) >= _CACHE_LIMIT:
+        _joined.clear()
+    _joined[key] = (ray, trace, joined)
+    return joined
 
 
 RAY_AND_TRACE_FIELDS: Source = _ray_and_trace_fields

@@ -36,6 +36,7 @@ from aiologship._logging._context import source_pairs
 from aiologship._logging._sources import (
     RAY_AND_TRACE_FIELDS,
     RAY_FIELDS,
+    RAY_SOURCE,
     TRACE_FIELDS,
     TRACE_SOURCE,
     Kind,
@@ -393,6 +394,27 @@ def test_both_kinds_are_one_source(isolated_holds: None, monkeypatch: pytest.Mon
         assert source_pairs() == ()
     finally:
         hold.release()
+
+
+def test_ray_and_trace_joined_once_per_combination(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeRay(monkeypatch)
+    fake.connect()
+    # The process-wide instance, as the joined source calls it, on the fake Ray.
+    monkeypatch.setattr(RAY_SOURCE, "_worker_dict", None)
+    monkeypatch.setattr(RAY_SOURCE, "_state", sources._NO_STATE)
+    ray_pairs = (
+        ("ray_job_id", "01000000"),
+        ("ray_node_id", "n" * 56),
+        ("ray_task_id", "aa" * 24),
+    )
+    assert RAY_AND_TRACE_FIELDS() == ray_pairs
+    with trace.use_span(SPAN):
+        first = RAY_AND_TRACE_FIELDS()
+        assert first == ray_pairs + SPAN_PAIRS
+        assert RAY_AND_TRACE_FIELDS() is first  # the same tuple: checked once
+        fake.task = FakeTaskID("bb" * 24)
+        assert RAY_AND_TRACE_FIELDS() == (*ray_pairs[:2], ("ray_task_id", "bb" * 24), *SPAN_PAIRS)
+    assert RAY_AND_TRACE_FIELDS() == (*ray_pairs[:2], ("ray_task_id", "bb" * 24))
 
 
 class Holds(RuleBasedStateMachine):

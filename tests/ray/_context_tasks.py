@@ -25,7 +25,10 @@ def _ids() -> dict[str, Any]:
 
 @ray.remote(num_cpus=0)
 def log_in_task(path: str, tag: str) -> dict[str, Any]:
-    """A plain task: a manager of its own, one JSON sink, two records."""
+    """A plain task: a manager of its own, one JSON sink, three records (one of
+    them in an OpenTelemetry span)."""
+    from opentelemetry.sdk.trace import TracerProvider
+
     from aiologship import LogManager
 
     with LogManager(format="json") as lm:
@@ -33,6 +36,11 @@ def log_in_task(path: str, tag: str) -> dict[str, Any]:
         log.add(path)
         log.info("task start", extra={"tag": tag})
         ids = _ids()
+        # Ray and trace fields together.
+        with TracerProvider().get_tracer("ctx").start_as_current_span("in task") as span:
+            log.info("task in a span", extra={"tag": tag})
+            context = span.get_span_context()
+            ids["span"] = (f"{context.trace_id:032x}", f"{context.span_id:016x}")
         log.info("task end", extra={"tag": tag})
     return ids
 

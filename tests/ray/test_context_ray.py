@@ -49,13 +49,15 @@ def test_task_records_carry_its_ids_also_in_a_reused_worker(cluster: Any, tmp_pa
         assert ids["node_id"] == cluster.node_ids["w1"]
         assert ids["actor_id"] is None and ids["task_id"]
         recs = records(tmp_path / f"{tag}.log")
-        assert [r["message"] for r in recs] == ["task start", "task end"]
+        assert [r["message"] for r in recs] == ["task start", "task in a span", "task end"]
         for r in recs:
             assert ray_fields(r) == {
                 "ray_job_id": ids["job_id"],
                 "ray_node_id": ids["node_id"],
                 "ray_task_id": ids["task_id"],
             }, r
+        trace_ids = [(r.get("trace_id"), r.get("span_id")) for r in recs]
+        assert trace_ids == [(None, None), tuple(ids["span"]), (None, None)]
 
 
 @pytest.mark.timeout(180)
