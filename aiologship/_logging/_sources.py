@@ -353,6 +353,16 @@ _holders: dict[Kind, int] = {}
 _added: Source | None = None
 
 
+def _new_lock_after_fork() -> None:
+    # A fork while another thread opened or closed a manager would leave the
+    # child's copy of the lock held forever.
+    global _hold_lock
+    _hold_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
+
+
 def installed() -> Source | None:
     """The automatic-field source added now (``None``: no open manager wants any)."""
     return _added
