@@ -25,7 +25,9 @@ class AiologshipError(Exception):
 
 class ConfigError(AiologshipError, ValueError):
     """Raised by the configuration layer, ``LogManager`` and ``start_hdfs_copy``
-    when a setting is invalid.
+    when a setting is invalid, and by ``aiologship.context`` / ``bind_context`` /
+    ``Logger.bind`` for a field name that is no ``str`` or shadows a ``LogRecord``
+    attribute (``key`` is then ``"context field"``, ``value`` the name).
 
     Carries the offending ``key``, its ``value`` and a ``reason``; for settings read
     from a file, its ``path`` and ``line`` (1-based) when known.

@@ -3,11 +3,14 @@ travels:
 
 - ``_logger``: ``Logger``, the stdlib ``LoggerAdapter`` users hold; the fast path
   captures a call as a flat tuple of immutable values (``_records``).
+- ``_context``: the fields merged into every record at the call: automatic-field
+  sources, the ``contextvars`` context (``aiologship.context``), ``Logger.bind``.
 - ``_queue``: ``RecordQueue`` (bounded, the overflow policy) and ``SinkHandler``,
   the ``logging.Handler`` whose ``emit()`` enqueues in O(1) and never raises.
 - ``_pump``: on the manager's runtime loop, drains the queue in batches, builds
   the ``LogRecord`` s and formats them.
-- ``_formatting``: text and JSON formatters.
+- ``_formatting``: text and JSON formatters (a missing text field prints ``-``;
+  JSON lines of captured calls are made without a ``LogRecord``).
 - ``_writers``: ``FileWriter``, batched file writes, rotation and retention.
 - ``_records``: building records from captured calls.
 - ``_pipeline``: ``Pipeline``, one manager's queue, pump, runtime and counters

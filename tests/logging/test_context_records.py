@@ -80,6 +80,29 @@ def test_bind_returns_a_new_logger_over_the_same_stdlib_logger(tmp_path: Path) -
         log.bind(levelname="x")
 
 
+def test_fields_reach_records_made_by_the_stdlib_itself(tmp_path: Path) -> None:
+    # stack_info / stacklevel / a custom record factory: logging.Logger._log makes
+    # the record, with the merged fields as its extra=.
+    path = tmp_path / "std.json"
+    factory = logging.getLogRecordFactory()
+    with LogManager(format="json") as lm:
+        log = lm.get_logger("stdpath").bind(user="ann")
+        log.add(path)
+        with aiologship.context(request_id="r-6"):
+            log.info("stack", stack_info=True)
+            log.info("level", stacklevel=2, extra={"n": [1]})
+            logging.setLogRecordFactory(lambda *a, **k: factory(*a, **k))
+            try:
+                log.info("factory")
+            finally:
+                logging.setLogRecordFactory(factory)
+    lines = _json_lines(path)
+    assert [line["message"] for line in lines] == ["stack", "level", "factory"]
+    for line in lines:
+        assert (line["request_id"], line["user"]) == ("r-6", "ann")
+    assert "stack_info" in lines[0] and lines[1]["n"] == [1]
+
+
 def test_text_format_prints_a_missing_field_as_a_dash(tmp_path: Path, route: Any) -> None:
     with LogManager() as lm:
         log = lm.get_logger("txt")
