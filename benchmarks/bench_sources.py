@@ -139,21 +139,32 @@ def trace_runs(runs: int, calls: int) -> dict[str, list[dict[str, Any]]]:
 def idle_runs(runs: int, calls: int) -> dict[str, list[dict[str, Any]]]:
     """What a manager with both switches on adds to every call of a process that
     imported neither Ray nor OpenTelemetry: the one source the context layer
-    calls, against a function that returns ``()``."""
+    calls, against a function that returns ``()``; and the context layer's
+    ``source_pairs()`` with that source held, against no source at all."""
+    from aiologship._logging._context import source_pairs
+    from aiologship._logging._sources import Kind, SourceHold
 
     def nothing() -> tuple[()]:
         return ()
 
-    return {
-        "both kinds, nothing applies": [
+    out: dict[str, list[dict[str, Any]]] = {"the joined source": [], "source_pairs()": []}
+    for _ in range(runs):
+        out["the joined source"].append(
             {
                 "same": RAY_AND_TRACE_FIELDS() == (),
                 "source_ns": per_call_ns(RAY_AND_TRACE_FIELDS, calls),
                 "anchor_ns": per_call_ns(nothing, calls),
             }
-            for _ in range(runs)
-        ]
-    }
+        )
+        bare = per_call_ns(source_pairs, calls)
+        hold = SourceHold([Kind.RAY, Kind.TRACE])
+        try:
+            held = per_call_ns(source_pairs, calls)
+            same = source_pairs() == ()
+        finally:
+            hold.release()
+        out["source_pairs()"].append({"same": same, "source_ns": held, "anchor_ns": bare})
+    return out
 
 
 def report(title: str, anchor: str, results: dict[str, list[dict[str, Any]]]) -> bool:
@@ -180,7 +191,7 @@ def main() -> int:
     print(f"load average (1 min) at start: {load_avg():.2f}; runs: {a.runs}; calls: {a.calls}")
     ok = report(
         "Nothing applies (Ray not imported, OpenTelemetry not imported)",
-        "a function returning ()",
+        "a function returning (); source_pairs() with no source",
         idle_runs(a.runs, a.calls),
     )
     ok &= report(
