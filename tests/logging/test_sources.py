@@ -559,6 +559,21 @@ async def test_concurrent_requests_records_carry_their_own_span(
         assert (r["trace_id"], r["span_id"]) == (f"{span.trace_id:032x}", f"{span.span_id:016x}")
 
 
+def test_trace_fields_in_a_text_format(
+    tmp_path: Path, tracer: Any, route: Callable[[Any], Any]
+) -> None:
+    path = tmp_path / "app.log"
+    with LogManager() as lm:
+        log = lm.get_logger("traced.text")
+        log.add(path, fmt="%(trace_id)s %(span_id)s %(message)s")
+        log = route(log)
+        with tracer[0].start_as_current_span("s") as span:
+            log.info("inside")
+        log.info("outside")
+    (_, trace_id), (_, span_id) = ids_of(span)
+    assert read_lines(path) == [f"{trace_id} {span_id} inside", "- - outside"]
+
+
 def test_switched_off_no_trace_fields(tmp_path: Path, tracer: Any, isolated_holds: None) -> None:
     path = tmp_path / "off.json"
     with LogManager(format="json", trace_fields=False) as lm:
