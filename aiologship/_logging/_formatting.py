@@ -155,6 +155,9 @@ class JsonFormatter(_JsonFormatter):
         super().__init__("%(message)s", json_ensure_ascii=False, json_default=_json_default)
         self._clock = _Clock(tz)
         self._skip = frozenset(self._skip_fields)
+        # Whether the record path writes taskName (python-json-logger skips it on
+        # the Pythons whose LogRecord has it, from its own attribute list).
+        self._task_name = _TASK_NAME and "taskName" not in self._skip
         self._encode = _make_encoder()
 
     def format(self, record: logging.LogRecord) -> str:
@@ -217,8 +220,8 @@ class JsonFormatter(_JsonFormatter):
             "logger": name,
             "message": message,
         }
-        if _TASK_NAME:
-            log_data["taskName"] = task_name  # python-json-logger does not skip it
+        if self._task_name:
+            log_data["taskName"] = task_name
         if extra:
             for key, value in extra:
                 if key in _OWN_KEYS:
