@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -183,3 +185,22 @@ def test_each_request_s_records_carry_its_own_id(tmp_path: Path) -> None:
         assert [r["path"] for r in mine if r["message"] == "request"] == [f"/items/{item}"]
     # What is left: the warm-up request and the one with two headers, nothing else.
     assert sorted(by_id) == ["first", "warmup"]
+
+
+@given(
+    values=st.lists(st.binary(max_size=140) | st.text(max_size=140).map(str.encode), max_size=3),
+    other=st.lists(st.tuples(st.sampled_from([b"x-other", b"accept"]), st.binary(max_size=20))),
+)
+def test_request_id_rule(values: list[bytes], other: list[tuple[bytes, bytes]]) -> None:
+    """The first X-Request-ID is kept iff it is 1-128 of letters, digits and
+    ``. _ : / + = @ -``; otherwise (and without one) a new 32-hex id."""
+    pytest.importorskip("fastapi", reason="fastapi is not installed (extra: test)")
+    from examples.fastapi_app import request_id_from
+
+    headers = [*other, *((b"X-Request-ID", v) for v in values)]
+    got = request_id_from(headers)
+    first = values[0] if values else None
+    if first is not None and re.fullmatch(rb"[A-Za-z0-9._:/+=@-]{1,128}", first):
+        assert got == first.decode()
+    else:
+        assert re.fullmatch(r"[0-9a-f]{32}", got)
