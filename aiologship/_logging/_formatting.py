@@ -7,6 +7,7 @@ than the rest of a short text line.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -320,19 +321,23 @@ def _keep_clashing(log_data: dict[str, Any], key: str, value: Any) -> None:
 
 def format_filling(formatter: logging.Formatter, record: logging.LogRecord) -> str:
     """``formatter.format(record)``, any formatter (a dictConfig one too): a field
-    its format names and the record lacks is set to ``MISSING`` on the record and
-    the line made again, instead of a KeyError that would lose the record."""
+    its format names and the record lacks prints as ``MISSING``, instead of a
+    KeyError that would lose the record. The field is set on a copy: the same
+    record may wait in the queue for another sink (a JSON one must not get it)."""
+    current = record
     for _ in range(_MAX_FILLS):
         try:
-            return formatter.format(record)
+            return formatter.format(current)
         except (KeyError, ValueError) as exc:
             # logging.PercentStyle raises ValueError from the KeyError.
             missing = exc if isinstance(exc, KeyError) else exc.__context__
             key = missing.args[0] if isinstance(missing, KeyError) and missing.args else None
-            if type(key) is not str or key in record.__dict__:
+            if type(key) is not str or key in current.__dict__:
                 raise
-            record.__dict__[key] = MISSING
-    return formatter.format(record)
+            if current is record:
+                current = copy.copy(record)
+            current.__dict__[key] = MISSING
+    return formatter.format(current)
 
 
 _MAX_FILLS = 32  # fields of one format a record may lack

@@ -112,7 +112,10 @@ class Pump:
                     lines = groups.setdefault(handler.writer, [])
                 if record is None:
                     if fmt_captured is not None:
-                        line = fmt_captured(item)  # the JSON line without a LogRecord
+                        try:  # the JSON line without a LogRecord
+                            line = fmt_captured(item)
+                        except Exception:  # the record path reports it
+                            line = None
                         if line is not None:
                             lines.append(line + "\n")
                             continue

@@ -25,7 +25,7 @@ from pythonjsonlogger.json import JsonFormatter as _PjlJsonFormatter
 import aiologship
 from aiologship import ConfigError, LogManager
 from aiologship._logging._context import Pairs, add_source, remove_source
-from aiologship._logging._formatting import JsonFormatter
+from aiologship._logging._formatting import JsonFormatter, TextFormatter
 from aiologship._logging._queue import direct_sinks
 from aiologship._logging._records import RESERVED, build, capture
 from aiologship.testing import assert_fields, capture_logs
@@ -151,6 +151,43 @@ def test_a_dictconfig_formatter_missing_a_field_loses_no_record(tmp_path: Path) 
     ]
 
 
+def test_a_dash_printed_for_one_sink_never_reaches_another(tmp_path: Path) -> None:
+    # One record, queued for two sinks: a stdlib formatter naming request_id, then
+    # a JSON sink. The "-" of the first must not become a field of the second.
+    with LogManager() as lm:
+        std = logging.getLogger("two.sinks")
+        std.propagate = False
+        std.setLevel(logging.INFO)
+        text = aiologship.AsyncFileHandler(tmp_path / "t.log", manager=lm)
+        text.setFormatter(logging.Formatter("%(request_id)s|%(message)s"))
+        std.addHandler(text)
+        std.addHandler(aiologship.AsyncFileHandler(tmp_path / "j.json", json=True, manager=lm))
+        std.info("no context")
+    assert read_lines(tmp_path / "t.log") == ["-|no context"]
+    (line,) = _json_lines(tmp_path / "j.json")
+    assert "request_id" not in line
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    names=st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=4, unique=True),
+    bound=st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 99)),
+    numeric=st.booleans(),
+)
+def test_text_missing_field_rule(names: list[str], bound: dict[str, int], numeric: bool) -> None:
+    """Any text format over any subset of bound fields: never an error, each bound
+    field as the format says, each missing one as "-" (with a numeric conversion
+    in the format and a field missing, the bound ones print with %s)."""
+    spec = "d" if numeric else "s"
+    fmt = "%(message)s " + " ".join(f"{n}=%({n}){spec}" for n in names)
+    formatter = TextFormatter(fmt, tz=UTC)
+    std = logging.getLogger("text.rule")
+    item = capture(0, std, logging.INFO, "m", (), sys._getframe(0), tuple(bound.items()) or None)
+    line = formatter.format(build(item))
+    expected = "m " + " ".join(f"{n}={bound.get(n, '-')}" for n in names)
+    assert line == expected
+
+
 def test_plain_stdlib_records_get_the_context_but_keep_their_own_extra(tmp_path: Path) -> None:
     path = tmp_path / "std.json"
     with LogManager() as lm:
@@ -167,7 +204,7 @@ def test_plain_stdlib_records_get_the_context_but_keep_their_own_extra(tmp_path:
     assert "request_id" not in y
 
 
-@pytest.mark.parametrize("kind", ["bound", "extra"])
+@pytest.mark.parametrize("kind", ["bound", "extra", "logger-bind"])
 def test_mutable_values_are_snapshotted_at_the_call(tmp_path: Path, route: Any, kind: str) -> None:
     # The pump formats later, on its own thread: a mutation right after each call
     # would show in the lines of the records still queued, unless the call copied.
@@ -177,8 +214,11 @@ def test_mutable_values_are_snapshotted_at_the_call(tmp_path: Path, route: Any, 
         log = lm.get_logger("mut")
         log.add(path)
         log = route(log)
+        bound_log = log.bind(payload=payload)  # bound once, snapshotted at each call
         for i in range(2000):
-            if kind == "bound":
+            if kind == "logger-bind":
+                bound_log.info("n=%d", i)
+            elif kind == "bound":
                 with aiologship.context(payload=payload):
                     log.info("n=%d", i)
             else:
