@@ -98,6 +98,10 @@ class ManagerConfig:
     capture: Capture = Capture.NONE
     sinks: tuple[SinkConfig, ...] = ()
     copies: tuple[Mapping[str, Any], ...] = field(default=())
+    # Automatic fields (``_logging/_sources``): Ray ids in a Ray process, trace and
+    # span ids while an OpenTelemetry span is current.
+    ray_fields: bool = True
+    trace_fields: bool = True
 
 
 # Settings an AIOLOGSHIP_* variable may set; lists (sinks, copies) only in YAML or kwargs.
@@ -112,6 +116,8 @@ _ENV_KEYS = (
     "state_dir",
     "hdfs_driver",
     "capture",
+    "ray_fields",
+    "trace_fields",
 )
 _KEYS = frozenset(_ENV_KEYS) | {"sinks", "copies"}
 _SINK_KEYS = frozenset(
@@ -270,6 +276,24 @@ def parse_timezone(value: Any, key: str = "timezone", source: _Source = _NO_SOUR
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise source.error(key, value, "unknown time zone (not in the IANA database)") from exc
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _bool(value: Any, key: str, source: _Source = _NO_SOURCE) -> bool:
+    """``true``/``false`` (YAML or keyword), or for a variable ``true``, ``1``,
+    ``yes``, ``on`` and ``false``, ``0``, ``no``, ``off`` in any case."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    raise source.error(key, value, "expected true or false (also 1/0, yes/no, on/off)")
 
 
 def _positive_int(value: Any, key: str, source: _Source = _NO_SOURCE) -> int:
@@ -495,6 +519,8 @@ _CONVERTERS: dict[str, Any] = {
     "state_dir": _path,
     "hdfs_driver": _enum(HdfsDriver),
     "capture": _enum(Capture),
+    "ray_fields": _bool,
+    "trace_fields": _bool,
     "sinks": _sinks,
     "copies": _copies,
 }

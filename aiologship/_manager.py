@@ -43,6 +43,7 @@ from ._logging._logger import Logger
 from ._logging._pipeline import Pipeline
 from ._logging._queue import Stats
 from ._logging._sinks import FileSinks
+from ._logging._sources import hold_sources
 from ._operation import CopyOperation, in_event_loop
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ class LogManager:
         # Whole-process mode (``capture``): foreign StreamHandlers replaced until close.
         self._capture = ProcessCapture(self._config, self._sinks)
         self._pipeline.start()
+        # Automatic fields (Ray ids, trace ids) while this manager is open.
+        self._sources = hold_sources(self._config)
         _live.add(self)
         try:
             for sink in self._config.sinks:
@@ -280,6 +283,7 @@ class LogManager:
         await self._sinks.aclose_writers()
 
     def _finish_close(self) -> None:
+        self._sources.release()
         self._pipeline.finish()
         # After the last record went out through them: put the replaced handlers back.
         self._capture.restore()

@@ -24,6 +24,8 @@ travels:
   (``stats()``, ``flush()``, the drain at close, the reset after a fork).
 - ``_sinks``: ``FileSinks``, one manager's sinks and their writers, one writer
   per real path and one per stream.
+- ``_sources``: automatic fields (Ray ids, OpenTelemetry trace ids) and the
+  holds a manager keeps on them; read through ``sys.modules``, never imported.
 
 Layer rule: may import ``_config``, ``_exceptions`` (and ``_runtime``); never
 ``_copy``, ``_copiers``, ``_fs``, the manager or Ray. The manager composes these
