@@ -83,6 +83,34 @@ class SinkConfig:
     rotation: Rotation | None = None
     retention: int | None = None
 
+    @classmethod
+    def from_call(
+        cls,
+        logger: str,
+        target: str | os.PathLike[str] | Any,
+        *,
+        level: int | str,
+        fmt: str | None,
+        json: bool | None,
+        rotation: int | str | timedelta | None,
+        retention: int | None,
+        color: bool | None,
+    ) -> SinkConfig:
+        """The sink of a ``Logger.add`` call: a path (``~`` expanded), else a
+        stream or descriptor (checked when it is attached); values validated."""
+        is_path = isinstance(target, str | os.PathLike)
+        return cls(
+            path=Path(os.fspath(target)).expanduser() if is_path else None,
+            stream=None if is_path else target,
+            color=color,
+            logger=logger,
+            level=parse_level(level, "level"),
+            format=None if json is None else (LogFormat.JSON if json else LogFormat.TEXT),
+            fmt=fmt,
+            rotation=parse_rotation(rotation, "rotation"),
+            retention=parse_retention(retention, "retention"),
+        )
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ManagerConfig:

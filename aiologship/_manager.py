@@ -21,7 +21,6 @@ import traceback
 import weakref
 from collections.abc import Iterable
 from datetime import timedelta
-from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
@@ -31,9 +30,6 @@ from ._config import (
     ManagerConfig,
     SinkConfig,
     load_config,
-    parse_level,
-    parse_retention,
-    parse_rotation,
 )
 from ._copy import CopySpec  # light: the engine (pyarrow) loads on first use
 from ._copy_registry import CopyRegistry
@@ -146,17 +142,15 @@ class LogManager:
     ) -> int:
         """Attach a file or stream sink to ``logging.getLogger(logger_name)``; returns its id."""
         self._check_open("add a sink")
-        is_path = isinstance(path, str | os.PathLike)
-        sink = SinkConfig(
-            path=Path(os.fspath(path)).expanduser() if is_path else None,  # type: ignore[arg-type]
-            stream=None if is_path else path,
-            color=color,
-            logger=logger_name,
-            level=parse_level(level, "level"),
-            format=None if json is None else ("json" if json else "text"),  # type: ignore[arg-type]
+        sink = SinkConfig.from_call(
+            logger_name,
+            path,
+            level=level,
             fmt=fmt,
-            rotation=parse_rotation(rotation, "rotation"),
-            retention=parse_retention(retention, "retention"),
+            json=json,
+            rotation=rotation,
+            retention=retention,
+            color=color,
         )
         return self._sinks.attach(sink)
 

@@ -72,14 +72,23 @@ class Pump:
             self._event = None
 
     async def _drain_batch(self) -> None:
-        queue = self._queue
-        items = queue.items
+        count = min(len(self._queue.items), MAX_BATCH)
+        self.in_flight = count
+        groups, markers = self._format_batch(count)
+        self._queue.notify_space()
+        await self._write_groups(groups)
+        self.in_flight = 0
+        for marker in markers:
+            marker.set()
+
+    def _format_batch(self, count: int) -> tuple[dict[Writer, list[str]], list[FlushMarker]]:
+        """Take ``count`` items off the queue: their lines grouped by writer, in
+        queue order, and the flush markers among them."""
+        items = self._queue.items
         pop = items.popleft
-        sinks = queue.sinks
+        sinks = self._queue.sinks
         groups: dict[Writer, list[str]] = {}
         markers: list[FlushMarker] = []
-        count = min(len(items), MAX_BATCH)
-        self.in_flight = count
         # Consecutive records usually share a handler: keep its formatter and its
         # writer's line list at hand instead of looking them up per record.
         last: SinkHandler | None = None
@@ -93,49 +102,58 @@ class Pump:
                 # loop-stall scenario).
                 _yield_gil(0)
             item = pop()
-            if type(item) is tuple:
-                head = item[0]
-                record: logging.LogRecord | None = None
-                if type(head) is int:  # a captured call (_records.capture)
-                    sink = sinks.get(head)
-                    if sink is None:
-                        self._lost_to_removed_sink()
-                        continue
-                    handler = sink
-                else:
-                    handler, record = item
-                if handler is not last:
-                    last = handler
-                    formatter = handler.formatter or _DEFAULT_FORMATTER
-                    fmt = formatter.format
-                    fmt_captured = captured_formatter(formatter)
-                    lines = groups.setdefault(handler.writer, [])
-                if record is None:
-                    if fmt_captured is not None:
-                        try:  # the JSON line without a LogRecord
-                            line = fmt_captured(item)
-                        except Exception:  # the record path reports it
-                            line = None
-                        if line is not None:
-                            lines.append(line + "\n")
-                            continue
-                    record = build(item)
-                try:
-                    lines.append(fmt(record) + "\n")
-                except Exception:
-                    try:  # SinkHandler.format: a missing field printed as "-"
-                        lines.append(handler.format(record) + "\n")
-                        continue
-                    except Exception:
-                        pass
-                    self.write_errors += 1
-                    self.in_flight -= 1
-                    handler.handleError(record)
-            else:
+            if type(item) is not tuple:
                 assert isinstance(item, FlushMarker)
                 markers.append(item)
                 self.in_flight -= 1
-        queue.notify_space()
+                continue
+            head = item[0]
+            record: logging.LogRecord | None = None
+            if type(head) is int:  # a captured call (_records.capture)
+                sink = sinks.get(head)
+                if sink is None:
+                    self._lost_to_removed_sink()
+                    continue
+                handler = sink
+            else:
+                handler, record = item
+            if handler is not last:
+                last = handler
+                formatter = handler.formatter or _DEFAULT_FORMATTER
+                fmt = formatter.format
+                fmt_captured = captured_formatter(formatter)
+                lines = groups.setdefault(handler.writer, [])
+            if record is None:
+                if fmt_captured is not None:
+                    try:  # the JSON line without a LogRecord
+                        line = fmt_captured(item)
+                    except Exception:  # the record path reports it
+                        line = None
+                    if line is not None:
+                        lines.append(line + "\n")
+                        continue
+                record = build(item)
+            try:
+                lines.append(fmt(record) + "\n")
+            except Exception:
+                self._format_again(handler, record, lines)
+        return groups, markers
+
+    def _format_again(
+        self, handler: SinkHandler, record: logging.LogRecord, lines: list[str]
+    ) -> None:
+        """The formatter raised: ``SinkHandler.format`` prints a missing field as
+        ``-``; anything else is the handler's error to report."""
+        try:
+            lines.append(handler.format(record) + "\n")
+            return
+        except Exception:
+            pass
+        self.write_errors += 1
+        self.in_flight -= 1
+        handler.handleError(record)
+
+    async def _write_groups(self, groups: dict[Writer, list[str]]) -> None:
         for writer, lines in groups.items():
             try:
                 await writer.awrite(lines)
@@ -150,9 +168,6 @@ class Pump:
                     self.write_errors += len(lines)
                     _report_write_error(writer, len(lines))
             self.in_flight -= len(lines)
-        self.in_flight = 0
-        for marker in markers:
-            marker.set()
 
     def _lost_to_removed_sink(self) -> None:
         # Only a call racing remove_sink() on another thread gets here: it chose the
