@@ -33,6 +33,21 @@ def free_port() -> int:
         return port
 
 
+def wait_until_answering(
+    client: httpx.Client, server: subprocess.Popen[str], path: str, **kwargs: Any
+) -> None:
+    """GET ``path`` until the server answers; fail if it exits or 60 s pass first."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client.get(path, **kwargs)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise AssertionError("uvicorn did not come up") from None
+            time.sleep(0.1)
+
+
 @dataclass
 class Served:
     base_url: str
@@ -65,16 +80,8 @@ def serve_example(tmp_path: Path) -> Iterator[Served]:
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
         with httpx.Client(base_url=served.base_url, timeout=5) as client:
-            while True:
-                try:
-                    client.get("/items/0", headers={"x-request-id": "warmup"})
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise AssertionError("uvicorn did not come up") from None
-                    time.sleep(0.1)
+            wait_until_answering(client, server, "/items/0", headers={"x-request-id": "warmup"})
         yield served
         server.send_signal(signal.SIGINT)
         served.output, _ = server.communicate(timeout=60)

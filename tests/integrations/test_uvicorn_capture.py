@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .test_fastapi import free_port
+from .test_fastapi import free_port, wait_until_answering
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,16 +31,8 @@ def test_access_log_and_app_records_reach_the_json_stdout_sink(tmp_path: Path) -
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            while True:
-                try:
-                    client.get("/items/-1")
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise AssertionError("uvicorn did not come up") from None
-                    time.sleep(0.1)
+            wait_until_answering(client, server, "/items/-1")
             for i in range(20):
                 assert client.get(f"/items/{i}").json() == {"item_id": i}
         server.send_signal(signal.SIGINT)
