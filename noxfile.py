@@ -9,6 +9,12 @@ nox.options.reuse_existing_virtualenvs = True
 # A fresh machine may have only one of PYTHONS: ``nox -s tests`` runs on what is there
 # and skips the rest. CI passes --error-on-missing-interpreters to require all three.
 nox.options.error_on_missing_interpreters = False
+# uv makes each session's virtualenv in seconds (pip took about a minute per Python
+# here, most of it resolving and byte-compiling Ray); plain virtualenv + pip when uv
+# is not installed. Never download an interpreter: a missing one is skipped (or, in
+# CI, an error), as with virtualenv.
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.download_python = "never"
 
 PYTHON = "3.11"
 PYTHONS = ["3.11", "3.12", "3.13"]

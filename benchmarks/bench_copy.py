@@ -1,10 +1,10 @@
 """Copy engine benchmarks, as ratios against anchors measured in the same run.
 
-    python benchmarks/bench_copy.py             # sizes of issue 3 (needs ~4 GiB of disk)
+    python benchmarks/bench_copy.py             # the target sizes (needs ~4 GiB of disk)
     python benchmarks/bench_copy.py --quick     # small sizes, a few seconds
 
 Each figure is the median of --runs runs. Anchors: ``cp -r`` and
-``pyarrow.fs.copy_files`` on the same trees. Targets (issue 3):
+``pyarrow.fs.copy_files`` on the same trees. Targets:
 
     big files, local -> local          >= 0.8x cp -r throughput
     many small files, first cycle      >= 1.0x pyarrow.fs.copy_files

@@ -1,4 +1,4 @@
-"""Upload throughput to a real HDFS mini-cluster (issue 4).
+"""Upload throughput to a real HDFS mini-cluster.
 
     python benchmarks/bench_hdfs.py            # 1 GiB in 4 files + 2,000 small files
     python benchmarks/bench_hdfs.py --quick    # 64 MiB in 4 files + 20 small files
@@ -136,7 +136,7 @@ def outage_lag(
     uri: str, driver: HdfsDriver, src_dir: Path, state: Path, seconds: float
 ) -> tuple[float, float]:
     """Worst lag of a 1 ms ticker on the loop that runs a copy whose NameNode is down
-    (issue 4: at most 5 ms): failing cycles every 0.5 s, each retried with backoff.
+    (target: at most 5 ms): failing cycles every 0.5 s, each retried with backoff.
     Returns (raw, adjusted) in seconds; adjusted takes out the time the loop thread
     sat runnable waiting for a CPU (other processes: see LagTicker)."""
     from aiologship._copy import CopyEngine, CopySpec

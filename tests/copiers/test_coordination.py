@@ -1,4 +1,4 @@
-"""Unit tests of the coordination layer without a Ray cluster (issue 5): the
+"""Unit tests of the coordination layer without a Ray cluster: the
 RAY_DISABLE_HDFS_COPY parsing, role detection and its cache, the start gate and
 its log lines, the host file lock, and the lock-holding copier. The real-cluster
 behaviour is tested in tests/ray/."""

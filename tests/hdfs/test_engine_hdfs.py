@@ -1,6 +1,7 @@
 """The copy engine over hdfs:// on the real mini-cluster, with the native and the webhdfs
 drivers: what it promises (incremental append, structure, rotation, final cycle, resume
-without re-upload, no partial file under a final name) and the faults of issue 4."""
+without re-upload, no partial file under a final name) and the HDFS faults the README
+promises to survive."""
 
 from __future__ import annotations
 
@@ -459,7 +460,7 @@ async def test_namenode_down_at_start(env: Env) -> None:
         f"p99 {p99 * 1000:.1f} ms over {len(lags)} ticks"
     )
     # Blocking work runs in threads; a lag this large would mean a blocking call on the
-    # loop (the 5 ms target of issue 4 is reported above, not asserted: a shared 2-core
+    # loop (the 5 ms loop-lag target is reported above, not asserted: a shared 2-core
     # machine preempts any process for longer than that now and then).
     assert worst < 0.25, worst
 

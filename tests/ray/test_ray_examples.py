@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_example(name: str, timeout: float) -> str:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_DEDUP_LOGS="0")
+    # RAY_ADDRESS=local: an example that starts its own Ray never joins the test
+    # cluster of conftest.py (alive for the whole folder).
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_DEDUP_LOGS="0", RAY_ADDRESS="local")
     env.pop("RAY_DISABLE_HDFS_COPY", None)
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / name)],
