@@ -67,77 +67,104 @@ def scan_pattern(
     ``exclude`` is a local folder (the destination) whose files are never
     matched, wherever a symlink makes them appear in the tree.
     """
-    files: list[SourceFile] = []
-    problems: list[tuple[str, str]] = []
-    outside: list[str] = []
+    found = _Matches(root, preserve, exclude)
     matched = False
-    real_root = os.path.realpath(root) if root is not None else None
-    real_exclude = None if exclude is None else os.path.realpath(exclude)
-    real_dirs: dict[str, str] = {}
-    prefix = None if root is None or not preserve else str(root).rstrip(os.sep) + os.sep
     for path in glob.iglob(pattern, recursive=True):
         matched = True
+        found.add(path)
+    return ScanResult(
+        tuple(found.files),
+        tuple(found.problems),
+        tuple(found.outside),
+        () if matched else (pattern,),
+    )
+
+
+class _Matches:
+    """One pattern's matches, sorted into files to ship, problems (cannot stat,
+    not a regular file) and paths that lead outside ``root_dir``."""
+
+    def __init__(self, root: Path | None, preserve: bool, exclude: str | None) -> None:
+        self.root = root
+        self.preserve = preserve
+        self.files: list[SourceFile] = []
+        self.problems: list[tuple[str, str]] = []
+        self.outside: list[str] = []
+        self.real_root = os.path.realpath(root) if root is not None else None
+        self.real_exclude = None if exclude is None else os.path.realpath(exclude)
+        self.real_dirs: dict[str, str] = {}
+        self.prefix = None if root is None or not preserve else str(root).rstrip(os.sep) + os.sep
+
+    def add(self, path: str) -> None:
         try:
             lst = os.lstat(path)
         except FileNotFoundError:
-            continue  # vanished between glob and stat: nothing to ship
+            return  # vanished between glob and stat: nothing to ship
         except OSError as exc:
-            problems.append((path, f"cannot stat: {exc.strerror or exc}"))
-            continue
+            self.problems.append((path, f"cannot stat: {exc.strerror or exc}"))
+            return
         if stat.S_ISDIR(lst.st_mode):
-            continue
-        # A symlink (of the file or of a folder on its way) may lead outside
-        # root_dir or into the destination: compare the resolved location,
-        # folders resolved once each.
+            return
+        real = self._resolve(path, lst)
+        if real is None:
+            return
+        if self.real_exclude is not None and _under(real, self.real_exclude):
+            return  # the destination's own files: copying them would recurse
+        if self.real_root is not None and not _under(real, self.real_root):
+            self.outside.append(path)
+            return
+        st = self._target(path, lst) if stat.S_ISLNK(lst.st_mode) else lst
+        if st is None:
+            return
+        if not stat.S_ISREG(st.st_mode):
+            kind = describe_kind(st.st_mode)
+            self.problems.append((path, f"unreadable: {kind}, not a regular file"))
+            return
+        self.files.append(self._source_file(path, st, real))
+
+    def _resolve(self, path: str, lst: os.stat_result) -> str | None:
+        """Where ``path`` really is. A symlink (of the file or of a folder on its
+        way) may lead outside root_dir or into the destination: compare the
+        resolved location, folders resolved once each."""
         try:
             if stat.S_ISLNK(lst.st_mode):
-                real = os.path.realpath(path)
-            else:
-                parent, name = os.path.split(path)
-                real_parent = real_dirs.get(parent)
-                if real_parent is None:
-                    real_parent = real_dirs[parent] = os.path.realpath(parent)
-                real = os.path.join(real_parent, name)
+                return os.path.realpath(path)
+            parent, name = os.path.split(path)
+            real_parent = self.real_dirs.get(parent)
+            if real_parent is None:
+                real_parent = self.real_dirs[parent] = os.path.realpath(parent)
+            return os.path.join(real_parent, name)
         except OSError:
-            continue  # changed while resolved (EINVAL from a link just replaced): next scan
-        if real_exclude is not None and _under(real, real_exclude):
-            continue  # the destination's own files: copying them would recurse
-        if real_root is not None and not _under(real, real_root):
-            outside.append(path)
-            continue
-        st = lst
-        if stat.S_ISLNK(lst.st_mode):
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                continue  # dangling link: its target vanished
-            except OSError as exc:
-                problems.append((path, f"cannot stat: {exc.strerror or exc}"))
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                continue
-        if not stat.S_ISREG(st.st_mode):
-            problems.append((path, f"unreadable: {describe_kind(st.st_mode)}, not a regular file"))
-            continue
-        files.append(
-            SourceFile(
-                path=path,
-                dest=(
-                    path[len(prefix) :].replace(os.sep, "/")
-                    if prefix is not None and path.startswith(prefix)
-                    else _dest_name(path, root, preserve)
-                ),
-                size=st.st_size,
-                mtime_ns=st.st_mtime_ns,
-                ino=st.st_ino,
-                dev=st.st_dev,
-                ctime_ns=st.st_ctime_ns,
-                real=real,
-                real_root=real_root,
-            )
+            return None  # changed while resolved (EINVAL from a link just replaced): next scan
+
+    def _target(self, path: str, lst: os.stat_result) -> os.stat_result | None:
+        """A symlink's target, or ``None`` for a dangling link or a folder."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None  # dangling link: its target vanished
+        except OSError as exc:
+            self.problems.append((path, f"cannot stat: {exc.strerror or exc}"))
+            return None
+        return None if stat.S_ISDIR(st.st_mode) else st
+
+    def _source_file(self, path: str, st: os.stat_result, real: str) -> SourceFile:
+        prefix = self.prefix
+        return SourceFile(
+            path=path,
+            dest=(
+                path[len(prefix) :].replace(os.sep, "/")
+                if prefix is not None and path.startswith(prefix)
+                else _dest_name(path, self.root, self.preserve)
+            ),
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            ino=st.st_ino,
+            dev=st.st_dev,
+            ctime_ns=st.st_ctime_ns,
+            real=real,
+            real_root=self.real_root,
         )
-    unmatched = () if matched else (pattern,)
-    return ScanResult(tuple(files), tuple(problems), tuple(outside), unmatched)
 
 
 async def scan(

@@ -6,7 +6,7 @@ import os
 import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from .._config import HdfsDriver
 from .._exceptions import ConfigError, DestinationError
@@ -73,12 +73,24 @@ def normalize_destination(uri: Any) -> str:
             "of the password ('#' %23, '/' %2F, '?' %3F, '@' %40, ':' %3A, '%' %25) "
             "and '@' in the path (%40)",
         )
+    _check_parts(text, shown, _split(text, shown))
+    return text
+
+
+def _split(text: str, shown: str) -> SplitResult:
+    """``text`` split into URI parts, or ``ConfigError`` (port included)."""
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 -- raises ValueError for a non-numeric port
     except ValueError as exc:
         reason = f"malformed URI: {scrub(str(exc), text)}"
         raise ConfigError(DESTINATION_KEY, shown, reason) from None
+    return parts
+
+
+def _check_parts(text: str, shown: str, parts: SplitResult) -> None:
+    """What each scheme needs: a supported scheme, a file URI's absolute path
+    without query or fragment, an object store's bucket, an HDFS host or path."""
     scheme = parts.scheme.lower()
     if not scheme:
         raise ConfigError(DESTINATION_KEY, shown, "malformed URI: missing scheme")
@@ -110,7 +122,6 @@ def normalize_destination(uri: Any) -> str:
         raise ConfigError(DESTINATION_KEY, shown, f"malformed URI: {scheme}:// needs a bucket")
     elif scheme in _HDFS_SCHEMES and not parts.netloc and not parts.path:
         raise ConfigError(DESTINATION_KEY, shown, "malformed URI: hdfs:// needs a host or a path")
-    return text
 
 
 def resolve_destination(
