@@ -163,10 +163,12 @@ def _exchange(
     return _Answer(response.status_code, response.headers.get("Location"), body)
 
 
-class WebHdfsHandler(pafs.FileSystemHandler):  # type: ignore[misc]
-    """``pyarrow.fs.FileSystemHandler`` over WebHDFS."""
+class _WebHdfsClient:
+    """The WebHDFS REST protocol: one request to the NameNode (trying each of an HA
+    pair), its answer checked, and where a redirect to a DataNode may be followed.
+    Knows nothing of pyarrow; ``WebHdfsHandler`` turns file operations into these."""
 
-    def __init__(self, target: HdfsTarget, addresses: list[str], redacted: str = "") -> None:
+    def __init__(self, target: HdfsTarget, addresses: list[str], redacted: str) -> None:
         self.target = target
         self.addresses = addresses
         self.redacted = redacted
@@ -181,23 +183,6 @@ class WebHdfsHandler(pafs.FileSystemHandler):  # type: ignore[misc]
         self._transport_pid = -1
         self._transport_obj: httpx.HTTPTransport | None = None
 
-    def __reduce__(self) -> Any:
-        # The transport stays behind; the copy builds its own on first use.
-        return (type(self), (self.target, self.addresses, self.redacted))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, WebHdfsHandler) and other.target == self.target
-
-    def __hash__(self) -> int:
-        return hash((tuple(self.addresses), self.target.user))
-
-    def get_type_name(self) -> str:
-        return "webhdfs"
-
-    def normalize_path(self, path: str) -> str:
-        return path
-
-    # -- HTTP ------------------------------------------------------------------------------
     @property
     def transport(self) -> httpx.HTTPTransport:
         """The transport of this process: a forked child builds its own rather than
@@ -209,7 +194,7 @@ class WebHdfsHandler(pafs.FileSystemHandler):  # type: ignore[misc]
             self._transport_obj, self._transport_pid = transport, os.getpid()
         return transport
 
-    def _params(self, op: str, **extra: Any) -> str:
+    def params(self, op: str, **extra: Any) -> str:
         params: dict[str, Any] = {"op": op}
         if self.target.token:
             params["delegation"] = self.target.token
@@ -222,17 +207,17 @@ class WebHdfsHandler(pafs.FileSystemHandler):  # type: ignore[misc]
         params.update({k: v for k, v in extra.items() if v is not None})
         return urlencode(params)
 
-    def _send(self, method: str, url: str, headers: dict[str, str]) -> _Answer:
+    def send(self, method: str, url: str, headers: dict[str, str]) -> _Answer:
         try:
             return _exchange(self.transport, method, url, headers)
         except httpx.HTTPError as exc:
             where = "{}://{}:{}".format(*_origin(url))
             raise _Failed(f"{where}: {type(exc).__name__}: {scrub(str(exc))}") from None
 
-    def _namenode(self, method: str, op: str, path: str, **extra: Any) -> tuple[_Answer, str]:
+    def namenode(self, method: str, op: str, path: str, **extra: Any) -> tuple[_Answer, str]:
         """One request to the NameNode (trying each of an HA pair); returns the response
         and the URL that answered."""
-        query = f"{_PREFIX}{quote(path)}?{self._params(op, **extra)}"
+        query = f"{_PREFIX}{quote(path)}?{self.params(op, **extra)}"
         errors = []
         n = len(self.addresses)
         for i in range(n):
@@ -240,7 +225,7 @@ class WebHdfsHandler(pafs.FileSystemHandler):  # type: ignore[misc]
             address = self.addresses[index]
             url = f"{SCHEME}://{address}{query}"
             try:
-                response = self._send(method, url, self._auth)
+                response = self.send(method, url, self._auth)
             except _Failed as exc:
                 errors.append(str(exc))
                 continue
@@ -251,37 +236,35 @@ class WebHdfsHandler(pafs.FileSystemHandler):  # type: ignore[misc]
             return response, url
         raise OSError(f"webhdfs {op} {path}: no NameNode answered ({'; '.join(errors)})")
 
-    def _check(self, response: _Answer, op: str, path: str, expect: tuple[int, ...]) -> bytes:
+    def check(self, response: _Answer, op: str, path: str, expect: tuple[int, ...]) -> bytes:
         if response.status in expect:
             return response.body
         raise _error(op, path, response.status, response.body)
 
-    def _json(self, method: str, op: str, path: str, **extra: Any) -> Any:
-        response, _ = self._namenode(method, op, path, **extra)
-        body = self._check(response, op, path, (200,))
+    def json(self, method: str, op: str, path: str, **extra: Any) -> Any:
+        response, _ = self.namenode(method, op, path, **extra)
+        body = self.check(response, op, path, (200,))
         try:
             return json.loads(body)
         except ValueError:
             raise OSError(f"webhdfs {op} {path}: answer is not JSON") from None
 
-    def _boolean(self, method: str, op: str, path: str, **extra: Any) -> bool:
-        answer = self._json(method, op, path, **extra)
+    def boolean(self, method: str, op: str, path: str, **extra: Any) -> bool:
+        answer = self.json(method, op, path, **extra)
         value = answer.get("boolean") if isinstance(answer, dict) else None
         if not isinstance(value, bool):
             raise OSError(f"webhdfs {op} {path}: unexpected answer {scrub(repr(answer))}")
         return value
 
-    def _redirect(
-        self, method: str, op: str, path: str, **extra: Any
-    ) -> tuple[str, dict[str, str]]:
+    def redirect(self, method: str, op: str, path: str, **extra: Any) -> tuple[str, dict[str, str]]:
         """First step of CREATE/APPEND/OPEN: the DataNode URL the NameNode names, and the
         headers that may go there."""
-        response, asked = self._namenode(method, op, path, **extra)
+        response, asked = self.namenode(method, op, path, **extra)
         if response.status != 307:
-            self._check(response, op, path, ())
-        return self._follow(asked, response.location, op, path)
+            self.check(response, op, path, ())
+        return self.follow(asked, response.location, op, path)
 
-    def _follow(
+    def follow(
         self, asked: str, location: str | None, op: str, path: str
     ) -> tuple[str, dict[str, str]]:
         """Where a redirect from ``asked`` may be followed, and with which headers. The
@@ -302,12 +285,38 @@ class WebHdfsHandler(pafs.FileSystemHandler):  # type: ignore[misc]
         same_origin = (scheme, host, port) == _origin(asked)
         return url, dict(self._auth) if same_origin else {}
 
+
+class WebHdfsHandler(pafs.FileSystemHandler):  # type: ignore[misc]
+    """``pyarrow.fs.FileSystemHandler`` over WebHDFS (requests through ``_WebHdfsClient``)."""
+
+    def __init__(self, target: HdfsTarget, addresses: list[str], redacted: str = "") -> None:
+        self.target = target
+        self.addresses = addresses
+        self.redacted = redacted
+        self.http = _WebHdfsClient(target, addresses, redacted)
+
+    def __reduce__(self) -> Any:
+        # The transport stays behind; the copy builds its own on first use.
+        return (type(self), (self.target, self.addresses, self.redacted))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WebHdfsHandler) and other.target == self.target
+
+    def __hash__(self) -> int:
+        return hash((tuple(self.addresses), self.target.user))
+
+    def get_type_name(self) -> str:
+        return "webhdfs"
+
+    def normalize_path(self, path: str) -> str:
+        return path
+
     # -- metadata ------------------------------------------------------------------------
     def _status(self, path: str) -> dict[str, Any] | None:
-        response, _ = self._namenode("GET", "GETFILESTATUS", path)
+        response, _ = self.http.namenode("GET", "GETFILESTATUS", path)
         if response.status == 404:
             return None
-        body = self._check(response, "GETFILESTATUS", path, (200,))
+        body = self.http.check(response, "GETFILESTATUS", path, (200,))
         status = json.loads(body).get("FileStatus")
         if not isinstance(status, dict):
             raise OSError(f"webhdfs GETFILESTATUS {path}: unexpected answer")
@@ -334,7 +343,7 @@ class WebHdfsHandler(pafs.FileSystemHandler):  # type: ignore[misc]
         return infos
 
     def _list(self, path: str) -> list[dict[str, Any]]:
-        answer = self._json("GET", "LISTSTATUS", path)
+        answer = self.http.json("GET", "LISTSTATUS", path)
         try:
             statuses = answer["FileStatuses"]["FileStatus"]
         except (KeyError, TypeError):
@@ -366,7 +375,7 @@ class WebHdfsHandler(pafs.FileSystemHandler):  # type: ignore[misc]
             parent = path.rstrip("/").rpartition("/")[0] or "/"
             if self._status(parent) is None:
                 raise FileNotFoundError(2, f"webhdfs MKDIRS {path}: parent does not exist")
-        if not self._boolean("PUT", "MKDIRS", path, permission="755"):
+        if not self.http.boolean("PUT", "MKDIRS", path, permission="755"):
             raise OSError(f"webhdfs MKDIRS {path}: the NameNode refused (a file there?)")
 
     def delete_dir(self, path: str) -> None:
@@ -396,11 +405,11 @@ class WebHdfsHandler(pafs.FileSystemHandler):  # type: ignore[misc]
         is_dir = status.get("type") == "DIRECTORY"
         if want_dir is not None and is_dir != want_dir:
             raise OSError(f"webhdfs DELETE {path}: is {'a directory' if is_dir else 'a file'}")
-        if not self._boolean("DELETE", "DELETE", path, recursive="true" if is_dir else "false"):
+        if not self.http.boolean("DELETE", "DELETE", path, recursive="true" if is_dir else "false"):
             raise OSError(f"webhdfs DELETE {path}: the NameNode deleted nothing")
 
     def move(self, src: str, dest: str) -> None:
-        if self._boolean("PUT", "RENAME", src, destination=dest):
+        if self.http.boolean("PUT", "RENAME", src, destination=dest):
             return
         # WebHDFS RENAME never overwrites; pyarrow's move replaces a file at ``dest``.
         # Delete then rename: a reader may briefly see no file, never a partial one.
@@ -410,7 +419,7 @@ class WebHdfsHandler(pafs.FileSystemHandler):  # type: ignore[misc]
         if target is None or target.get("type") == "DIRECTORY":
             raise OSError(f"webhdfs RENAME {src} -> {dest}: the NameNode refused")
         self._delete(dest, want_dir=False)
-        if not self._boolean("PUT", "RENAME", src, destination=dest):
+        if not self.http.boolean("PUT", "RENAME", src, destination=dest):
             raise OSError(f"webhdfs RENAME {src} -> {dest}: the NameNode refused")
 
     def copy_file(self, src: str, dest: str) -> None:
@@ -426,15 +435,15 @@ class WebHdfsHandler(pafs.FileSystemHandler):  # type: ignore[misc]
         return pyarrow.PythonFile(_Reader(self, path), mode="r")
 
     def open_output_stream(self, path: str, metadata: Any) -> pyarrow.NativeFile:
-        url, headers = self._redirect("PUT", "CREATE", path, overwrite="true")
-        upload = _Upload(self.transport, url, headers, "PUT", "CREATE", path, 201)
+        url, headers = self.http.redirect("PUT", "CREATE", path, overwrite="true")
+        upload = _Upload(self.http.transport, url, headers, "PUT", "CREATE", path, 201)
         return pyarrow.PythonFile(upload, mode="w")
 
     def open_append_stream(self, path: str, metadata: Any) -> pyarrow.NativeFile:
         if self._status(path) is None:
             return self.open_output_stream(path, metadata)
-        url, headers = self._redirect("POST", "APPEND", path)
-        upload = _Upload(self.transport, url, headers, "POST", "APPEND", path, 200)
+        url, headers = self.http.redirect("POST", "APPEND", path)
+        upload = _Upload(self.http.transport, url, headers, "POST", "APPEND", path, 200)
         return pyarrow.PythonFile(upload, mode="w")
 
 
@@ -615,12 +624,14 @@ class _Reader(io.RawIOBase):
         if size <= 0:
             return b""
         handler = self._handler
-        url, headers = handler._redirect("GET", "OPEN", self._path, offset=self._pos, length=size)
+        url, headers = handler.http.redirect(
+            "GET", "OPEN", self._path, offset=self._pos, length=size
+        )
         try:
-            response = handler._send("GET", url, headers)
+            response = handler.http.send("GET", url, headers)
         except _Failed as exc:
             raise OSError(f"webhdfs OPEN {self._path}: cannot reach the DataNode: {exc}") from None
-        data = handler._check(response, "OPEN", self._path, (200,))
+        data = handler.http.check(response, "OPEN", self._path, (200,))
         self._pos += len(data)
         return data
 
