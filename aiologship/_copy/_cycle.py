@@ -183,8 +183,10 @@ class Cycles:
 
     async def _prepare(self, dest: Destination, result: ScanResult) -> None:
         """First cycle against a destination: its base folder, stale temporary
-        files of a crashed run, and a lost manifest rebuilt from what is there."""
-        self._listing, rebuilt = await anyio.to_thread.run_sync(
+        files of a crashed run, and what is there taken into the manifest (all
+        of it if the manifest was lost; else what a killed copier shipped after
+        its last save)."""
+        self._listing, found = await anyio.to_thread.run_sync(
             functools.partial(
                 prepare_destination,
                 dest,
@@ -192,21 +194,12 @@ class Cycles:
                 create_dest_dirs=self._spec.create_dest_dirs,
                 temps=self._temps,
                 leftovers=self.leftovers,
-                needs_rebuild=self._store.needs_rebuild,
+                known=None if self._store.needs_rebuild else self._manifest.entries,
             ),
             limiter=self._limiter,
             abandon_on_cancel=True,
         )
-        if rebuilt is not None:
-            self._manifest.entries = rebuilt
-            self._store.needs_rebuild = False
-            await self._store.save()
-            logger.info(
-                "copy %r: manifest rebuilt from %s (%d files already there)",
-                self._spec.copy_name,
-                dest.uri,
-                len(rebuilt),
-            )
+        await self._store.take_found(found, dest.uri)
         self._prepared = True
 
     async def _reconcile(self, dest: Destination, result: ScanResult) -> bool:

@@ -12,7 +12,7 @@ import anyio
 import anyio.to_thread
 
 from .._exceptions import ConfigError, CopyError
-from ._manifest import Manifest, ManifestCorrupt, ManifestOutdated, write_atomic
+from ._manifest import Entry, Manifest, ManifestCorrupt, ManifestOutdated, write_atomic
 from ._spec import CopySpec
 from ._statedir import (
     MANIFEST_NAME,
@@ -139,6 +139,28 @@ class EngineState:
                     f"{manifest.path}: {exc.strerror or exc}"
                 ) from exc
             self.unsaved = False
+
+    async def take_found(self, found: dict[str, Entry], where: str) -> None:
+        """Entries recognised at the destination (``_plan.prepare_destination``):
+        the whole manifest when it ``needs_rebuild``, else files whose bytes
+        there it does not record; saved at once."""
+        rebuilt = self.needs_rebuild
+        if rebuilt:
+            self.manifest.entries = found
+            self.needs_rebuild = False
+        elif found:
+            self.manifest.entries.update(found)
+        else:
+            return
+        await self.save()
+        if rebuilt:
+            what = "manifest rebuilt from %s (%d files already there)"
+        else:
+            what = (
+                "%s holds %d files whose bytes the manifest does not record (the last "
+                "copier stopped before saving it): kept there, not sent again"
+            )
+        logger.info("copy %r: " + what, self._spec.copy_name, where, len(found))
 
     async def write_status(self, status: CopyStatus) -> None:
         """``status.json`` beside the manifest, for ``aiologship status`` (a shell has

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -88,12 +89,13 @@ def prepare_destination(
     create_dest_dirs: bool,
     temps: TempNames,
     leftovers: set[str],
-    needs_rebuild: bool,
-) -> tuple[dict[str, int], dict[str, Entry] | None]:
+    known: Mapping[str, Entry] | None,
+) -> tuple[dict[str, int], dict[str, Entry]]:
     """The destination's base folder checked or made, stale temporary files of a
     crashed run removed (those that resist go to ``leftovers``). Returns the
-    destination's listing and, when ``needs_rebuild``, the manifest rebuilt
-    from it."""
+    destination's listing and the entries recognised there: the whole manifest
+    rebuilt when ``known`` is None (it was lost), else the files ``known`` lacks
+    (see :func:`unrecorded`)."""
     fs = dest.filesystem
     try:
         if create_dest_dirs:
@@ -108,9 +110,41 @@ def prepare_destination(
             listing.pop(rel[len(dest.base_path) + 1 :] if dest.base_path else rel, None)
     except (OSError, pyarrow.ArrowException) as exc:
         raise DestinationFailure(f"{dest.uri}: {exc}") from exc
-    if not needs_rebuild:
-        return listing, None
-    return listing, dict(rebuild(dest, result.files, listing))
+    files = result.files if known is None else unrecorded(result.files, known, listing)
+    return listing, dict(rebuild(dest, files, listing)) if files else {}
+
+
+def unrecorded(
+    files: Sequence[SourceFile], known: Mapping[str, Entry], listing: Mapping[str, int]
+) -> list[SourceFile]:
+    """Sources whose destination file a copier may have written after its last
+    manifest save (saved once a second, not per file: a copier killed in
+    between leaves bytes at the destination that its manifest does not record):
+
+    * a source without an entry, at a name that no entry owns;
+    * a source whose entry is of another file (a new inode under the name, as
+      rotation makes) while the destination file is not the size that entry says.
+
+    One source per name. :func:`rebuild` then adopts those whose destination
+    file holds a prefix of their bytes, so a restart does not send them again;
+    the others are replaced, as before."""
+    owned = {entry.dest for entry in known.values()}
+    by_name: dict[str, list[SourceFile]] = {}
+    for f in files:
+        have = listing.get(f.dest)
+        if have is None:
+            continue
+        entry = known.get(f.path)
+        if entry is None:
+            if f.dest in owned:
+                continue
+        elif entry.dest != f.dest or (entry.dev, entry.ino) == (f.dev, f.ino):
+            continue  # the usual case; a killed append is resumed by the transfer
+        elif have == entry.size:
+            continue  # the old version is still there
+        by_name.setdefault(f.dest, []).append(f)
+    # A contested name (preserve_structure=False) is the planner's to settle.
+    return [group[0] for group in by_name.values() if len(group) == 1]
 
 
 def check_root_dir(root: Path, spec: CopySpec, dest_prefix: str | None) -> None:

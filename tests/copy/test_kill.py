@@ -3,6 +3,7 @@ destination ends byte-identical to the sources, with no temporary files."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -13,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from aiologship._copy import _engine_state
 from aiologship._copy._transfer import TMP_MARK
+from aiologship._exceptions import CopyError
+from tests.copy.test_engine import Env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -200,3 +204,72 @@ def test_sigkill_mid_upload_then_restart(tmp_path: Path) -> None:
     assert temp_files(dst) == []
     assert (dst / "app.log").read_bytes() == (src / "app.log").read_bytes()
     assert (dst / "small.log").read_bytes() == (src / "small.log").read_bytes()
+
+
+# ---------------------------------------------------------------- killed before the save
+#
+# The manifest is saved at the end of a cycle and every _SAVE_EVERY_SECONDS
+# within one, so a copier killed between a file's final rename and the next
+# save leaves that file at the destination but not in its manifest. The run
+# after it must take the file as shipped (or partly shipped), not send it again.
+
+
+def _kill_before_save(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every manifest save fails from now on, as if the process died before it."""
+
+    def dead(path: Path, payload: bytes) -> None:
+        raise OSError(errno.EIO, "the copier was killed before this save")
+
+    monkeypatch.setattr(_engine_state, "write_atomic", dead)
+
+
+@pytest.mark.anyio
+async def test_files_renamed_in_place_before_a_kill_are_adopted_not_sent_again(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.write("saved.log", lines(0, 10))
+    env.write("rotated.log", lines(300, 10))
+    first = await env.engine()
+    assert (await first.flush()).files_shipped == 2  # in the manifest on disk
+    env.write("whole.log", lines(100, 50))  # arrives whole, then the kill
+    env.write("grows.log", lines(200, 50))  # arrives, grows while the copier is down
+    env.write(".next", lines(400, 30))
+    os.replace(env.src / ".next", env.src / "rotated.log")  # a new file under the name
+    with monkeypatch.context() as m:
+        _kill_before_save(m)
+        with pytest.raises(CopyError, match="cannot save its manifest"):
+            await first.flush()
+    await first.stop(final_cycle=False)
+    assert env.dest_files() == {p.name: p.read_bytes() for p in env.src.iterdir()}
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in env.dst.iterdir()}
+    env.write("grows.log", lines(250, 7), mode="ab")
+
+    again = await env.engine()
+    result = await again.flush()
+    assert result.ok
+    # Only grows.log's new bytes travel, appended to the file already there.
+    assert (result.files_shipped, result.files_appended, result.files_replaced) == (1, 1, 0)
+    assert result.bytes_shipped == len(lines(250, 7))
+    for name, ident in before.items():
+        st = (env.dst / name).stat()
+        assert st.st_ino == ident[0], f"{name} was written again"
+        if name != "grows.log":
+            assert st.st_mtime_ns == ident[1], f"{name} was written again"
+    assert env.dest_files() == {p.name: p.read_bytes() for p in env.src.iterdir()}
+    # All four are in the manifest on disk again.
+    saved = json.loads((again.state_path / "manifest.json").read_bytes())["files"]
+    assert sorted(os.path.basename(source) for source in saved) == sorted(before)
+
+
+@pytest.mark.anyio
+async def test_a_destination_file_that_differs_is_not_adopted(env: Env) -> None:
+    env.write("saved.log", lines(0, 10))
+    first = await env.engine()
+    await first.flush()
+    await first.stop()
+    env.write("a.log", b"the real content\n")
+    (env.dst / "a.log").write_bytes(b"something else!\n")  # not ours, not a prefix
+    again = await env.engine()
+    result = await again.flush()
+    assert (result.files_shipped, result.files_replaced, result.bytes_shipped) == (1, 1, 17)
+    assert env.dest_files()["a.log"] == b"the real content\n"
