@@ -122,12 +122,19 @@ def host_lock_path(state_dir: Path, copy_name: str) -> Path:
 
 
 def prepare_folder(folder: Path) -> None:
-    """Create ``folder`` and prove a file can be written there. Raises OSError."""
+    """Create ``folder``, prove a file can be written there, and remove the
+    half-written replacements (``.manifest.json.XXXX.tmp``) of a process killed
+    while it saved. Called by the engine lock's holder only: no other process is
+    writing one now. Raises OSError."""
     folder.mkdir(parents=True, exist_ok=True)
     probe = folder / _PROBE_NAME
     fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     os.close(fd)
     os.unlink(probe)
+    for name in (MANIFEST_NAME, STATUS_NAME):
+        for stale in folder.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
 
 def adopt_legacy_folder(state_dir: Path, copy_name: str, destination_redacted: str) -> bool:

@@ -484,3 +484,24 @@ def test_cli_errors_from_task_groups_are_unwrapped_and_redacted(
     assert code == 1
     assert "s3cr3tpass" not in err and "Traceback" not in err and "ExceptionGroup" not in err
     assert "aiologship: error: could not talk to s3://key:***@bucket/logs" in err
+
+
+def test_half_written_state_files_of_a_killed_save_are_removed(
+    local: tuple[Path, Path, Path],
+) -> None:
+    """A copier killed while it saved leaves ``.manifest.json.XXXX.tmp`` (the name
+    ``write_atomic`` gives a replacement before its rename) in its folder; the next
+    copier of that folder removes them, and nothing else."""
+    assert _run_once(_engine("app", local)) == 2
+    _, _, state = local
+    (folder,) = _copy_folders(state)
+    manifest = (folder / "manifest.json").read_bytes()
+    planted = [folder / ".manifest.json.k1ll3d.tmp", folder / ".status.json.x9.tmp"]
+    for path in planted:
+        path.write_bytes(b'{"half": ')
+    keep = folder / ".manifest.json.notes"
+    keep.write_text("the user's")
+    assert _run_once(_engine("app", local)) == 0  # the manifest is intact: nothing again
+    assert [p for p in planted if p.exists()] == []
+    assert keep.read_text() == "the user's"
+    assert (folder / "manifest.json").read_bytes() == manifest
