@@ -19,6 +19,7 @@ from .._fs import Destination
 from ._manifest import Entry, Manifest, list_destination, rebuild
 from ._scan import ScanResult, SourceFile, describe_kind
 from ._spec import CopySpec
+from ._tempwatch import TempWatch
 from ._transfer import DestinationFailure, TempNames, remove_files
 
 
@@ -87,11 +88,11 @@ def prepare_destination(
     *,
     create_dest_dirs: bool,
     temps: TempNames,
-    leftovers: set[str],
+    watch: TempWatch,
     needs_rebuild: bool,
 ) -> tuple[dict[str, int], dict[str, Entry] | None]:
     """The destination's base folder checked or made, stale temporary files of a
-    crashed run removed (those that resist go to ``leftovers``). Returns the
+    crashed run removed (those that resist go to ``watch``). Returns the
     destination's listing and, when ``needs_rebuild``, the manifest rebuilt
     from it."""
     fs = dest.filesystem
@@ -103,7 +104,8 @@ def prepare_destination(
             raise DestinationFailure(f"{dest.uri} does not exist (create_dest_dirs=False)")
         listing = list_destination(dest)
         stale = [dest.path_of(rel) for rel in listing if temps.is_stale(rel)]
-        leftovers.update(remove_files(dest, stale))
+        for name in remove_files(dest, stale):
+            watch.add(name)
         for rel in stale:
             listing.pop(rel[len(dest.base_path) + 1 :] if dest.base_path else rel, None)
     except (OSError, pyarrow.ArrowException) as exc:
