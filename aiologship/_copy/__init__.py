@@ -3,10 +3,11 @@
 Modules: ``_spec`` (what to copy), ``_scan`` (glob + stat), ``_source`` (safe
 opens under ``root_dir``), ``_identity`` (which file is which: renames, rewrites),
 ``_manifest`` (what is shipped), ``_transfer`` (one file to the destination,
-retried), ``_statedir`` (every name in the state dir, and the locks), ``_status``
-(status types, no pyarrow), ``_engine`` (``CopyEngine``: open, the loop, flush,
-stop), ``_cycle`` (one cycle), ``_plan`` (what a cycle ships), ``_ship`` (the
-worker pool), ``_engine_state`` (the engine's lock, manifest and status.json),
+retried), ``_tempwatch`` (temporary files of failed transfers, swept each cycle),
+``_statedir`` (every name in the state dir, and the locks), ``_status`` (status
+types, no pyarrow), ``_engine`` (``CopyEngine``: open, the loop, flush, stop),
+``_cycle`` (one cycle), ``_plan`` (what a cycle ships), ``_ship`` (the worker
+pool), ``_engine_state`` (the engine's lock, manifest and status.json),
 ``_engine_status`` (the counters behind ``status()``).
 
 Layer rule: imports ``aiologship._fs``, ``_config``, ``_exceptions``; never

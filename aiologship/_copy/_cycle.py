@@ -22,14 +22,15 @@ from ._scan import ScanResult, SourceFile, scan
 from ._ship import ShipRun, ShipTools, Tally
 from ._spec import CopySpec
 from ._status import CycleResult
-from ._transfer import DestinationFailure, DirCache, Progress, TempNames, remove_files
+from ._tempwatch import TempWatch
+from ._transfer import DestinationFailure, DirCache, Progress, TempNames
 
 logger = logging.getLogger("aiologship.copy")
 
 
 class Cycles:
     """Runs the cycles of one engine, one at a time, and keeps what they share:
-    the destination, its leftovers, the live tally and progress.
+    the destination, the temporary names to watch there, the live tally and progress.
 
     ``check_state`` runs (blocking) before each cycle; ``scheduling`` says, at
     the end of a cycle, whether the loop will schedule another.
@@ -64,7 +65,7 @@ class Cycles:
         self._check_state = check_state
         self._scheduling = scheduling
         self.dest: Destination | None = None
-        self.leftovers: set[str] = set()
+        self.watch = TempWatch()
         self.tally: Tally | None = None
         self.progress = Progress()
         self._prepared = False
@@ -79,7 +80,7 @@ class Cycles:
             dirs=self._dirs,
             limiter=limiter,
             workers=workers,
-            leftovers=lambda: self.leftovers,
+            watch=self.watch,
             retry_sleep=retry_sleep,
             give_up=give_up,
             clock=clock,
@@ -158,11 +159,7 @@ class Cycles:
             todo = await self._plan_in_thread(result, file_errors, tally)
         if await self._reconcile(dest, result):
             todo = await self._plan_in_thread(result, file_errors, tally)
-        if self.leftovers:
-            failed = await anyio.to_thread.run_sync(
-                remove_files, dest, sorted(self.leftovers), limiter=self._limiter
-            )
-            self.leftovers = set(failed)
+        await self._sweep(dest)
         progress = self.progress
         progress.files_total = len(todo)
         progress.bytes_total = await anyio.to_thread.run_sync(
@@ -170,6 +167,14 @@ class Cycles:
         )
         progress.planned = True
         await ShipRun(self._ship_tools, dest, todo, tally, file_errors, progress).run()
+        if not self._scheduling():  # no cycle follows: this one's failed transfers too
+            await self._sweep(dest)
+
+    async def _sweep(self, dest: Destination) -> None:
+        """Delete the watched temporary files that (re)appeared."""
+        if len(self.watch):
+            sweep = functools.partial(self.watch.sweep, dest.filesystem, self._clock())
+            await anyio.to_thread.run_sync(sweep, limiter=self._limiter, abandon_on_cancel=True)
 
     async def _destination(self) -> Destination:
         if self.dest is None:
@@ -193,7 +198,7 @@ class Cycles:
                 result,
                 create_dest_dirs=self._spec.create_dest_dirs,
                 temps=self._temps,
-                leftovers=self.leftovers,
+                watch=self.watch,
                 known=None if self._store.needs_rebuild else self._manifest.entries,
             ),
             limiter=self._limiter,

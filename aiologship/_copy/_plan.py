@@ -20,6 +20,7 @@ from .._fs import Destination
 from ._manifest import Entry, Manifest, list_destination, rebuild
 from ._scan import ScanResult, SourceFile, describe_kind
 from ._spec import CopySpec
+from ._tempwatch import TempWatch
 from ._transfer import DestinationFailure, TempNames, remove_files
 
 
@@ -88,11 +89,11 @@ def prepare_destination(
     *,
     create_dest_dirs: bool,
     temps: TempNames,
-    leftovers: set[str],
+    watch: TempWatch,
     known: Mapping[str, Entry] | None,
 ) -> tuple[dict[str, int], dict[str, Entry]]:
     """The destination's base folder checked or made, stale temporary files of a
-    crashed run removed (those that resist go to ``leftovers``). Returns the
+    crashed run removed (those that resist go to ``watch``). Returns the
     destination's listing and the entries recognised there: the whole manifest
     rebuilt when ``known`` is None (it was lost), else the files ``known`` lacks
     (see :func:`unrecorded`)."""
@@ -105,7 +106,8 @@ def prepare_destination(
             raise DestinationFailure(f"{dest.uri} does not exist (create_dest_dirs=False)")
         listing = list_destination(dest)
         stale = [dest.path_of(rel) for rel in listing if temps.is_stale(rel)]
-        leftovers.update(remove_files(dest, stale))
+        for name in remove_files(dest, stale):
+            watch.add(name)
         for rel in stale:
             listing.pop(rel[len(dest.base_path) + 1 :] if dest.base_path else rel, None)
     except (OSError, pyarrow.ArrowException) as exc:

@@ -15,6 +15,7 @@ from .._fs import Destination
 from ._manifest import Manifest
 from ._scan import SourceFile
 from ._spec import CopySpec
+from ._tempwatch import TempWatch
 from ._transfer import (
     DestinationFailure,
     DirCache,
@@ -84,7 +85,7 @@ class ShipTools:
     dirs: DirCache
     limiter: anyio.CapacityLimiter
     workers: int
-    leftovers: Callable[[], set[str]]  # the engine replaces the set after a cleanup
+    watch: TempWatch  # temporary names of failed transfers, swept by the cycles
     retry_sleep: Callable[[float], Awaitable[None]]
     give_up: Callable[[], bool]
     clock: Callable[[], float]
@@ -151,6 +152,7 @@ class ShipRun:
                 items,
                 temps=tools.temps,
                 dirs=tools.dirs,
+                watch=tools.watch,
                 progress=self._progress,
             ),
             limiter=tools.limiter,
@@ -158,8 +160,6 @@ class ShipRun:
         )
         for f, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, DestinationFailure):
-                if outcome.leftover is not None:
-                    tools.leftovers().add(outcome.leftover)
                 if self._tally.failed_in_a_row >= _FAILED_FILES_BEFORE_ABORT:
                     continue  # destination down: stays pending
                 # Retried alone, with the full retry policy.
@@ -176,6 +176,7 @@ class ShipRun:
             prev,
             temps=tools.temps,
             dirs=tools.dirs,
+            watch=tools.watch,
             progress=self._progress,
         )
         try:
@@ -185,7 +186,6 @@ class ShipRun:
                 retry_delay=tools.spec.retry_delay,
                 sleep=tools.retry_sleep,
                 limiter=tools.limiter,
-                on_leftover=tools.leftovers().add,
                 give_up=tools.give_up,
             )
         except (SourceVanished, SourceUnreadable, DestinationFailure) as exc:

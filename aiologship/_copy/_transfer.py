@@ -47,6 +47,7 @@ from ._manifest import (
 )
 from ._scan import SourceFile
 from ._source import SourceChanged, SourceDirs, SourceNotRegular, open_source
+from ._tempwatch import TempWatch
 
 logger = logging.getLogger("aiologship.copy")
 
@@ -67,12 +68,7 @@ class SourceUnreadable(Exception):
 
 
 class DestinationFailure(Exception):
-    """The destination failed; retried with backoff. ``leftover`` names a
-    temporary file that could not be removed (a later cycle removes it)."""
-
-    def __init__(self, message: str, leftover: str | None = None) -> None:
-        super().__init__(message)
-        self.leftover = leftover
+    """The destination failed; retried with backoff."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +153,13 @@ def ship_file(
     *,
     temps: TempNames,
     dirs: DirCache,
+    watch: TempWatch,
     progress: Progress | None = None,
     chunk_size: int = CHUNK_SIZE,
     sources: SourceDirs | None = None,
 ) -> Shipped:
     """Ship ``src`` so the destination holds its current bytes. Blocking.
+    ``watch`` gets the temporary name of a replace that failed.
     ``sources``: folder descriptors shared with the other files of a batch."""
     try:
         f = open_source(src, sources)
@@ -193,7 +191,13 @@ def ship_file(
             mode = "append" if sent else "touch"
         else:
             replace = _replace_local if local else _replace
-            sent = replace(dest, f, final, size, temps, dirs, progress, chunk_size)
+            tmp = temps.next_for(final)
+            try:
+                sent = replace(dest, f, final, tmp, size, dirs, progress, chunk_size)
+            except BaseException:
+                # Removed already where it could be, but it may appear again.
+                watch.add(tmp)
+                raise
             mode = "replace"
     entry = Entry(
         src.dest, size, st.st_mtime_ns, st.st_ino, st.st_dev, head, tail, st.st_ctime_ns, crc
@@ -402,13 +406,12 @@ def _replace_local(
     dest: Destination,
     f: BinaryIO,
     final: str,
+    tmp: str,
     size: int,
-    temps: TempNames,
     dirs: DirCache,
     progress: Progress | None,
     chunk_size: int,
 ) -> int:
-    tmp = temps.next_for(final)
     try:
         dirs.ensure_local(os.path.dirname(final))
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -426,19 +429,10 @@ def _replace_local(
             raise DestinationFailure(f"{tmp} holds {have} bytes, expected {size}")
         os.rename(tmp, final)
     except BaseException as exc:
-        leftover = None
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            leftover = tmp
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # if that fails, the caller's TempWatch retries it
         if isinstance(exc, OSError):
-            raise DestinationFailure(
-                f"cannot replace {final}: {exc.strerror or exc}", leftover
-            ) from exc
-        if isinstance(exc, DestinationFailure) and leftover is not None:
-            exc.leftover = leftover
+            raise DestinationFailure(f"cannot replace {final}: {exc.strerror or exc}") from exc
         raise
     return sent
 
@@ -503,14 +497,13 @@ def _replace(
     dest: Destination,
     f: BinaryIO,
     final: str,
+    tmp: str,
     size: int,
-    temps: TempNames,
     dirs: DirCache,
     progress: Progress | None,
     chunk_size: int,
 ) -> int:
     fs = dest.filesystem
-    tmp = temps.next_for(final)
     try:
         dirs.ensure(fs, posixpath.dirname(final))
         out = fs.open_output_stream(tmp)
@@ -538,15 +531,9 @@ def _replace(
             fs.move(tmp, final)
         _confirm(dest, final, size)
     except BaseException as exc:
-        leftover = _discard(fs, tmp)
-        if isinstance(exc, SourceVanished | SourceUnreadable):
-            if leftover is not None:
-                logger.debug("temporary file %s left for a later cycle", leftover)
-            raise
+        _discard(fs, tmp)  # if that fails, the caller's TempWatch retries it
         if isinstance(exc, OSError | pyarrow.ArrowException):
-            raise DestinationFailure(f"cannot replace {final}: {exc}", leftover) from exc
-        if isinstance(exc, DestinationFailure) and leftover is not None:
-            exc.leftover = leftover
+            raise DestinationFailure(f"cannot replace {final}: {exc}") from exc
         raise
     return sent
 
@@ -580,6 +567,7 @@ def ship_batch(
     *,
     temps: TempNames,
     dirs: DirCache,
+    watch: TempWatch,
     progress: Progress | None = None,
 ) -> list[Shipped | Exception]:
     """Ship several small files in one worker-thread call (one hop to a thread
@@ -591,7 +579,14 @@ def ship_batch(
             try:
                 outcomes.append(
                     ship_file(
-                        dest, src, prev, temps=temps, dirs=dirs, progress=progress, sources=sources
+                        dest,
+                        src,
+                        prev,
+                        temps=temps,
+                        dirs=dirs,
+                        watch=watch,
+                        progress=progress,
+                        sources=sources,
                     )
                 )
             except (SourceVanished, SourceUnreadable, DestinationFailure) as exc:
@@ -651,7 +646,6 @@ async def ship_with_retry(
     retry_delay: float,
     sleep: Callable[[float], Awaitable[None]],
     limiter: anyio.CapacityLimiter,
-    on_leftover: Callable[[str], None],
     give_up: Callable[[], bool] = lambda: False,
 ) -> Shipped:
     """Run ``ship`` in a worker thread, retrying destination failures:
@@ -674,10 +668,5 @@ async def ship_with_retry(
     )
     async for attempt in retrying:
         with attempt:
-            try:
-                return await anyio.to_thread.run_sync(ship, limiter=limiter, abandon_on_cancel=True)
-            except DestinationFailure as exc:
-                if exc.leftover is not None:
-                    on_leftover(exc.leftover)
-                raise
+            return await anyio.to_thread.run_sync(ship, limiter=limiter, abandon_on_cancel=True)
     raise AssertionError("unreachable: tenacity reraises the last failure")

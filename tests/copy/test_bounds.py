@@ -53,7 +53,6 @@ def test_every_retry_wait_is_capped(retry_delay: float, max_retries: int) -> Non
                 retry_delay=retry_delay,
                 sleep=sleep,
                 limiter=anyio.CapacityLimiter(1),
-                on_leftover=lambda path: None,
             )
 
     anyio.run(main)

@@ -387,13 +387,14 @@ async def test_unreadable_entry_is_reported_and_the_rest_continue(env: Env) -> N
 def test_unopenable_source_is_unreadable_in_the_transfer_layer(tmp_path: Path) -> None:
     # A directory entry that cannot be opened as a file (IsADirectoryError).
     from aiologship._copy._scan import SourceFile
+    from aiologship._copy._tempwatch import TempWatch
     from aiologship._copy._transfer import DirCache, SourceUnreadable, TempNames, ship_file
 
     (tmp_path / "d.log").mkdir()
     dest = Destination(pafs.LocalFileSystem(), str(tmp_path / "out"), "out", True)
     src = SourceFile(str(tmp_path / "d.log"), "d.log", 0, 0, 0, 0)
     with pytest.raises(SourceUnreadable, match="cannot open"):
-        ship_file(dest, src, None, temps=TempNames("00000000"), dirs=DirCache())
+        ship_file(dest, src, None, temps=TempNames("00000000"), dirs=DirCache(), watch=TempWatch())
 
 
 # ---------------------------------------------------------------- failures
