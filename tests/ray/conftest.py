@@ -2,15 +2,16 @@
 
 One ``ray.cluster_utils.Cluster`` for this folder (it takes about 7-13 s to start on
 this 2-core machine): the head plus two worker nodes, each with a custom resource
-(``node_head``, ``node_w1``, ``node_w2``) and small CPU/memory settings. Package
-scope, not session: it is shut down when the last test here is done, so the unit
-tests of role detection elsewhere run in a process where Ray is not initialized.
+(``node_head``, ``node_w1``, ``node_w2``) and small CPU/memory settings. It is shut
+down when the folder's last test is done, so the tests of the other folders run in
+a process where Ray is not initialized (role detection, the manager's own copies).
 Tasks are placed with ``NodeAffinitySchedulingStrategy``.
 Detached copier actors outlive their job, so every test kills the ones it made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -62,8 +63,8 @@ class RayCluster:
         return next(k for k, v in self.node_ids.items() if v == node_id)
 
 
-@pytest.fixture(scope="package")
-def ray_cluster() -> Iterator[RayCluster]:
+@contextlib.contextmanager
+def _three_nodes() -> Iterator[RayCluster]:
     logging.setLogRecordFactory(_RAY_RECORD_FACTORY)
     cluster = Cluster(
         initialize_head=True,
@@ -102,6 +103,27 @@ def ray_cluster() -> Iterator[RayCluster]:
         ray.shutdown()
         cluster.shutdown()
         logging.setLogRecordFactory(_STDLIB_RECORD_FACTORY)
+
+
+# A "package" fixture of a folder without __init__.py lives as long as the session
+# (measured: Ray was still initialized in tests/test_manager_copy.py), so the
+# cluster is shut down by hand after this folder's last test.
+_RUNNING = contextlib.ExitStack()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    yield _RUNNING.enter_context(_three_nodes())
+    _RUNNING.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    try:
+        return (yield)
+    finally:
+        if nextitem is None or not Path(str(nextitem.fspath)).is_relative_to(HERE):
+            _RUNNING.close()  # the folder's last test: no Ray left for the next folders
 
 
 @pytest.fixture
