@@ -31,7 +31,8 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 def tests(session: nox.Session) -> None:
     """The whole suite: unit, delivery, copy, HDFS mini-cluster and Ray cluster tests."""
     session.install("-e", ".[test,ray]")
-    session.run("python", "-m", "pytest", *session.posargs)
+    # The slowest tests in every run's output: where the 20-minute budget goes.
+    session.run("python", "-m", "pytest", "--durations=15", *session.posargs)
 
 
 @nox.session(python=PYTHON)

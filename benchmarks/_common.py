@@ -130,6 +130,7 @@ class LagTicker:
         self._stop = False
         self._t0 = 0.0
         self._t1 = 0.0
+        self._steal0 = self._steal1 = 0.0
 
     async def _run(self) -> None:
         period, lags, woke, adjusted = self.period, self.lags, self.woke, self.adjusted
@@ -155,11 +156,13 @@ class LagTicker:
         except OSError:
             self._schedstat = None  # not Linux or no schedstats: raw lag only
         self._t0 = time.perf_counter()
+        self._steal0 = steal_ms()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         self._stop = True
         self._t1 = time.perf_counter()
+        self._steal1 = steal_ms()
         if self._task is not None:
             await self._task
         if self._schedstat is not None:
@@ -197,7 +200,20 @@ class LagTicker:
             # Each tick costs at least one period; fewer ticks than span/period
             # means the loop was held somewhere.
             "expected_ticks": int(span / self.period),
+            # CPU time the hypervisor took from this machine's vCPUs meanwhile (all
+            # of them: a thread holding the GIL on a stolen vCPU delays the loop too).
+            "steal_ms": self._steal1 - self._steal0,
         }
+
+
+def steal_ms() -> float:
+    """``steal`` of ``/proc/stat`` (all CPUs) in ms; NaN where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) * 1000 / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 # ------------------------------------------------------------------ RSS

@@ -672,6 +672,7 @@ def report_stall(
                 median([r["missed_ticks"] for r in res]),
                 median([r["over_5ms"] for r in res]),
                 median([r["achieved_rate"] for r in res]),
+                " ".join(f"{r.get('steal_ms', float('nan')):.0f}" for r in res),
                 _loads(res),
             ]
         )
@@ -687,6 +688,7 @@ def report_stall(
             "missed ticks",
             "lags>5ms",
             "rec/s",
+            "steal ms",
             "load 1m",
         ],
         rows,
@@ -694,7 +696,8 @@ def report_stall(
     print(
         "  worst adj: worst lag minus the time the loop thread sat runnable waiting for a"
         " CPU\n  (other processes; /proc/thread-self/schedstat); GIL waits and blocking"
-        " writes stay in it"
+        " writes stay in it\n  steal ms: CPU time the hypervisor took from this machine"
+        " during each run (/proc/stat)"
     )
     _print_failures(outs)
 
