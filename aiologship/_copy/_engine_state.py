@@ -144,22 +144,19 @@ class EngineState:
         """Entries recognised at the destination (``_plan.prepare_destination``):
         the whole manifest when it ``needs_rebuild``, else files whose bytes
         there it does not record; saved at once."""
-        rebuilt = self.needs_rebuild
-        if rebuilt:
+        if self.needs_rebuild:
             self.manifest.entries = found
             self.needs_rebuild = False
+            what = "manifest rebuilt from %s (%d files already there)"
         elif found:
             self.manifest.entries.update(found)
-        else:
-            return
-        await self.save()
-        if rebuilt:
-            what = "manifest rebuilt from %s (%d files already there)"
-        else:
             what = (
                 "%s holds %d files whose bytes the manifest does not record (the last "
                 "copier stopped before saving it): kept there, not sent again"
             )
+        else:
+            return
+        await self.save()
         logger.info("copy %r: " + what, self._spec.copy_name, where, len(found))
 
     async def write_status(self, status: CopyStatus) -> None:
