@@ -80,7 +80,7 @@ def lint(session: nox.Session) -> None:
     """ruff, mypy strict, and the import contracts of pyproject.toml (the layers).
     ``[test]``: mypy checks the pytest plugin against pytest's own types."""
     session.install(
-        "-e", ".[test]", "ruff", "mypy", "types-PyYAML", "types-aiofiles", "import-linter"
+        "-e", ".[test]", "ruff", "mypy", "types-PyYAML", "import-linter"
     )
     session.run("ruff", "check", "aiologship", "tests", "benchmarks", "examples")
     session.run("mypy", "aiologship")

@@ -236,3 +236,28 @@ async def wait_future(future: Future[T]) -> T:
     if asyncio._get_running_loop() is not None:
         return await asyncio.shield(asyncio.wrap_future(future))
     return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+
+
+async def in_worker_thread(func: Callable[..., T], *args: Any) -> T:
+    """``anyio.to_thread.run_sync(func, *args)``, or ``func(*args)`` right here
+    when no worker thread can start.
+
+    While the exit hooks run, Python 3.12 refuses new threads ("can't create new
+    thread at interpreter shutdown"; 3.11 and 3.13 start them), and the exit
+    drain may need one the runtime never started. anyio raises before it hands
+    ``func`` to a thread, so ``func`` has not run then; a ``RuntimeError`` that
+    ``func`` itself raised is passed on.
+    """
+    ran = False
+
+    def call() -> T:
+        nonlocal ran
+        ran = True
+        return func(*args)
+
+    try:
+        return await anyio.to_thread.run_sync(call)
+    except RuntimeError:
+        if ran:
+            raise
+    return func(*args)

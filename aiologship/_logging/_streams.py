@@ -39,10 +39,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-import anyio.to_thread
-
 from .._config import Overflow
 from .._exceptions import ConfigError
+from .._runtime import in_worker_thread
 
 CLOSE_TIMEOUT = 10.0  # s: how long close() waits for a stream nobody reads
 MAX_WRITE = 512  # lines per write(): ~60 KiB of typical lines, a pipe's capacity
@@ -179,22 +178,36 @@ class StreamWriter:
             else:
                 buf.extend(lines[: max(room, 0)])
                 self._count_drops(len(lines) - max(room, 0))
-            if self._thread is None:
-                self._start_thread()
-            self._cond.notify()
+            started = self._thread is not None or self._start_thread()
+            if started:
+                self._cond.notify()
+        if not started:
+            self._write_here()
 
     def _count_drops(self, n: int) -> None:
         self.dropped += n
         self.done += n
         self._unreported_drops += n
 
-    def _start_thread(self) -> None:
-        # Started by the pump on the first batch: nothing here imports (fork rule
-        # of _runtime), and a sink that never writes never costs a thread.
-        self._thread = threading.Thread(
+    def _start_thread(self) -> bool:
+        """Start the writing thread; False if no thread can start (interpreter exit).
+
+        Started by the pump on the first batch: nothing here imports (fork rule of
+        _runtime), and a sink that never writes never costs a thread."""
+        thread = threading.Thread(
             target=self._run, name=f"aiologship-stream-{self.name}", daemon=True
         )
-        self._thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # Python 3.12 at exit: "can't create new thread"
+            return False
+        self._thread = thread
+        return True
+
+    def _write_here(self) -> None:
+        """Without a thread: write what is buffered in the calling thread."""
+        while self._take_batch():
+            pass
 
     def wait_written(self, upto: int, timeout: float | None) -> bool:
         """Block until the first ``upto`` accepted lines are written (or lost)."""
@@ -209,27 +222,35 @@ class StreamWriter:
             with cond:
                 while not self._lines and not self._closing:
                     cond.wait()
-                if self._abandoned or not self._lines:
-                    return
-                # At most MAX_WRITE lines per write: after a stall the buffer may
-                # hold 100,000 lines, and joining them all would hold the GIL
-                # (which the caller's loop may be waiting for) for tens of ms.
-                lines = self._lines
-                batch = [lines.popleft() for _ in range(min(len(lines), MAX_WRITE))]
-                self.in_flight = len(batch)
-                note = self._take_note()
-            if note:
-                batch.append(note)
-            ok = self._write_batch(batch)
-            with cond:
-                n = self.in_flight
-                self.in_flight = 0
-                self.done += n
-                if ok:
-                    self.written += n
-                else:
-                    self.errors += n
-                cond.notify_all()
+            if not self._take_batch():
+                return
+
+    def _take_batch(self) -> bool:
+        """Write up to MAX_WRITE buffered lines; False when there was nothing to write."""
+        cond = self._cond
+        with cond:
+            if self._abandoned or not self._lines:
+                return False
+            # At most MAX_WRITE lines per write: after a stall the buffer may
+            # hold 100,000 lines, and joining them all would hold the GIL
+            # (which the caller's loop may be waiting for) for tens of ms.
+            lines = self._lines
+            batch = [lines.popleft() for _ in range(min(len(lines), MAX_WRITE))]
+            self.in_flight = len(batch)
+            note = self._take_note()
+        if note:
+            batch.append(note)
+        ok = self._write_batch(batch)
+        with cond:
+            n = self.in_flight
+            self.in_flight = 0
+            self.done += n
+            if ok:
+                self.written += n
+            else:
+                self.errors += n
+            cond.notify_all()
+        return True
 
     def _take_note(self) -> str | None:
         """The line that says how many records were lost, once the reader came
@@ -291,7 +312,7 @@ class StreamWriter:
                 self.written += len(lines)
 
     async def aclose(self) -> None:
-        await anyio.to_thread.run_sync(self.close, CLOSE_TIMEOUT)
+        await in_worker_thread(self.close, CLOSE_TIMEOUT)
 
     def close(self, timeout: float) -> None:
         """Let the thread write what it holds (up to ``timeout``), then stop it.
@@ -302,6 +323,8 @@ class StreamWriter:
             thread = self._thread
         if thread is not None:
             thread.join(timeout)
+        else:
+            self._write_here()  # no thread could start: nothing else writes these
         with self._cond:
             if thread is not None and thread.is_alive():
                 # Blocked in write(): it stops after this write. Its descriptor stays

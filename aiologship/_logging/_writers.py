@@ -1,8 +1,10 @@
 """Where formatted records go: files (with rotation and retention) and streams.
 
 A writer is driven by the pump: ``await writer.awrite(lines)`` once per batch,
-one aiofiles ``write`` per batch (or per rotation segment). ``write_sync`` is the
-slow path used after the manager closed (and the fallback when a batch failed).
+one worker-thread hop (``anyio.to_thread``) and one ``write`` per batch (or per
+rotation segment). ``write_sync`` is the slow path used after the manager closed,
+and the fallback when ``awrite`` raised: so ``awrite`` raises only when it wrote
+nothing of the batch (see ``FileWriter.awrite``).
 
 Files are opened with ``O_APPEND`` so processes sharing a file (a forked child, a
 second manager) never overwrite each other's lines; a file with rotation is also
@@ -21,9 +23,8 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 
-import aiofiles
 import anyio.to_thread
 
 from .._config import Rotation
@@ -75,8 +76,7 @@ class FileWriter:
         self._clock = clock or _wall_clock
         self._names = RotatedNames(path, tz, self._clock)
         self._lock = threading.Lock()  # one batch at a time in this process
-        self._afile: Any = None  # without rotation: the pump's aiofiles handle
-        self._fd: int | None = None  # with rotation: the live file
+        self._fd: int | None = None  # the live file (opened on the first write)
         self._shared = _SharedLock(path.with_name(f".{path.name}.lock"))
         self._next_rollover: float | None = None
         self._closed = False
@@ -85,23 +85,27 @@ class FileWriter:
     # -------------------------------------------------------------- async path
 
     async def awrite(self, lines: Sequence[str]) -> None:
+        """One worker-thread hop per batch (with rotation: lock, check, rotate,
+        write, unlock).
+
+        The pump writes a batch again with ``write_sync`` when this raises, so this
+        raises only when the batch was not handed to a thread. anyio queues the call
+        only after its worker started; ``run_in_executor`` queues it before starting
+        a thread, and at interpreter exit (Python 3.12 refuses new threads) raised
+        for a batch that an idle executor thread then wrote anyway: twice on disk.
+        """
         if not lines:
             return
         if self.rotation is not None:
-            # One worker-thread hop per batch: lock, check, rotate, write, unlock.
             await anyio.to_thread.run_sync(self._write_rotating, lines)
-            return
-        if self._afile is None:
-            self._afile = await aiofiles.open(self.path, "ab", buffering=0)
-        await self._afile.write("".join(lines).encode(_ENCODING, _ERRORS))
+        else:
+            await anyio.to_thread.run_sync(self._append, lines)
 
     async def aclose(self) -> None:
+        # Not in a worker thread: at interpreter exit a new one may not start, and
+        # the pump has stopped, so no batch holds the lock for long.
         self._closed = True
-        afile, self._afile = self._afile, None
-        if afile is not None:
-            await afile.close()
-        if self.rotation is not None:
-            await anyio.to_thread.run_sync(self._close_files)
+        self._close_files()
 
     def forget(self) -> None:
         """After fork: drop the parent's handles without touching the parent's file.
@@ -109,7 +113,6 @@ class FileWriter:
         Closing the child's copies of the descriptors releases nothing the parent
         holds (an ``flock`` lives until every copy of its descriptor is closed), and
         the child then takes the lock through a descriptor of its own."""
-        self._afile = None
         fd, self._fd = self._fd, None
         if fd is not None:
             _close_quietly(fd)
@@ -124,8 +127,28 @@ class FileWriter:
             if self._closed:  # after close: do not keep files open for the rare late record
                 self._close_files()
             return
-        with self._lock, open(self.path, "ab") as f:
-            f.write("".join(lines).encode(_ENCODING, _ERRORS))
+        with self._lock:
+            # Opened anew: the fallback after a failed batch must not reuse the
+            # descriptor that failed.
+            fd = os.open(self.path, _APPEND_FLAGS, 0o666)
+            try:
+                _write_all(fd, "".join(lines).encode(_ENCODING, _ERRORS))
+            finally:
+                os.close(fd)
+
+    def _append(self, lines: Sequence[str]) -> None:
+        data = "".join(lines).encode(_ENCODING, _ERRORS)
+        with self._lock:
+            fd = self._fd
+            if fd is None:
+                fd = self._fd = os.open(self.path, _APPEND_FLAGS, 0o666)
+            try:
+                _write_all(fd, data)
+            except OSError:
+                # The next batch opens the file again (the write_sync fallback does too).
+                self._fd = None
+                _close_quietly(fd)
+                raise
 
     # ---------------------------------------------------------------- rotation
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import subprocess
@@ -10,12 +11,16 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aiologship import LogManager, Overflow
+from aiologship._config import Rotation
+from aiologship._logging._streams import StreamWriter
+from aiologship._logging._writers import FileWriter
 from tests.conftest import read_lines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,6 +134,101 @@ asyncio.run(main())
         tmp_path,
     )
     check_exactly_once(path, 20, 5000)
+
+
+@pytest.mark.parametrize("sink", ["file", "rotating", "stream"])
+def test_a_batch_first_written_during_the_exit_drain_is_written_once(
+    tmp_path: Path, sink: str
+) -> None:
+    """The pump's first batch reaches its writer only once the exit hooks run.
+
+    Python 3.12 refuses new threads there ("can't create new thread at interpreter
+    shutdown"), and this batch needs one (a worker, or the stream's own thread):
+    each writer must then write it in place, once. A file batch used to be written
+    twice (``run_in_executor`` queued it before its thread start failed, so an idle
+    thread wrote it while the pump wrote it again), and a stream sink lost what its
+    thread never wrote. 3.11 and 3.13 start the threads: the same drain, the
+    ordinary way."""
+    path = tmp_path / "exit.log"
+    target = {
+        "file": f"{str(path)!r}",
+        "rotating": f"{str(path)!r}, rotation='1 MB'",
+        "stream": f"open({str(path)!r}, 'a', encoding='utf-8')",
+    }[sink]
+    _run_script(
+        f"""
+import logging, threading
+from aiologship import LogManager
+
+exit_started = threading.Event()
+
+class HoldUntilExit(logging.Formatter):
+    def format(self, record):
+        assert exit_started.wait(60), "the exit hooks never ran"
+        return super().format(record)
+
+lm = LogManager()
+log = lm.get_logger("exit")
+log.add({target})
+(handler,) = logging.getLogger("exit").handlers
+handler.setFormatter(HoldUntilExit("%(message)s"))
+# Registered after aiologship's drain, so it runs first: the hooks run in reverse.
+threading._register_atexit(exit_started.set)
+for i in range(3000):
+    log.info("%d", i)
+# no close(): the exit hook drains
+""",
+        tmp_path,
+    )
+    assert [int(line) for line in read_lines(path)] == list(range(3000))
+
+
+def _refuse_new_threads(self: threading.Thread) -> None:
+    raise RuntimeError("can't create new thread at interpreter shutdown")
+
+
+@pytest.mark.parametrize("rotation", [None, Rotation(max_bytes=1 << 20)])
+def test_file_batches_that_find_no_thread_are_written_once_by_the_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rotation: Rotation | None
+) -> None:
+    """The pump writes a batch again with ``write_sync`` when ``awrite`` raised:
+    so ``awrite`` may raise only when nothing of the batch was, or will be, written.
+    Here an idle worker thread exists and no new one can start (interpreter exit
+    on Python 3.12): a batch either gets the idle thread or raises untouched."""
+    path = tmp_path / "f.log"
+    writer = FileWriter(path, rotation=rotation, tz=UTC)
+
+    async def main() -> list[BaseException | None]:
+        await writer.awrite(["warm\n"])  # leaves an idle worker thread behind
+        monkeypatch.setattr(threading.Thread, "start", _refuse_new_threads)
+        outcomes = await asyncio.gather(
+            *(writer.awrite([f"{i}\n"]) for i in range(4)), return_exceptions=True
+        )
+        for i, outcome in enumerate(outcomes):
+            if isinstance(outcome, Exception):
+                writer.write_sync([f"{i}\n"])  # what the pump does
+        await writer.aclose()  # needs no new thread either
+        monkeypatch.undo()
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert any(isinstance(o, RuntimeError) for o in outcomes)  # the refusal happened
+    assert sorted(read_lines(path)) == sorted(["warm", "0", "1", "2", "3"])
+
+
+def test_a_stream_whose_thread_cannot_start_writes_in_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = io.StringIO()
+    writer = StreamWriter(out, capacity=100, overflow=Overflow.DROP_NEWEST)
+    monkeypatch.setattr(threading.Thread, "start", _refuse_new_threads)
+    asyncio.run(writer.awrite(["a\n", "b\n"]))
+    assert out.getvalue() == "a\nb\n"  # written by the caller, before awrite returned
+    asyncio.run(writer.awrite(["c\n"]))
+    asyncio.run(writer.aclose())
+    monkeypatch.undo()
+    assert out.getvalue() == "a\nb\nc\n"
+    assert (writer.accepted, writer.written, writer.buffered) == (3, 3, 0)
 
 
 def test_forked_child_gets_a_working_pipeline(tmp_path: Path) -> None:
