@@ -43,7 +43,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = [i for i, item in enumerate(items) if Path(str(item.fspath)).is_relative_to(HERE)]
     for i in here:
         items[i].add_marker(pytest.mark.ray)
-    # The tests that start a Ray of their own (the examples) go first, before the
+    # The tests that start a Ray of their own (an example) go first, before the
     # shared cluster starts: its nine idle processes would slow them down.
     ours = sorted((items[i] for i in here), key=lambda item: "ray_cluster" in item.fixturenames)
     for i, item in zip(here, ours, strict=True):

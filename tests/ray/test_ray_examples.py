@@ -1,4 +1,5 @@
-"""The Ray examples run end to end (each starts its own local cluster)."""
+"""The Ray examples run end to end: one on the folder's shared cluster (its
+``--address`` path), one starting a Ray of its own (the path without it)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,20 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_example(name: str, timeout: float) -> str:
+def run_example(name: str, timeout: float, *args: str) -> str:
     # RAY_ADDRESS=local: an example that starts its own Ray never joins the test
-    # cluster of conftest.py (alive for the whole folder).
+    # cluster of conftest.py (alive for the whole folder); --address overrides it.
     env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_DEDUP_LOGS="0", RAY_ADDRESS="local")
     env.pop("RAY_DISABLE_HDFS_COPY", None)
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name)],
+        [sys.executable, str(ROOT / "examples" / name), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -30,8 +32,9 @@ def run_example(name: str, timeout: float) -> str:
 
 
 @pytest.mark.timeout(300)
-def test_ray_cluster_example() -> None:
-    out = run_example("ray_cluster.py", timeout=280)
+def test_ray_cluster_example(cluster: Any) -> None:
+    # The shared three-node cluster saves the example's own start (about 10 s).
+    out = run_example("ray_cluster.py", 280, "--address", cluster.cluster.address)
     states = [line.rsplit(": copy ", 1)[1] for line in out.splitlines() if ": copy " in line]
     assert len(states) == 10 and states.count("skipped") >= 1, out[-3000:]
     assert "HDFS copy operation 'app_logs' skipped: disabled in Ray cluster worker node" in out
