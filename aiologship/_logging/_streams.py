@@ -323,8 +323,6 @@ class StreamWriter:
             thread = self._thread
         if thread is not None:
             thread.join(timeout)
-        else:
-            self._write_here()  # no thread could start: nothing else writes these
         with self._cond:
             if thread is not None and thread.is_alive():
                 # Blocked in write(): it stops after this write. Its descriptor stays
