@@ -27,6 +27,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -67,9 +68,18 @@ PAYLOAD = "x" * 40  # a line is ~110 bytes, a typical service log line
 LINE_RE = re.compile(rb"task=(\d+) seq=(\d+)")
 YIELD_EVERY = 20  # sync loggers: let the 100 tasks interleave like real request handlers
 
-LIBS = ["aiologship", "stdlib", "stdlib-queue", "aiologger", "loguru", "picologging"]
+LIBS = [
+    "aiologship",
+    "aiologship-metrics",
+    "stdlib",
+    "stdlib-queue",
+    "aiologger",
+    "loguru",
+    "picologging",
+]
 LABELS = {
     "aiologship": "aiologship LogManager",
+    "aiologship-metrics": "aiologship, scraped every 50 ms",
     "stdlib": "stdlib FileHandler",
     "stdlib-queue": "stdlib QueueHandler+Listener",
     "aiologger": "aiologger AsyncFileHandler",
@@ -228,6 +238,39 @@ class AiologshipAdapter(Adapter):
         return dict(asdict()) if asdict else dict(vars(st))
 
 
+class AiologshipMetricsAdapter(AiologshipAdapter):
+    """The same, with ``aiologship.metrics.serve()`` scraped over HTTP every 50 ms
+    (Prometheus scrapes every 15-60 s): what metrics cost the logging."""
+
+    async def open(self, path: Path, **kw: Any) -> None:
+        import urllib.request
+
+        import aiologship.metrics
+
+        await super().open(path, **kw)
+        self.server = aiologship.metrics.serve(0)
+        self.scrapes = 0
+        self.stop = threading.Event()
+
+        def scrape() -> None:
+            while not self.stop.wait(0.05):
+                with urllib.request.urlopen(self.server.url, timeout=10) as response:
+                    response.read()
+                self.scrapes += 1
+
+        self.scraper = threading.Thread(target=scrape, daemon=True)
+        self.scraper.start()
+
+    async def close(self) -> None:
+        await super().close()
+        self.stop.set()
+        self.scraper.join(10)
+        self.server.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "scrapes": self.scrapes}
+
+
 class NoneAdapter(Adapter):
     """No logging at all: the ticker's noise floor on this machine right now."""
 
@@ -275,6 +318,7 @@ STDOUT_LABELS = {
 
 ADAPTERS: dict[str, Callable[[], Adapter]] = {
     "aiologship": AiologshipAdapter,
+    "aiologship-metrics": AiologshipMetricsAdapter,
     "stdlib": StdlibAdapter,
     "stdlib-queue": StdlibQueueAdapter,
     "aiologger": AiologgerAdapter,
