@@ -42,12 +42,12 @@ from ._logging._queue import Stats
 from ._logging._sinks import FileSinks
 from ._logging._sources import hold_sources
 from ._metrics import (
-    PUSH_INTERVAL,
     PipelineFigures,
     Sample,
     copy_samples,
     pipeline_samples,
     process_figures,
+    push_interval,
     reporter,
     retire,
 )
@@ -199,7 +199,7 @@ class LogManager:
         with anyio.CancelScope() as scope:
             self._ray_push = scope
             while True:
-                await anyio.sleep(PUSH_INTERVAL)
+                await anyio.sleep(push_interval())
                 self._push_once()
 
     @staticmethod

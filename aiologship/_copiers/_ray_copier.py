@@ -33,7 +33,7 @@ import anyio
 from .._config import HdfsDriver, default_state_dir
 from .._copy._statedir import node_state_dir
 from .._exceptions import AiologshipError, CopyConflictError, CopyError
-from .._metrics import PUSH_INTERVAL, copy_samples, reporter
+from .._metrics import copy_samples, push_interval, reporter
 from ._coordination import HEAD_RESOURCE, HostLock, current_node_id, import_ray
 from ._host_copier import (
     DEFAULT_ENGINE_FACTORY,
@@ -153,7 +153,7 @@ class CopierActor:
         """This copy's figures to Ray's metrics agent, for the actor's whole life."""
         while True:
             self._push_once()
-            await asyncio.sleep(PUSH_INTERVAL)
+            await asyncio.sleep(push_interval())
 
     def _push_once(self) -> None:
         try:
@@ -179,7 +179,10 @@ class CopierActor:
         return {"ok": True, "state": str(state), "restarted": self._restarted}
 
     async def flush(self) -> Any:
-        return await self._copier.flush()
+        try:
+            return await self._copier.flush()
+        finally:
+            self._push_once()  # what a caller waited for shows without waiting 5 s
 
     async def stop(self) -> Any:
         """Final cycle, then stop; the caller kills the actor afterwards."""

@@ -9,18 +9,18 @@ initialized; nothing here imports prometheus_client (``aiologship.metrics`` does
 """
 
 from ._figures import PipelineFigures, process_figures, retire
-from ._ray import PUSH_INTERVAL, RayReporter, reporter
+from ._ray import RayReporter, push_interval, reporter
 from ._table import METRICS, MetricDef, Sample, copy_samples, pipeline_samples
 
 __all__ = [
     "METRICS",
-    "PUSH_INTERVAL",
     "MetricDef",
     "PipelineFigures",
     "RayReporter",
     "Sample",
     "copy_samples",
     "pipeline_samples",
+    "push_interval",
     "process_figures",
     "reporter",
     "retire",

@@ -3,6 +3,7 @@ Ray's own Prometheus endpoint (``ray_`` prefix) and its Grafana dashboards."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Iterable
@@ -14,6 +15,16 @@ _DEFS = {m.name: m for m in METRICS}
 # How often a manager or a copier actor pushes its figures (Ray's agent exports
 # them every metrics_report_interval_ms, 10 s by default).
 PUSH_INTERVAL = 5.0
+
+
+def push_interval() -> float:
+    """``AIOLOGSHIP_RAY_METRICS_INTERVAL`` seconds (read at each wait), else 5;
+    held between 0.1 and 3600."""
+    try:
+        seconds = float(os.environ.get("AIOLOGSHIP_RAY_METRICS_INTERVAL", PUSH_INTERVAL))
+    except ValueError:
+        seconds = PUSH_INTERVAL
+    return min(max(0.1, seconds), 3600.0) if seconds == seconds else PUSH_INTERVAL
 
 
 class RayReporter:

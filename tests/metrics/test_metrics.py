@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -330,3 +330,96 @@ def test_counters_never_go_back_as_managers_close(
         suppress_health_check=[HealthCheck.too_slow],
     )
     ManyManagers.TestCase().runTest()
+
+
+@pytest.mark.parametrize(
+    ("env", "seconds"),
+    [(None, 5.0), ("2", 2.0), ("0", 0.1), ("-3", 0.1), ("1e9", 3600.0), ("nan", 5.0),
+     ("soon", 5.0)],
+)  # fmt: skip
+def test_ray_push_interval_setting(
+    monkeypatch: pytest.MonkeyPatch, env: str | None, seconds: float
+) -> None:
+    from aiologship._metrics import push_interval
+
+    if env is None:
+        monkeypatch.delenv("AIOLOGSHIP_RAY_METRICS_INTERVAL", raising=False)
+    else:
+        monkeypatch.setenv("AIOLOGSHIP_RAY_METRICS_INTERVAL", env)
+    assert push_interval() == seconds
+
+
+class _FakeMetric:
+    """Stands in for ray.util.metrics.Counter/Gauge: the unit test of the reporter's
+    arithmetic (the real Ray agent is in tests/ray/test_ray_metrics.py)."""
+
+    def __init__(self, name: str, description: str = "", tag_keys: tuple[str, ...] = ()) -> None:
+        self.name, self.tag_keys = name, tag_keys
+        self.values: dict[tuple[tuple[str, str], ...], float] = {}
+
+    def inc(self, value: float, tags: dict[str, str] | None = None) -> None:
+        assert value > 0  # Ray refuses anything else
+        key = tuple(sorted((tags or {}).items()))
+        self.values[key] = self.values.get(key, 0.0) + value
+
+    def set(self, value: float, tags: dict[str, str] | None = None) -> None:
+        self.values[tuple(sorted((tags or {}).items()))] = value
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 1000), st.integers(0, 50)),
+        max_size=30,
+    )
+)
+def test_ray_reporter_counts_each_increase_once(pushes: list[tuple[str, int, int]]) -> None:
+    """Pushes of cumulative counters, any number of times, in any order of copies:
+    Ray's counter ends at the sum of the increases (a drop, a restarted engine,
+    counts again from zero), and the gauge at the last value."""
+    import sys
+    import types
+
+    from aiologship._metrics import RayReporter
+
+    made: dict[str, _FakeMetric] = {}
+
+    def factory(name: str, description: str = "", tag_keys: tuple[str, ...] = ()) -> _FakeMetric:
+        made[name] = _FakeMetric(name, description, tag_keys)
+        return made[name]
+
+    util = types.SimpleNamespace(metrics=types.SimpleNamespace(Counter=factory, Gauge=factory))
+    fake_ray = types.SimpleNamespace(is_initialized=lambda: True, util=util)
+    saved = {k: sys.modules.get(k) for k in ("ray", "ray.util", "ray.util.metrics")}
+    sys.modules.update({"ray": fake_ray, "ray.util": util, "ray.util.metrics": util.metrics})  # type: ignore[dict-item]
+    try:
+        reporter = RayReporter()
+        expected: dict[str, float] = {}
+        last: dict[str, float] = {}
+        for copy, shipped, behind in pushes:
+            previous = last.get(copy, 0)
+            expected[copy] = expected.get(copy, 0) + (
+                shipped - previous if shipped >= previous else shipped
+            )
+            last[copy] = shipped
+            label = (("copy", copy),)
+            assert reporter.push(
+                [
+                    ("aiologship_copy_files_shipped", label, shipped),
+                    ("aiologship_copy_bytes_behind", label, behind),
+                ]
+            )
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    counter = made.get("aiologship_copy_files_shipped")
+    for copy, total in expected.items():
+        got = counter.values.get((("copy", copy),), 0.0) if counter else 0.0
+        assert got == total
+    gauge = made.get("aiologship_copy_bytes_behind")
+    final = {copy: behind for copy, _, behind in pushes}
+    for copy, behind in final.items():
+        assert gauge is not None and gauge.values[(("copy", copy),)] == behind

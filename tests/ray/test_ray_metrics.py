@@ -44,8 +44,10 @@ def find(samples: Samples, name: str, **labels: str) -> list[float]:
 
 @pytest.mark.timeout(180)
 def test_copier_and_manager_figures_reach_ray_s_prometheus_endpoint(
-    cluster: Any, tmp_path: Path
+    cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The driver's manager pushes every 0.5 s (the copier pushes after each flush).
+    monkeypatch.setenv("AIOLOGSHIP_RAY_METRICS_INTERVAL", "0.5")
     src, dest = tmp_path / "src", tmp_path / "dest"
     src.mkdir()
     for i in range(3):
