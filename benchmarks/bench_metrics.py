@@ -16,7 +16,7 @@ prometheus_client ``Gauge``/``Counter`` objects hold the same samples already
 (what the text alone costs, with nothing to read), and a GET of prometheus_client's
 own ``start_http_server`` over that registry. The logging benchmark has the other
 half of the issue's figure: its ``aiologship-metrics`` row is the throughput with
-``serve()`` scraped every 50 ms.
+``serve()`` scraped every second.
 """
 
 from __future__ import annotations
@@ -77,7 +77,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--copies", type=int, default=100)
     p.add_argument("--scrapes", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="20 scrapes (smoke run)")
-    a = p.parse_args(argv)
+    # nox -s bench passes the same arguments to every script: ignore the others' own.
+    a, ignored = p.parse_known_args(argv)
+    if ignored:
+        print(f"bench_metrics: ignoring {' '.join(ignored)}")
     n = 20 if a.quick else a.scrapes
     print(uptime_line())
     with tempfile.TemporaryDirectory(prefix="aiologship-bench-metrics-") as d:

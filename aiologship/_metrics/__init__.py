@@ -20,8 +20,8 @@ __all__ = [
     "Sample",
     "copy_samples",
     "pipeline_samples",
-    "push_interval",
     "process_figures",
+    "push_interval",
     "reporter",
     "retire",
 ]
