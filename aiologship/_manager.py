@@ -196,6 +196,8 @@ class LogManager:
     async def _push_to_ray(self) -> None:
         """On the runtime loop until close: this process's figures to Ray's
         metrics agent, while Ray is initialized here (``aiologship.metrics``)."""
+        if self._state is not _State.OPEN:
+            return  # started after the close began (it runs on the same loop)
         with anyio.CancelScope() as scope:
             self._ray_push = scope
             while True:
