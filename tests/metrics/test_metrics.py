@@ -443,3 +443,24 @@ def test_managers_closed_at_once_with_ray_imported_close_promptly() -> None:
                     pass
 
     anyio.run(open_and_close)
+
+
+def test_a_scrape_never_shows_a_destination_s_credentials(
+    server: metrics.MetricsServer, tmp_path: Path
+) -> None:
+    """Labels carry the copy's name only: a password in the URI, even while the
+    destination fails, never reaches a scrape."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.log").write_text("a\n")
+    with LogManager() as lm:
+        op = lm.start_hdfs_copy(
+            "metrics_secret", [str(src / "*.log")], "hdfs://alice:s3cr3t-pw@127.0.0.1:9/x",
+            copy_interval=3600, max_retries=0, retry_delay=0,
+        )  # fmt: skip
+        op.flush()
+        with urllib.request.urlopen(server.url, timeout=10) as response:
+            text = response.read().decode()
+        (status,) = lm.list_hdfs_copy_operations()
+    assert 'copy="metrics_secret"' in text and status.consecutive_failures >= 1
+    assert "s3cr3t" not in text and "alice" not in text
