@@ -453,7 +453,7 @@ def test_a_scrape_never_shows_a_destination_s_credentials(
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.log").write_text("a\n")
-    with LogManager() as lm:
+    with LogManager(hdfs_driver="webhdfs") as lm:  # port 9 refuses at once
         op = lm.start_hdfs_copy(
             "metrics_secret", [str(src / "*.log")], "hdfs://alice:s3cr3t-pw@127.0.0.1:9/x",
             copy_interval=3600, max_retries=0, retry_delay=0,
