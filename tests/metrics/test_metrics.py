@@ -433,8 +433,13 @@ def test_managers_closed_at_once_with_ray_imported_close_promptly() -> None:
     runtime starts, so a close right after can begin first: the task must then
     not start its endless loop (the runtime's stop waited for it until its 60 s
     bound; before the fix one close in about 50 did)."""
-    pytest.importorskip("ray", reason="ray is not installed (extra: ray)")
-    import ray  # noqa: F401  - imported: managers now push to Ray (when initialized)
+    factory = logging.getLogRecordFactory()
+    try:
+        # Imported, managers push to Ray (when initialized). Importing Ray also
+        # installs a LogRecord factory of its own: the next tests must not get it.
+        pytest.importorskip("ray", reason="ray is not installed (extra: ray)")
+    finally:
+        logging.setLogRecordFactory(factory)
 
     async def open_and_close() -> None:
         for _ in range(100):
