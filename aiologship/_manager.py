@@ -186,6 +186,7 @@ class LogManager:
         retry_delay: float | timedelta = 5,
         *,
         scope: str = "cluster",
+        compression: str | None = None,
     ) -> CopyOperation:
         """Start copying files matched by ``path_patterns`` to ``hdfs_destination``
         every ``copy_interval`` seconds (``None``: once).
@@ -193,6 +194,8 @@ class LogManager:
         Returns a ``CopyOperation`` at once; in async code ``await`` it to wait until
         the operation has started. Starting a running ``copy_name`` again with the
         same parameters returns its handle; with others raises ``CopyConflictError``.
+        ``compression="gzip"`` or ``"zstd"`` ships each file compressed, as
+        ``NAME.gz`` / ``NAME.zst`` (a member or frame per cycle's new bytes).
         """
         self._check_open("start a copy")
         spec = CopySpec.from_params(
@@ -206,6 +209,7 @@ class LogManager:
             max_retries=max_retries,
             retry_delay=retry_delay,
             scope=scope,
+            compression=compression,
         )
         return self._copies.start(spec)
 

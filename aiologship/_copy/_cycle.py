@@ -125,6 +125,7 @@ class Cycles:
                 pending_files=tally.pending,
                 file_errors=tuple(sorted(file_errors.items())),
                 destination_error=tally.dest_error,
+                bytes_read=tally.bytes_read,
             )
             self._book.record(cycle, finished, scheduling=self._scheduling())
             await self._store.write_status(self._book.status())
@@ -137,6 +138,7 @@ class Cycles:
             self._spec.preserve_structure,
             self._limiter,
             exclude=self._dest_prefix,
+            suffix=self._spec.dest_suffix,
         )
         self._book.note_unmatched(result.unmatched)
         file_errors.update(result.problems)
@@ -200,6 +202,7 @@ class Cycles:
                 temps=self._temps,
                 watch=self.watch,
                 known=None if self._store.needs_rebuild else self._manifest.entries,
+                compressed=self._spec.compression is not None,
             ),
             limiter=self._limiter,
             abandon_on_cancel=True,

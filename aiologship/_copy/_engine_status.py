@@ -25,6 +25,7 @@ class StatusBook:
         self.state = CopyState.NEW
         self.files_shipped = 0
         self.bytes_shipped = 0
+        self.bytes_read = 0
         self.pending = 0
         self.last_cycle_at: float | None = None
         self.next_cycle_at: float | None = None
@@ -48,11 +49,13 @@ class StatusBook:
             consecutive_failures=self.failures,
             file_errors=self.file_errors,
             unmatched_patterns=self.unmatched,
+            bytes_read=self.bytes_read,
         )
 
-    def sent(self, nbytes: int) -> None:
+    def sent(self, nbytes: int, read: int) -> None:
         self.files_shipped += 1
         self.bytes_shipped += nbytes
+        self.bytes_read += read
 
     def note_unmatched(self, unmatched: tuple[str, ...]) -> None:
         for pattern in unmatched:

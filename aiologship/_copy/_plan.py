@@ -91,12 +91,15 @@ def prepare_destination(
     temps: TempNames,
     watch: TempWatch,
     known: Mapping[str, Entry] | None,
+    compressed: bool = False,
 ) -> tuple[dict[str, int], dict[str, Entry]]:
     """The destination's base folder checked or made, stale temporary files of a
     crashed run removed (those that resist go to ``watch``). Returns the
     destination's listing and the entries recognised there: the whole manifest
     rebuilt when ``known`` is None (it was lost), else the files ``known`` lacks
-    (see :func:`unrecorded`)."""
+    (see :func:`unrecorded`). Compressed: nothing is recognised (a compressed
+    file's bytes cannot be compared with the source without decompressing it
+    all); a destination file without an entry is replaced, never appended to."""
     fs = dest.filesystem
     try:
         if create_dest_dirs:
@@ -112,6 +115,8 @@ def prepare_destination(
             listing.pop(rel[len(dest.base_path) + 1 :] if dest.base_path else rel, None)
     except (OSError, pyarrow.ArrowException) as exc:
         raise DestinationFailure(f"{dest.uri}: {exc}") from exc
+    if compressed:
+        return listing, {}
     files = result.files if known is None else unrecorded(result.files, known, listing)
     return listing, dict(rebuild(dest, files, listing)) if files else {}
 
@@ -142,7 +147,7 @@ def unrecorded(
                 continue
         elif entry.dest != f.dest or (entry.dev, entry.ino) == (f.dev, f.ino):
             continue  # the usual case; a killed append is resumed by the transfer
-        elif have == entry.size:
+        elif have == entry.dest_size:
             continue  # the old version is still there
         by_name.setdefault(f.dest, []).append(f)
     # A contested name (preserve_structure=False) is the planner's to settle.

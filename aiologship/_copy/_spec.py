@@ -19,6 +19,20 @@ DEFAULT_MAX_RETRIES = 3
 DEFAULT_RETRY_DELAY = 5.0
 
 
+class Compression(StrEnum):
+    """How shipped files are compressed; the destination name gets :attr:`suffix`."""
+
+    GZIP = "gzip"
+    ZSTD = "zstd"
+
+    @property
+    def suffix(self) -> str:
+        return _SUFFIXES[self]
+
+
+_SUFFIXES = {Compression.GZIP: ".gz", Compression.ZSTD: ".zst"}
+
+
 class Scope(StrEnum):
     """Where a copy runs in a Ray cluster (read by the coordination layer)."""
 
@@ -40,6 +54,7 @@ class CopySpec:
     max_retries: int = DEFAULT_MAX_RETRIES
     retry_delay: float = DEFAULT_RETRY_DELAY
     scope: Scope = Scope.CLUSTER
+    compression: Compression | None = None
 
     @classmethod
     def from_params(
@@ -55,6 +70,7 @@ class CopySpec:
         max_retries: Any = DEFAULT_MAX_RETRIES,
         retry_delay: Any = DEFAULT_RETRY_DELAY,
         scope: Any = Scope.CLUSTER,
+        compression: Any = None,
     ) -> CopySpec:
         """Validate every parameter; raise ``ConfigError(key, value, reason)``.
 
@@ -75,6 +91,7 @@ class CopySpec:
             max_retries=_max_retries(max_retries),
             retry_delay=_seconds("retry_delay", retry_delay),
             scope=_scope(scope),
+            compression=_compression(compression),
         )
 
     def __repr__(self) -> str:
@@ -93,6 +110,11 @@ class CopySpec:
     def state_key(self) -> str:
         """Folder name of this copy's state (see ``_statedir.state_key``)."""
         return state_key(self.copy_name, self.destination_redacted)
+
+    @property
+    def dest_suffix(self) -> str:
+        """Appended to each shipped file's name (``.gz``, ``.zst``; empty uncompressed)."""
+        return "" if self.compression is None else self.compression.suffix
 
     def differences(self, other: CopySpec) -> dict[str, tuple[Any, Any]]:
         """``{parameter: (self's value, other's value)}`` for each differing
@@ -223,3 +245,17 @@ def _scope(value: Any) -> Scope:
         except ValueError:
             pass
     raise ConfigError("scope", value, "expected 'cluster' or 'node'")
+
+
+def _compression(value: Any) -> Compression | None:
+    if value is None or isinstance(value, Compression):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "none"):
+            return None
+        try:
+            return Compression(text)
+        except ValueError:
+            pass
+    raise ConfigError("compression", value, "expected None, 'gzip' or 'zstd'")

@@ -25,7 +25,9 @@ class CopyState(StrEnum):
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CopyStatus:
     """A snapshot of one copy operation. ``files_shipped``/``bytes_shipped`` count
-    transfers (appends and replacements) since the engine opened."""
+    transfers (appends and replacements) since the engine opened; ``bytes_shipped``
+    is what the destination received (compressed, for a compressed copy),
+    ``bytes_read`` the source bytes that stand for."""
 
     name: str
     state: CopyState
@@ -43,11 +45,13 @@ class CopyStatus:
     # Patterns that matched no file in the last cycle (not an error: their
     # files may not exist yet, but a typo shows here).
     unmatched_patterns: tuple[str, ...] = ()
+    bytes_read: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CycleResult:
-    """What one cycle did. ``bytes_shipped`` counts bytes sent to the destination."""
+    """What one cycle did. ``bytes_shipped`` counts bytes sent to the destination,
+    ``bytes_read`` the source bytes they stand for (equal unless compressed)."""
 
     started_at: datetime
     finished_at: datetime
@@ -59,6 +63,7 @@ class CycleResult:
     pending_files: int
     file_errors: tuple[tuple[str, str], ...]
     destination_error: str | None
+    bytes_read: int = 0
 
     @property
     def ok(self) -> bool:
