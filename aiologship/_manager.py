@@ -196,6 +196,9 @@ class LogManager:
         same parameters returns its handle; with others raises ``CopyConflictError``.
         ``compression="gzip"`` or ``"zstd"`` ships each file compressed, as
         ``NAME.gz`` / ``NAME.zst`` (a member or frame per cycle's new bytes).
+        ``hdfs_destination`` may hold template fields (``{date:%Y/%m/%d}``,
+        ``{hostname}``, ``{node_id}``, ``{copy_name}``); ``{date}`` is the day a
+        file was first seen, in this manager's ``timezone``.
         """
         self._check_open("start a copy")
         spec = CopySpec.from_params(
@@ -210,6 +213,7 @@ class LogManager:
             retry_delay=retry_delay,
             scope=scope,
             compression=compression,
+            timezone=self._config.timezone,
         )
         return self._copies.start(spec)
 

@@ -8,6 +8,7 @@ retried), ``_tempwatch`` (temporary files of failed transfers, swept each cycle)
 types, no pyarrow), ``_engine`` (``CopyEngine``: open, the loop, flush, stop),
 ``_cycle`` (one cycle), ``_plan`` (what a cycle ships), ``_ship`` (the worker
 pool), ``_encode`` (gzip members / zstd frames of compressed copies),
+``_template`` (destination templates: each file's partition),
 ``_engine_state`` (the engine's lock, manifest and status.json),
 ``_engine_status`` (the counters behind ``status()``).
 

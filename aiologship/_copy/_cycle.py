@@ -3,6 +3,7 @@ save the manifest and record the result."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from ._scan import ScanResult, SourceFile, scan
 from ._ship import ShipRun, ShipTools, Tally
 from ._spec import CopySpec
 from ._status import CycleResult
+from ._template import Placer
 from ._tempwatch import TempWatch
 from ._transfer import DestinationFailure, DirCache, Progress, TempNames
 
@@ -73,6 +75,12 @@ class Cycles:
         # the per-folder listings of the destination check.
         self._listing: dict[str, int] | None = None
         self._cycle_lock = anyio.Lock()
+        self._placer = Placer(
+            spec.template,
+            copy_name=spec.copy_name,
+            node_id=spec.node_id,
+            timezone=spec.timezone,
+        )
         self._ship_tools = ShipTools(
             spec=spec,
             manifest=lambda: self._manifest,
@@ -140,6 +148,13 @@ class Cycles:
             exclude=self._dest_prefix,
             suffix=self._spec.dest_suffix,
         )
+        if self._spec.template:
+            # Each file under its partition: kept from the manifest, or rendered now.
+            place = functools.partial(
+                self._placer.place, result.files, self._manifest.entries, self._clock()
+            )
+            files = await anyio.to_thread.run_sync(place, limiter=self._limiter)
+            result = dataclasses.replace(result, files=files)
         self._book.note_unmatched(result.unmatched)
         file_errors.update(result.problems)
         for path in result.outside_root:
@@ -182,7 +197,7 @@ class Cycles:
         if self.dest is None:
             self.dest = await anyio.to_thread.run_sync(
                 self._resolver,
-                self._spec.hdfs_destination,
+                self._spec.destination_base,
                 limiter=self._limiter,
                 abandon_on_cancel=True,
             )

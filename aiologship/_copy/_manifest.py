@@ -66,6 +66,10 @@ class Entry:
     # min(dest_size, FINGERPRINT_BYTES) bytes. With dest_size it tells our file
     # from one someone else wrote, without decompressing it.
     dest_tail: str = ""
+    # The partition of a templated destination that ``dest`` starts with
+    # (``{date:...}`` rendered when the source was first seen), kept for the
+    # file's life and across renames; "" without a template.
+    part: str = ""
 
     def __post_init__(self) -> None:
         if self.dest_size < 0:
@@ -211,6 +215,11 @@ def _entry(source: Any, item: Any) -> Entry:
     for name in ("size", "ino", "dev"):
         if fields[name] < 0:
             raise ManifestCorrupt(f"{source!r}: {name} {fields[name]} is negative")
+    fields["part"] = part = item.get("part", "")
+    if not isinstance(part, str) or (
+        part and not (part.endswith("/") and dest_name_ok(part[:-1]) and dest.startswith(part))
+    ):
+        raise ManifestCorrupt(f"{source!r}: partition {part!r} is not a folder of {dest!r}")
     fields["dest_size"] = item.get("dest_size", fields["size"])
     fields["dest_tail"] = item.get("dest_tail", "")
     if isinstance(fields["dest_size"], bool) or not isinstance(fields["dest_size"], int):
@@ -327,6 +336,7 @@ def rebuild(
             tail=tail,
             ctime_ns=st.st_ctime_ns,
             crc=crc,
+            part=src.part,
         )
     return entries
 

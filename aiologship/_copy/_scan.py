@@ -44,6 +44,9 @@ class SourceFile:
     # without following symlinks (see _source.py).
     real: str = ""
     real_root: str | None = None
+    # The destination template's partition ``dest`` starts with ("": none),
+    # set after the scan (see ``_template.Placer``).
+    part: str = ""
 
 
 @dataclass(frozen=True, slots=True)

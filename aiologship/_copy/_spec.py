@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass, fields
+from datetime import tzinfo
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from .._config import parse_duration
 from .._exceptions import ConfigError
 from .._fs import normalize_destination, redact
 from ._statedir import state_key
+from ._template import Template, split_destination
 
 DEFAULT_COPY_INTERVAL = 60.0
 DEFAULT_MAX_RETRIES = 3
@@ -46,7 +48,8 @@ class CopySpec:
 
     copy_name: str
     path_patterns: tuple[str, ...]  # absolute, normalized (relative ones joined to root_dir)
-    hdfs_destination: str  # canonical (plain paths absolute); may hold credentials
+    # Canonical (plain paths absolute); may hold credentials and template fields.
+    hdfs_destination: str
     root_dir: Path | None = None
     copy_interval: float | None = DEFAULT_COPY_INTERVAL  # None: copy once
     create_dest_dirs: bool = True
@@ -55,6 +58,10 @@ class CopySpec:
     retry_delay: float = DEFAULT_RETRY_DELAY
     scope: Scope = Scope.CLUSTER
     compression: Compression | None = None
+    # Of the destination template: {node_id} (None: the host name) and the zone
+    # of {date} (None: local time).
+    node_id: str | None = None
+    timezone: tzinfo | None = None
 
     @classmethod
     def from_params(
@@ -71,6 +78,8 @@ class CopySpec:
         retry_delay: Any = DEFAULT_RETRY_DELAY,
         scope: Any = Scope.CLUSTER,
         compression: Any = None,
+        node_id: Any = None,
+        timezone: Any = None,
     ) -> CopySpec:
         """Validate every parameter; raise ``ConfigError(key, value, reason)``.
 
@@ -80,10 +89,12 @@ class CopySpec:
         root = _root_dir(root_dir)
         preserve = _bool("preserve_structure", preserve_structure)
         patterns = _patterns(path_patterns, root, preserve)
+        destination = normalize_destination(hdfs_destination)
+        split_destination(destination, redact(destination))  # the template checked
         return cls(
             copy_name=name,
             path_patterns=patterns,
-            hdfs_destination=normalize_destination(hdfs_destination),
+            hdfs_destination=destination,
             root_dir=root,
             copy_interval=_interval(copy_interval),
             create_dest_dirs=_bool("create_dest_dirs", create_dest_dirs),
@@ -92,6 +103,8 @@ class CopySpec:
             retry_delay=_seconds("retry_delay", retry_delay),
             scope=_scope(scope),
             compression=_compression(compression),
+            node_id=_node_id(node_id),
+            timezone=_timezone(timezone),
         )
 
     def __repr__(self) -> str:
@@ -110,6 +123,16 @@ class CopySpec:
     def state_key(self) -> str:
         """Folder name of this copy's state (see ``_statedir.state_key``)."""
         return state_key(self.copy_name, self.destination_redacted)
+
+    @property
+    def destination_base(self) -> str:
+        """The destination before its first template field: what is resolved
+        and listed (the whole destination when it has no field)."""
+        return split_destination(self.hdfs_destination, self.destination_redacted)[0]
+
+    @property
+    def template(self) -> Template:
+        return split_destination(self.hdfs_destination, self.destination_redacted)[1]
 
     @property
     def dest_suffix(self) -> str:
@@ -259,3 +282,21 @@ def _compression(value: Any) -> Compression | None:
         except ValueError:
             pass
     raise ConfigError("compression", value, "expected None, 'gzip' or 'zstd'")
+
+
+def _node_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or value in ("", ".", "..")
+        or any(c == "/" or ord(c) < 32 for c in value)
+    ):
+        raise ConfigError("node_id", value, "expected a name usable as a folder (no '/')")
+    return value
+
+
+def _timezone(value: Any) -> tzinfo | None:
+    if value is None or isinstance(value, tzinfo):
+        return value
+    raise ConfigError("timezone", value, "expected a datetime.tzinfo or None (local time)")

@@ -218,6 +218,7 @@ def ship_file(
         crc,
         dest_size,
         dest_tail,
+        src.part,
     )
     return Shipped(entry, sent, mode, read)
 

@@ -36,7 +36,12 @@ def add_copy_command(subparsers: Any) -> None:
     )
     p.add_argument("patterns", nargs="+", metavar="PATTERN", help="glob pattern of files to ship")
     p.add_argument(
-        "--to", dest="destination", required=True, metavar="DEST", help="destination path or URI"
+        "--to",
+        dest="destination",
+        required=True,
+        metavar="DEST",
+        help="destination path or URI; may hold {date:%%Y/%%m/%%d}, {hostname}, {node_id}, "
+        "{copy_name} (a file stays under the date it was first seen, local time)",
     )
     p.add_argument(
         "--root-dir", metavar="D", help="base of relative patterns and of --preserve-structure"

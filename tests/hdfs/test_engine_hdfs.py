@@ -663,3 +663,24 @@ async def test_compressed_file_left_under_construction_by_a_killed_writer(env: E
     else:
         raise AssertionError(f"never converged: {result} {env.open_for_write()}")
     assert env.temp_files() == []
+
+
+async def test_templated_destination_partitions(env: Env) -> None:
+    """Partitions made on HDFS as files are first seen; compressed on top."""
+    import socket
+    from datetime import UTC
+
+    env.write("app.log", lines(0, 10))
+    engine = await env.engine(
+        hdfs_destination=env.uri + "/{date:%Y/%m}/{hostname}/",
+        timezone=UTC,
+        compression="gzip",
+    )
+    before = time.strftime("%Y/%m", time.gmtime())
+    assert (await engine.flush()).ok
+    months = {before, time.strftime("%Y/%m", time.gmtime())}  # the cycle may straddle a month
+    (name,) = env.dest_files()
+    assert name in {f"{m}/{socket.gethostname()}/app.log.gz" for m in months}
+    env.write("app.log", lines(10, 5), mode="ab")
+    result = await engine.flush()
+    assert result.ok and result.files_appended == 1
