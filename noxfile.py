@@ -50,6 +50,7 @@ def bench(session: nox.Session) -> None:
         "benchmarks/bench_logging.py",
         "benchmarks/bench_context.py",
         "benchmarks/bench_copy.py",
+        "benchmarks/bench_compress.py",
         "benchmarks/bench_hdfs.py",
     ):
         session.run("python", script, *session.posargs)
