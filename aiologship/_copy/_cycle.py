@@ -110,9 +110,10 @@ class Cycles:
             file_errors: dict[str, str] = {}
             scanned = 0
             try:
-                result = await self._scan(file_errors)
-                scanned = len(result.files)
-                await self._plan_and_ship(result, tally, file_errors)
+                scanned_result = await self._scan(file_errors)
+                scanned = len(scanned_result.files)
+                result = await self._place(scanned_result)
+                await self._plan_and_ship(result, tally, file_errors, scanned_result)
             except (DestinationError, DestinationFailure) as exc:
                 tally.dest_error = str(exc)
             except ConfigError as exc:  # e.g. the URI itself (cannot get better by retrying)
@@ -148,13 +149,6 @@ class Cycles:
             exclude=self._dest_prefix,
             suffix=self._spec.dest_suffix,
         )
-        if self._spec.template:
-            # Each file under its partition: kept from the manifest, or rendered now.
-            place = functools.partial(
-                self._placer.place, result.files, self._manifest.entries, self._clock()
-            )
-            files = await anyio.to_thread.run_sync(place, limiter=self._limiter)
-            result = dataclasses.replace(result, files=files)
         self._book.note_unmatched(result.unmatched)
         file_errors.update(result.problems)
         for path in result.outside_root:
@@ -163,8 +157,19 @@ class Cycles:
             )
         return result
 
+    async def _place(self, result: ScanResult) -> ScanResult:
+        """Each file under its partition of a templated destination: kept from
+        the manifest, or rendered now (see ``_template.Placer``)."""
+        if not self._spec.template:
+            return result
+        place = functools.partial(
+            self._placer.place, result.files, self._manifest.entries, self._clock()
+        )
+        files = await anyio.to_thread.run_sync(place, limiter=self._limiter)
+        return dataclasses.replace(result, files=files)
+
     async def _plan_and_ship(
-        self, result: ScanResult, tally: Tally, file_errors: dict[str, str]
+        self, result: ScanResult, tally: Tally, file_errors: dict[str, str], scanned: ScanResult
     ) -> None:
         # Planned before touching the destination, so a destination that
         # is down still shows how many files wait for it.
@@ -172,7 +177,8 @@ class Cycles:
         dest = await self._destination()
         if not self._prepared:
             await self._prepare(dest, result)
-            # The manifest may have been rebuilt.
+            # The manifest may have been rebuilt (with files found in earlier partitions).
+            result = await self._place(scanned)
             todo = await self._plan_in_thread(result, file_errors, tally)
         if await self._reconcile(dest, result):
             todo = await self._plan_in_thread(result, file_errors, tally)
@@ -218,6 +224,7 @@ class Cycles:
                 watch=self.watch,
                 known=None if self._store.needs_rebuild else self._manifest.entries,
                 compressed=self._spec.compression is not None,
+                partitions=self._placer.earlier if self._spec.template else None,
             ),
             limiter=self._limiter,
             abandon_on_cancel=True,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -92,6 +92,7 @@ def prepare_destination(
     watch: TempWatch,
     known: Mapping[str, Entry] | None,
     compressed: bool = False,
+    partitions: Callable[[SourceFile, Mapping[str, int]], list[SourceFile]] | None = None,
 ) -> tuple[dict[str, int], dict[str, Entry]]:
     """The destination's base folder checked or made, stale temporary files of a
     crashed run removed (those that resist go to ``watch``). Returns the
@@ -99,7 +100,12 @@ def prepare_destination(
     rebuilt when ``known`` is None (it was lost), else the files ``known`` lacks
     (see :func:`unrecorded`). Compressed: nothing is recognised (a compressed
     file's bytes cannot be compared with the source without decompressing it
-    all); a destination file without an entry is replaced, never appended to."""
+    all); a destination file without an entry is replaced, never appended to.
+    ``partitions`` (templated destinations) gives a source's places in other
+    partitions of the listing: for a source without an entry, a file found
+    there (owned by no entry) holding a prefix of the source is adopted where
+    it is, so neither a lost manifest nor a copier killed before its save on
+    another day moves it to today's partition."""
     fs = dest.filesystem
     try:
         if create_dest_dirs:
@@ -118,7 +124,18 @@ def prepare_destination(
     if compressed:
         return listing, {}
     files = result.files if known is None else unrecorded(result.files, known, listing)
-    return listing, dict(rebuild(dest, files, listing)) if files else {}
+    found = dict(rebuild(dest, files, listing)) if files else {}
+    if partitions is not None:
+        owned = set() if known is None else {e.dest for e in known.values()}
+        for f in result.files:
+            if f.path in found or (known is not None and f.path in known):
+                continue
+            for earlier in partitions(f, listing):
+                if earlier.dest not in owned:
+                    found.update(rebuild(dest, [earlier], listing))
+                    if f.path in found:
+                        break
+    return listing, found
 
 
 def unrecorded(

@@ -66,6 +66,18 @@ class Template:
         rendered = "".join(out).strip("/")
         return rendered + "/" if rendered else ""
 
+    def pattern(self, *, hostname: str, node_id: str | None, copy_name: str) -> re.Pattern[str]:
+        """Matches what :meth:`render` makes, at any date."""
+        values = {"hostname": hostname, "node_id": node_id or hostname, "copy_name": copy_name}
+        out = []
+        for literal, field, _, _ in _FORMATTER.parse(self.text.strip("/")):
+            out.append(re.escape(literal))
+            if field == "date":
+                out.append(".+?")
+            elif field is not None:
+                out.append(re.escape(values[field]))
+        return re.compile("".join(out) + "/")
+
 
 def split_destination(destination: str, redacted: str) -> tuple[str, Template]:
     """(base, template) of a normalized destination, braces of the base
@@ -150,12 +162,26 @@ class Placer:
         self._node_id = node_id
         self._timezone = timezone
         self._hostname = hostname or socket.gethostname()
+        self._pattern = template.pattern(
+            hostname=self._hostname, node_id=node_id, copy_name=copy_name
+        )
 
     def partition(self, now: float) -> str:
         when = datetime.fromtimestamp(now, self._timezone)
         return self._template.render(
             when, hostname=self._hostname, node_id=self._node_id, copy_name=self._copy_name
         )
+
+    def earlier(self, f: SourceFile, listing: Mapping[str, int]) -> list[SourceFile]:
+        """``f`` (placed) in each other partition of ``listing`` that holds its
+        name, latest first (by name: the usual date formats sort by age)."""
+        name = f.dest[len(f.part) :]
+        found = []
+        for rel in listing:
+            part = rel[: len(rel) - len(name)]
+            if rel.endswith("/" + name) and part != f.part and self._pattern.fullmatch(part):
+                found.append(dataclasses.replace(f, dest=rel, part=part))
+        return sorted(found, key=lambda g: g.part, reverse=True)
 
     def place(
         self, files: Sequence[SourceFile], entries: Mapping[str, Entry], now: float

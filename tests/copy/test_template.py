@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from aiologship._copy import CopyEngine, CopySpec
-from aiologship._exceptions import ConfigError
+from aiologship._exceptions import ConfigError, CopyError
 from tests.copy.test_engine import Env
 
 pytestmark = pytest.mark.anyio
@@ -171,3 +171,73 @@ async def test_preserve_structure_under_a_partition(env: Env) -> None:
     )
     await e.flush()
     assert env.dest_files() == {"20261201/sub/deep.log": b"deep\n"}
+
+
+DAILY = "{date:%Y/%m/%d}/"
+
+
+async def shipped_then_manifest_lost(env: Env, data: bytes) -> Clock:
+    """app.log shipped on 2026-12-01, then the manifest deleted; the clock a day on."""
+    clock = Clock(BEFORE_MIDNIGHT)
+    env.write("app.log", data)
+    first = await engine(env, clock, f"{env.dst}/{DAILY}")
+    await first.flush()
+    await first.stop()
+    (first.state_path / "manifest.json").unlink()
+    clock.now += 86_400
+    return clock
+
+
+async def test_a_lost_manifest_keeps_files_in_their_partitions(env: Env) -> None:
+    """The day after, without a manifest: the files already shipped are found
+    in their partitions (by content) and go on growing there."""
+    clock = await shipped_then_manifest_lost(env, b"day one\n")
+    env.write("app.log", b"day two\n", mode="ab")
+    env.write("new.log", b"new\n")
+    again = await engine(env, clock, f"{env.dst}/{DAILY}")
+    result = await again.flush()
+    assert result.ok and result.bytes_shipped == len(b"day two\n" + b"new\n")
+    assert env.dest_files() == {
+        "2026/12/01/app.log": b"day one\nday two\n",
+        "2026/12/02/new.log": b"new\n",
+    }
+
+
+async def test_a_lost_manifest_never_adopts_another_files_bytes(env: Env) -> None:
+    clock = await shipped_then_manifest_lost(env, b"old version\n")
+    os.unlink(env.src / "app.log")
+    env.write("app.log", b"another file\n")  # same name, other bytes
+    again = await engine(env, clock, f"{env.dst}/{DAILY}")
+    assert (await again.flush()).ok
+    assert env.dest_files() == {
+        "2026/12/01/app.log": b"old version\n",  # left as it was
+        "2026/12/02/app.log": b"another file\n",
+    }
+
+
+async def test_a_copier_killed_before_its_save_on_another_day(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shipped on day one, not recorded (the manifest save never came), restarted
+    on day two: the file is adopted in its day-one partition, not sent again."""
+    from tests.copy.test_kill import _kill_before_save
+
+    clock = Clock(BEFORE_MIDNIGHT)
+    dest = f"{env.dst}/{{date:%Y/%m/%d}}/"
+    env.write("saved.log", b"saved\n")
+    first = await engine(env, clock, dest)
+    await first.flush()
+    env.write("late.log", b"late\n")
+    with monkeypatch.context() as m:
+        _kill_before_save(m)
+        with pytest.raises(CopyError):
+            await first.flush()
+    await first.stop(final_cycle=False)
+    clock.now += 86_400
+    again = await engine(env, clock, dest)
+    result = await again.flush()
+    assert result.ok and result.files_shipped == 0
+    assert env.dest_files() == {
+        "2026/12/01/saved.log": b"saved\n",
+        "2026/12/01/late.log": b"late\n",
+    }
