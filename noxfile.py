@@ -49,6 +49,7 @@ def bench(session: nox.Session) -> None:
     for script in (
         "benchmarks/bench_logging.py",
         "benchmarks/bench_context.py",
+        "benchmarks/bench_metrics.py",
         "benchmarks/bench_copy.py",
         "benchmarks/bench_compress.py",
         "benchmarks/bench_hdfs.py",

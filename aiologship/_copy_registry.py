@@ -35,7 +35,7 @@ class CopyRegistry:
         self._runtime = runtime
         self._lock = threading.RLock()
         # The handle users hold, and the backend behind it (the registry made it).
-        self._ops: dict[str, tuple[CopyOperation, Backend]] = {}
+        self._ops: dict[str, tuple[CopyOperation, CoordinatedBackend]] = {}
         self._gate: CopyGate | None = None
 
     def __len__(self) -> int:
@@ -90,6 +90,19 @@ class CopyRegistry:
                 ):
                     statuses[status.name] = status
         return list(statuses.values())
+
+    def local_statuses(self) -> list[CopyStatus]:
+        """The operations whose engine runs in this process now (no Ray call):
+        a standby, a skipped one and a Ray copier report elsewhere."""
+        with self._lock:
+            backends = [backend for _, backend in self._ops.values()]
+        out = []
+        for backend in backends:
+            if backend.runs_here:
+                status = backend.status()
+                if str(status.state) not in ("new", "skipped"):
+                    out.append(status)
+        return out
 
     def stop(self, copy_name: str) -> None:
         """Final cycle, then stop; blocks. In a Ray cluster it also stops a copier

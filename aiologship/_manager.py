@@ -24,6 +24,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
+import anyio
 import anyio.to_thread
 
 from ._config import (
@@ -36,15 +37,26 @@ from ._copy_registry import CopyRegistry
 from ._exceptions import ClosedError
 from ._logging._capture import ProcessCapture
 from ._logging._logger import Logger
-from ._logging._pipeline import Pipeline
+from ._logging._pipeline import Pipeline, after_close_total
 from ._logging._queue import Stats
 from ._logging._sinks import FileSinks
 from ._logging._sources import hold_sources
+from ._metrics import (
+    PipelineFigures,
+    Sample,
+    copy_samples,
+    pipeline_samples,
+    process_figures,
+    push_interval,
+    reporter,
+    retire,
+)
 from ._operation import CopyOperation, in_event_loop
 
 if TYPE_CHECKING:
     from ._copy import CopyStatus
 
+_log = logging.getLogger("aiologship")
 _CLOSE_TIMEOUT = 60.0
 
 
@@ -83,7 +95,11 @@ class LogManager:
         self._pipeline.start()
         # Automatic fields (Ray ids, trace ids) while this manager is open.
         self._sources = hold_sources(self._config)
-        _live.add(self)
+        self._ray_push: anyio.CancelScope | None = None
+        with _live_lock:
+            _live.add(self)
+        if "ray" in sys.modules:  # a Ray process (or one about to be): see _push_to_ray
+            self._runtime.submit(self._push_to_ray)
         try:
             for sink in self._config.sinks:
                 self._sinks.attach(sink)
@@ -162,6 +178,38 @@ class LogManager:
 
     def stats(self) -> Stats:
         return self._pipeline.stats()
+
+    def _figures(self) -> PipelineFigures:
+        stats = self._pipeline.stats()
+        queue_full, evicted, stream = self._pipeline.drops()
+        return PipelineFigures(
+            accepted=stats.accepted,
+            written=stats.written,
+            dropped_queue_full=queue_full,
+            dropped_evicted=evicted,
+            dropped_stream=stream,
+            write_errors=stats.write_errors,
+            queued=stats.queued,
+            capacity=self._config.queue_size,
+        )
+
+    async def _push_to_ray(self) -> None:
+        """On the runtime loop until close: this process's figures to Ray's
+        metrics agent, while Ray is initialized here (``aiologship.metrics``)."""
+        if self._state is not _State.OPEN:
+            return  # started after the close began (it runs on the same loop)
+        with anyio.CancelScope() as scope:
+            self._ray_push = scope
+            while True:
+                await anyio.sleep(push_interval())
+                self._push_once()
+
+    @staticmethod
+    def _push_once() -> None:
+        try:
+            reporter.push(process_samples())
+        except Exception:  # a metric must never take logging down
+            _log.debug("pushing metrics to Ray failed", exc_info=True)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every record accepted so far is written; False on timeout."""
@@ -283,6 +331,9 @@ class LogManager:
         await self._copies.close_all()
         await self._pipeline.stop_pump()
         await self._sinks.aclose_writers()
+        if self._ray_push is not None:
+            self._ray_push.cancel()
+            self._push_once()
 
     def _finish_close(self) -> None:
         self._sources.release()
@@ -291,7 +342,10 @@ class LogManager:
         self._capture.restore()
         with self._lock:
             self._state = _State.CLOSED
-        _live.discard(self)
+        with _live_lock:
+            # Its counts stay in the process's metrics, never counted twice.
+            retire(self._figures())
+            _live.discard(self)
 
     def __enter__(self) -> LogManager:
         return self
@@ -328,6 +382,7 @@ class LogManager:
         own. That new thread imports nothing (see ``_runtime``), so no import lock
         the fork copied mid-import can stop it."""
         self._lock = threading.RLock()
+        self._ray_push = None  # the parent's task; the child pushes nothing
         self._pipeline.reset_after_fork()
         self._sinks.reset_after_fork()
         self._copies.reset_after_fork()
@@ -336,6 +391,20 @@ class LogManager:
 # ------------------------------------------------------ process-wide hooks
 
 _live: weakref.WeakSet[LogManager] = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+def process_samples() -> list[Sample]:
+    """The metrics of this process (``aiologship.metrics``): the pipelines of
+    its open managers (and what closed ones counted), and the copies whose
+    engine runs here (a Ray copier actor reports its own)."""
+    with _live_lock:
+        managers = list(_live)
+        figures = process_figures(m._figures() for m in managers)
+    statuses: list[CopyStatus] = []
+    for manager in managers:
+        statuses += manager._copies.local_statuses()
+    return pipeline_samples(figures, after_close_total()) + copy_samples(statuses)
 
 
 def _drain_all_at_exit() -> None:
@@ -348,6 +417,8 @@ def _drain_all_at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _live_lock
+    _live_lock = threading.Lock()  # the fork may have copied it held
     for manager in list(_live):
         manager._after_fork_in_child()
 

@@ -27,6 +27,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -65,11 +66,24 @@ MAPPING_MSG = MARKER + " task=%(t)d seq=%(s)d payload=%(p)s"
 LOGURU_MSG = MARKER + " task={} seq={} payload={}"
 PAYLOAD = "x" * 40  # a line is ~110 bytes, a typical service log line
 LINE_RE = re.compile(rb"task=(\d+) seq=(\d+)")
+SCENARIOS = ["throughput", "throughput-json", "caller", "stall", "stall-stdout"]
 YIELD_EVERY = 20  # sync loggers: let the 100 tasks interleave like real request handlers
 
-LIBS = ["aiologship", "stdlib", "stdlib-queue", "aiologger", "loguru", "picologging"]
+LIBS = [
+    "aiologship",
+    "aiologship-metrics",
+    "stdlib",
+    "stdlib-queue",
+    "aiologger",
+    "loguru",
+    "picologging",
+]
 LABELS = {
     "aiologship": "aiologship LogManager",
+    "aiologship-metrics": "aiologship, /metrics scraped 1/s",
+    "aiologship-json": "aiologship JSON, 2 extra fields",
+    "stdlib-json": "stdlib FileHandler + pjl JsonFormatter",
+    "loguru-json": "loguru serialize=True (no enqueue)",
     "stdlib": "stdlib FileHandler",
     "stdlib-queue": "stdlib QueueHandler+Listener",
     "aiologger": "aiologger AsyncFileHandler",
@@ -228,6 +242,90 @@ class AiologshipAdapter(Adapter):
         return dict(asdict()) if asdict else dict(vars(st))
 
 
+class AiologshipMetricsAdapter(AiologshipAdapter):
+    """The same, with ``aiologship.metrics.serve()`` scraped over HTTP every second
+    (Prometheus scrapes every 15-60 s): what metrics cost the logging. The server
+    stops after the timed close (its shutdown polls every 0.5 s)."""
+
+    async def open(self, path: Path, **kw: Any) -> None:
+        import urllib.request
+
+        import aiologship.metrics
+
+        await super().open(path, **kw)
+        self.server = aiologship.metrics.serve(0)
+        self.scrapes = 0
+        self.stop = threading.Event()
+
+        def scrape() -> None:
+            while not self.stop.wait(1.0):
+                with urllib.request.urlopen(self.server.url, timeout=10) as response:
+                    response.read()
+                self.scrapes += 1
+
+        self.scraper = threading.Thread(target=scrape, daemon=True)
+        self.scraper.start()
+
+    async def close(self) -> None:
+        self.stop.set()
+        await super().close()
+
+    def stats(self) -> dict[str, Any]:
+        self.scraper.join(10)
+        self.server.close()
+        return {**super().stats(), "scrapes": self.scrapes}
+
+
+# JSON: the same call with two extra= fields, one JSON object per line.
+JSON_EXTRA = {"user": "u-17", "tenant": "acme"}
+
+
+class AiologshipJsonAdapter(AiologshipAdapter):
+    async def open(self, path: Path, **kw: Any) -> None:
+        from aiologship import LogManager
+
+        self.lm = LogManager(format="json")
+        lg = self.lm.get_logger("bench")
+        self.sink = lg.add(str(path))
+        self.info = lg.info
+
+    def log(self, task: int, seq: int) -> None:
+        self.info(MSG, task, seq, PAYLOAD, extra=JSON_EXTRA)
+
+
+class StdlibJsonAdapter(StdlibAdapter):
+    """``FileHandler`` with python-json-logger's ``JsonFormatter`` (the usual
+    stdlib JSON setup); fields as aiologship's: time, level, logger, message."""
+
+    async def open(self, path: Path, **kw: Any) -> None:
+        from pythonjsonlogger.json import JsonFormatter
+
+        await super().open(path, **kw)
+        self.handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+
+    def log(self, task: int, seq: int) -> None:
+        self.info(MSG, task, seq, PAYLOAD, extra=JSON_EXTRA)
+
+
+class LoguruJsonAdapter(Adapter):
+    """loguru ``serialize=True`` without ``enqueue`` (its fastest JSON setting);
+    the two fields bound once (loguru's idiom for fixed fields)."""
+
+    async def open(self, path: Path, **kw: Any) -> None:
+        from loguru import logger
+
+        logger.remove()
+        self.logger = logger
+        self.sink = logger.add(str(path), serialize=True, level="INFO")
+        self.info = logger.bind(name="bench", **JSON_EXTRA).info
+
+    def log(self, task: int, seq: int) -> None:
+        self.info(LOGURU_MSG, task, seq, PAYLOAD)
+
+    async def close(self) -> None:
+        self.logger.remove(self.sink)
+
+
 class NoneAdapter(Adapter):
     """No logging at all: the ticker's noise floor on this machine right now."""
 
@@ -275,6 +373,10 @@ STDOUT_LABELS = {
 
 ADAPTERS: dict[str, Callable[[], Adapter]] = {
     "aiologship": AiologshipAdapter,
+    "aiologship-metrics": AiologshipMetricsAdapter,
+    "aiologship-json": AiologshipJsonAdapter,
+    "stdlib-json": StdlibJsonAdapter,
+    "loguru-json": LoguruJsonAdapter,
     "stdlib": StdlibAdapter,
     "stdlib-queue": StdlibQueueAdapter,
     "aiologger": AiologgerAdapter,
@@ -442,6 +544,37 @@ async def w_stall_stdout(lib: str, rate: float, duration: float, pause: float) -
         reader.kill()
 
 
+def w_caller(lib: str, n: int) -> dict[str, Any]:
+    """The caller's own CPU time per log call (``time.thread_time`` of the calling
+    thread: the pump's work, in its own thread, is not in it), for aiologship's
+    ``info`` to a file sink, and the stdlib's ``info`` to a ``NullHandler`` (a
+    call that writes nothing at all), in one thread, outside any event loop."""
+    with tempfile.TemporaryDirectory(prefix="aiologship-bench-caller-") as d:
+        if lib == "aiologship":
+            from aiologship import LogManager
+
+            lm = LogManager(queue_size=n + 10)
+            lg = lm.get_logger("bench.caller")
+            lg.add(str(Path(d) / "c.log"), fmt=FMT)
+            info: Any = lg.info
+        else:
+            std = logging.getLogger("bench.caller")
+            std.propagate = False
+            std.setLevel(logging.INFO)
+            std.addHandler(logging.NullHandler())
+            info = std.info
+        for i in range(1000):  # warm: caches, the runtime thread
+            info(MSG, 0, i, PAYLOAD)
+        gc_collect()
+        t0 = time.thread_time()
+        for i in range(n):
+            info(MSG, 1, i, PAYLOAD)
+        per_call = (time.thread_time() - t0) / n
+        if lib == "aiologship":
+            lm.close()
+    return {"per_call_us": per_call * 1e6, "load": load_avg()}
+
+
 def w_calibrate(n: int) -> dict[str, Any]:
     """Bytes per queued record: hold ``n`` records the way a queue does, measure RSS.
 
@@ -533,6 +666,8 @@ def worker_main(argv: list[str]) -> int:
             res = asyncio.run(w_stall(a.lib, tmp, a.rate, a.duration, a.pause))
         elif a.scenario == "stall-stdout":
             res = asyncio.run(w_stall_stdout(a.lib, a.rate, a.duration, a.pause))
+        elif a.scenario == "caller":
+            res = w_caller(a.lib, a.records)
         elif a.scenario == "calibrate":
             res = w_calibrate(a.queue_size)
         elif a.scenario == "memory":
@@ -594,13 +729,15 @@ def cpu_ratio(outs: dict[str, list[WorkerOutcome]], anchor: str) -> float:
     return per_rec(anchor) / per_rec("aiologship")
 
 
-def report_throughput(outs: dict[str, list[WorkerOutcome]], records: int) -> dict[str, float]:
+def report_throughput(
+    outs: dict[str, list[WorkerOutcome]], records: int, us: str = "aiologship"
+) -> dict[str, float]:
     med: dict[str, float] = {}
     rows = []
     for lib, lst in outs.items():
         res = _ok(lst)
         med[lib] = median([r["rate"] for r in res])
-    ours = med.get("aiologship", float("nan"))
+    ours = med.get(us, float("nan"))
     for lib, lst in outs.items():
         res = _ok(lst)
         rows.append(
@@ -611,13 +748,13 @@ def report_throughput(outs: dict[str, list[WorkerOutcome]], records: int) -> dic
                 median([r["log_s"] / r["records"] * 1e6 for r in res]),
                 median([r["close_s"] for r in res]),
                 median([r["cpu_s"] / r["records"] * 1e6 for r in res]),
-                ours / med[lib] if lib != "aiologship" else 1.0,
-                paired_ratio(outs, "aiologship", lib, "rate") if lib != "aiologship" else 1.0,
+                ours / med[lib] if lib != us else 1.0,
+                paired_ratio(outs, us, lib, "rate") if lib != us else 1.0,
                 _loads(res),
             ]
         )
     print_table(
-        f"Throughput: {records:,} records from 100 tasks until on disk (median of runs)",
+        f"Throughput ({us}): {records:,} records from 100 tasks until on disk (median of runs)",
         [
             "library",
             "records/s",
@@ -779,7 +916,7 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--scenario",
         action="append",
-        choices=["throughput", "stall", "stall-stdout", "delivery", "memory"],
+        choices=[*SCENARIOS, "delivery", "memory"],
         help="run only these (repeatable); delivery needs throughput and/or stall",
     )
     p.add_argument("--libs", default=",".join(LIBS), help="comma-separated libraries")
@@ -793,7 +930,7 @@ def main(argv: list[str]) -> int:
     )
     a = p.parse_args(argv)
     runs = a.runs or (1 if a.quick else 3)
-    scen = set(a.scenario or ["throughput", "stall", "stall-stdout", "delivery", "memory"])
+    scen = set(a.scenario or [*SCENARIOS, "delivery", "memory"])
     if "delivery" in scen and not scen & {"throughput", "stall"}:
         scen |= {"throughput", "stall"}
     libs = [x for x in a.libs.split(",") if x]
@@ -832,6 +969,57 @@ def main(argv: list[str]) -> int:
                     else f"no successful run of aiologship and {anchor} (see above; --libs?)",
                 )
             )
+
+    if "throughput-json" in scen:
+        json_libs = [x for x in ("aiologship-json", "stdlib-json", "loguru-json") if x in ADAPTERS]
+        thj = _rounds("throughput", json_libs, runs, ["--records", str(a.records), *common], 300)
+        med = report_throughput(thj, a.records, us="aiologship-json")
+        raw["throughput-json"] = {k: [o.__dict__ for o in v] for k, v in thj.items()}
+        ours = med.get("aiologship-json", float("nan"))
+        for anchor, target in (("stdlib-json", 2.0), ("loguru-json", 1.5)):
+            ratio = ours / med.get(anchor, float("nan"))
+            measured = ratio == ratio
+            verdicts.append(
+                verdict(
+                    f"JSON throughput >= {target}x {LABELS[anchor]}",
+                    (ratio >= target) if measured else None,
+                    f"{ratio:.2f}x (paired "
+                    f"{paired_ratio(thj, 'aiologship-json', anchor, 'rate'):.2f}x)"
+                    if measured
+                    else "not measured",
+                )
+            )
+
+    if "caller" in scen:
+        cal = _rounds("caller", ["aiologship", "stdlib"], runs, ["--records", "100000"], 120)
+        raw["caller"] = {k: [o.__dict__ for o in v] for k, v in cal.items()}
+        ours_us = median([r["per_call_us"] for r in _ok(cal["aiologship"])])
+        null_us = median([r["per_call_us"] for r in _ok(cal["stdlib"])])
+        print_table(
+            "Caller cost: CPU time of the calling thread per log call (median of runs)",
+            ["call", "us/call", "each run"],
+            [
+                [
+                    "aiologship info (file sink)",
+                    ours_us,
+                    " ".join(f"{r['per_call_us']:.2f}" for r in _ok(cal["aiologship"])),
+                ],
+                [
+                    "stdlib info (NullHandler)",
+                    null_us,
+                    " ".join(f"{r['per_call_us']:.2f}" for r in _ok(cal["stdlib"])),
+                ],
+            ],
+        )
+        ratio = ours_us / null_us
+        verdicts.append(
+            verdict(
+                "caller cost <= 0.5x a stdlib call to a NullHandler",
+                (ratio <= 0.5) if ratio == ratio else None,
+                f"{ratio:.2f}x ({ours_us:.2f} vs {null_us:.2f} us; "
+                f"paired {paired_ratio(cal, 'aiologship', 'stdlib', 'per_call_us'):.2f}x)",
+            )
+        )
 
     if "stall" in scen:
         stl = _rounds(

@@ -13,7 +13,10 @@ Run: ``APP_LOG_DIR=/tmp/app/logs APP_LOG_DEST=/tmp/app/shipped uvicorn examples.
   JSON lines to the streams uvicorn configured (``capture="all"``: its blocking
   ``StreamHandler`` s are replaced while the app runs, and put back at shutdown);
 - a copy operation ships the log folder every ``APP_COPY_INTERVAL`` seconds, and once
-  more at shutdown, after the last request's record is on disk.
+  more at shutdown, after the last request's record is on disk;
+- ``GET /metrics`` answers Prometheus: aiologship's figures (records accepted,
+  dropped, queue depth; the copy's bytes behind, age of the oldest unshipped byte,
+  failures) next to whatever else the app registers (extra ``aiologship[metrics]``).
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 import aiologship
+import aiologship.metrics
 from aiologship import Logger, LogManager
 
 LOG_DIR = Path(os.environ.get("APP_LOG_DIR", "/tmp/aiologship-fastapi/logs"))
@@ -112,6 +117,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(lifespan=lifespan)
+aiologship.metrics.register(REGISTRY)
+
+
+@app.get("/metrics")
+def metrics() -> Response:
+    """Prometheus' text format; a plain ``def``: FastAPI runs it in a worker thread."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 @app.middleware("http")

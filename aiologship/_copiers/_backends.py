@@ -149,6 +149,11 @@ class CoordinatedBackend:
     def skipped(self) -> bool:
         return self._inner is not None and self._inner.skipped
 
+    @property
+    def runs_here(self) -> bool:
+        """The engine runs in this process (not in a Ray copier actor)."""
+        return isinstance(self._inner, HostLockBackend)
+
     async def start(self) -> None:
         try:
             if ray_initialized():

@@ -33,6 +33,7 @@ import anyio
 from .._config import HdfsDriver, default_state_dir
 from .._copy._statedir import node_state_dir
 from .._exceptions import AiologshipError, CopyConflictError, CopyError
+from .._metrics import copy_samples, push_interval, reporter
 from ._coordination import HEAD_RESOURCE, HostLock, current_node_id, import_ray
 from ._host_copier import (
     DEFAULT_ENGINE_FACTORY,
@@ -146,6 +147,19 @@ class CopierActor:
         # Runs for the actor's whole life: the actor *is* the running copy, so a
         # restarted actor resumes without anyone calling start() again.
         self._task = asyncio.get_running_loop().create_task(self._copier.run())
+        self._metrics_task = asyncio.get_running_loop().create_task(self._push_metrics())
+
+    async def _push_metrics(self) -> None:
+        """This copy's figures to Ray's metrics agent, for the actor's whole life."""
+        while True:
+            self._push_once()
+            await asyncio.sleep(push_interval())
+
+    def _push_once(self) -> None:
+        try:
+            reporter.push(copy_samples([self._copier.status()]))
+        except Exception:  # a metric must never stop the copy
+            logger.debug("pushing metrics to Ray failed", exc_info=True)
 
     async def start(self, params: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Idempotent start: same parameters -> the running copy's state; other
@@ -165,11 +179,17 @@ class CopierActor:
         return {"ok": True, "state": str(state), "restarted": self._restarted}
 
     async def flush(self) -> Any:
-        return await self._copier.flush()
+        try:
+            return await self._copier.flush()
+        finally:
+            self._push_once()  # what a caller waited for shows without waiting 5 s
 
     async def stop(self) -> Any:
         """Final cycle, then stop; the caller kills the actor afterwards."""
-        return await self._copier.stop()
+        try:
+            return await self._copier.stop()
+        finally:
+            self._push_once()
 
     async def status(self) -> Any:
         return self._copier.status()

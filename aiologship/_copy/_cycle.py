@@ -17,8 +17,8 @@ from .._fs import Destination
 from ._engine_state import EngineState
 from ._engine_status import StatusBook
 from ._identity import reconcile
-from ._manifest import Manifest
-from ._plan import bytes_to_send, plan, prepare_destination
+from ._manifest import Entry, Manifest
+from ._plan import bytes_to_send, lag, plan, prepare_destination
 from ._scan import ScanResult, SourceFile, scan
 from ._ship import ShipRun, ShipTools, Tally
 from ._spec import CopySpec
@@ -70,6 +70,9 @@ class Cycles:
         self.watch = TempWatch()
         self.tally: Tally | None = None
         self.progress = Progress()
+        # The last plan, each file with its manifest entry before shipping: the
+        # lag after the cycle is measured against it.
+        self._planned: list[tuple[SourceFile, Entry | None]] | None = None
         self._prepared = False
         # The whole destination as listed by _prepare, used once instead of
         # the per-folder listings of the destination check.
@@ -109,6 +112,7 @@ class Cycles:
             self.tally = tally = Tally(last_save=started)
             file_errors: dict[str, str] = {}
             scanned = 0
+            self._planned = None
             try:
                 scanned_result = await self._scan(file_errors)
                 scanned = len(scanned_result.files)
@@ -122,6 +126,12 @@ class Cycles:
                 if tally.unsaved_bytes or tally.shipped or self._store.unsaved:
                     with anyio.CancelScope(shield=True):
                         await self._store.save()
+            if self._planned is not None:
+                self._book.behind(
+                    await anyio.to_thread.run_sync(
+                        lag, self._planned, self._manifest.entries, limiter=self._limiter
+                    )
+                )
             finished = self._clock()
             cycle = CycleResult(
                 started_at=datetime.fromtimestamp(started, UTC),
@@ -286,7 +296,13 @@ class Cycles:
         # Safe off the loop: the cycle lock is held and only the cycle mutates
         # the manifest.
         todo = await anyio.to_thread.run_sync(
-            plan, result, self._manifest, self._dest_prefix, file_errors, limiter=self._limiter
+            self._plan, result, file_errors, limiter=self._limiter
         )
         tally.pending = len(todo)
+        return todo
+
+    def _plan(self, result: ScanResult, file_errors: dict[str, str]) -> list[SourceFile]:
+        todo = plan(result, self._manifest, self._dest_prefix, file_errors)
+        entries = self._manifest.entries
+        self._planned = [(f, entries.get(f.path)) for f in todo]
         return todo

@@ -66,12 +66,13 @@ class CopyEngine:
         self.spec = spec
         self._resolve_timeout = resolve_timeout
         self._clock = clock
+        self._sleep = sleep
         self._resolver = resolver or functools.partial(
             resolve_destination, hdfs_driver=hdfs_driver, user=user
         )
         self._limiter = anyio.CapacityLimiter(max(1, workers))
         self._store = EngineState(spec, state_dir, self._limiter)
-        self._book = StatusBook(spec)
+        self._book = StatusBook(spec, clock)
         tag = hashlib.sha256(spec.state_key.encode()).hexdigest()[:8]
         self._temps = TempNames(tag)
         # A local destination inside the globbed tree must not ship its own
@@ -99,9 +100,14 @@ class CopyEngine:
             clock=clock,
             check_state=self._check_state,
             scheduling=lambda: self._running and not self._stop_requested.is_set(),
-            retry_sleep=functools.partial(stoppable_sleep, sleep, self._stop_requested),
+            retry_sleep=self._retry_sleep,
             give_up=self._stop_requested.is_set,
         )
+
+    async def _retry_sleep(self, seconds: float) -> None:
+        """The retry policy's wait before another attempt: counted, and ended by a stop."""
+        self._book.retries += 1
+        await stoppable_sleep(self._sleep, self._stop_requested, seconds)
 
     @property
     def state_path(self) -> Path:

@@ -4,6 +4,7 @@ into a :class:`CopyStatus`, with one log record per new problem."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from .._fs import scrub
@@ -20,8 +21,9 @@ def _at(t: float | None) -> datetime | None:
 class StatusBook:
     """The engine's counters; ``failures`` counts cycles in a row that failed."""
 
-    def __init__(self, spec: CopySpec) -> None:
+    def __init__(self, spec: CopySpec, clock: Callable[[], float]) -> None:
         self._spec = spec
+        self._clock = clock
         self.state = CopyState.NEW
         self.files_shipped = 0
         self.bytes_shipped = 0
@@ -34,8 +36,17 @@ class StatusBook:
         self.file_errors: tuple[tuple[str, str], ...] = ()
         self._reported_files: set[tuple[str, str]] = set()
         self.unmatched: tuple[str, ...] = ()
+        # The lag: source bytes not at the destination after the last cycle, and
+        # per file behind, the modification time a scan first saw it behind at.
+        self.bytes_behind = 0
+        self._behind_since: dict[str, float] = {}
+        self.last_success_at: float | None = None
+        self.last_cycle_seconds: float | None = None
+        self.cycles = 0
+        self.retries = 0
 
     def status(self) -> CopyStatus:
+        since = min(self._behind_since.values(), default=None)
         return CopyStatus(
             name=self._spec.copy_name,
             state=self.state,
@@ -49,8 +60,28 @@ class StatusBook:
             consecutive_failures=self.failures,
             file_errors=self.file_errors,
             unmatched_patterns=self.unmatched,
+            bytes_behind=self.bytes_behind,
+            behind_since=_at(since),
+            oldest_unshipped_age=0.0 if since is None else max(0.0, self._clock() - since),
+            last_success_at=_at(self.last_success_at),
+            last_cycle_seconds=self.last_cycle_seconds,
+            cycles=self.cycles,
+            retries=self.retries,
             bytes_read=self.bytes_read,
         )
+
+    def behind(self, files: Iterable[tuple[str, int, float]]) -> None:
+        """The lag after a cycle: ``(path, bytes not shipped, mtime)`` of each
+        planned file. A file keeps the time it was first seen behind at until
+        it has caught up; the others are forgotten."""
+        since: dict[str, float] = {}
+        total = 0
+        for path, missing, mtime in files:
+            if missing > 0:
+                total += missing
+                since[path] = self._behind_since.get(path, mtime)
+        self.bytes_behind = total
+        self._behind_since = since
 
     def sent(self, nbytes: int, read: int) -> None:
         self.files_shipped += 1
@@ -66,6 +97,10 @@ class StatusBook:
     def record(self, cycle: CycleResult, finished: float, *, scheduling: bool) -> None:
         """A cycle's result; ``scheduling`` when run() will schedule another."""
         self.last_cycle_at = finished
+        self.cycles += 1
+        self.last_cycle_seconds = (cycle.finished_at - cycle.started_at).total_seconds()
+        if cycle.destination_error is None:
+            self.last_success_at = finished
         interval = self._spec.copy_interval
         # status.json is written before run() schedules the next cycle: say when.
         if (

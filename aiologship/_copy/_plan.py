@@ -83,6 +83,25 @@ def bytes_to_send(todo: list[SourceFile], manifest: Manifest, dest: Destination 
     return sum(max(0, f.size - sent_before(f, manifest, dest)) for f in todo)
 
 
+def lag(
+    planned: Sequence[tuple[SourceFile, Entry | None]], entries: Mapping[str, Entry]
+) -> list[tuple[str, int, float]]:
+    """``(path, bytes not at the destination, mtime in seconds)`` of each planned
+    file after the cycle. A file whose entry changed was shipped (as the scan saw
+    it); the others still miss what their old entry lacks: the bytes past it,
+    or the whole file when it is another file now or was truncated."""
+    out: list[tuple[str, int, float]] = []
+    for f, old in planned:
+        if entries.get(f.path) is not old:
+            continue
+        if old is not None and (old.dev, old.ino) == (f.dev, f.ino) and old.size <= f.size:
+            missing = f.size - old.size
+        else:
+            missing = f.size
+        out.append((f.path, missing, f.mtime_ns / 1e9))
+    return out
+
+
 def prepare_destination(
     dest: Destination,
     result: ScanResult,

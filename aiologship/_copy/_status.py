@@ -45,6 +45,19 @@ class CopyStatus:
     # Patterns that matched no file in the last cycle (not an error: their
     # files may not exist yet, but a typo shows here).
     unmatched_patterns: tuple[str, ...] = ()
+    # How far behind shipping is, as of the last cycle's scan: source bytes not
+    # yet at the destination, and the age (at this snapshot) of the oldest of
+    # them, estimated from the modification time a scan first saw them at (so
+    # at most one copy interval younger than the truth; 0 when nothing is behind).
+    bytes_behind: int = 0
+    behind_since: datetime | None = None
+    oldest_unshipped_age: float = 0.0
+    last_success_at: datetime | None = None  # end of the last cycle the destination took
+    last_cycle_seconds: float | None = None
+    cycles: int = 0  # cycles finished since the engine opened
+    retries: int = 0  # transfer attempts retried (waits of the retry policy)
+    # Source bytes the shipped bytes stand for (bytes_shipped counts what the
+    # destination received: less, for a compressed copy).
     bytes_read: int = 0
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
 from .._config import DEFAULT_TEXT_FORMAT
+from . import _records
 from ._records import RESERVED, safe_repr
 
 _MILLIS = tuple(f".{ms:03d}" for ms in range(1000))
@@ -85,6 +86,36 @@ class TextFormatter(logging.Formatter):
         self._text = self._style._fmt
         self._text_all_str = _all_str(self._text) if self._text else self._text
 
+    def format_captured(self, item: tuple[Any, ...]) -> str | None:
+        """The line of a captured call (``_records.capture``) without a
+        ``LogRecord``: the format compiled once into a function that computes only
+        the fields it names. ``None`` when the record path must decide (a
+        ``datefmt``, another style, a field the call lacks, a message that does
+        not format): then the pump builds the record. Same text as ``format``
+        (a Hypothesis property compares them)."""
+        compiled = self._compiled
+        if compiled is None:
+            if self._cannot_compile:
+                return None
+            compiled = self._compile()
+            if compiled is None:
+                return None
+        try:
+            line: str | None = compiled(item)
+        except (_NotHere, TypeError, ValueError, KeyError):
+            return None
+        return line
+
+    _compiled: Callable[[tuple[Any, ...]], str] | None = None
+    _cannot_compile = False
+
+    def _compile(self) -> Callable[[tuple[Any, ...]], str] | None:
+        if not self._percent or self.datefmt or not self._text:
+            self._cannot_compile = True
+            return None
+        self._compiled = _compile_text(self._text, self._clock)
+        return self._compiled
+
     def format(self, record: logging.LogRecord) -> str:
         # logging.Formatter.format, minus the per-record method calls that only
         # ever give one answer for this formatter (usesTime, style dispatch).
@@ -132,6 +163,123 @@ class TextFormatter(logging.Formatter):
         if datefmt:
             return datetime.fromtimestamp(record.created, self._clock.tz).strftime(datefmt)
         return self._clock.iso(record.created, record.msecs)
+
+
+class _NotHere(Exception):
+    """A compiled text format's field is not in the captured call."""
+
+
+# How a compiled text format computes each record attribute from the captured
+# tuple's local names (see _compile_text): the expressions of _records.build.
+_FROM_ITEM = {
+    "name": "name",
+    "msg": "msg",
+    "args": "args",
+    "levelname": "(_level_names.get(level) or _getLevelName(level))",
+    "levelno": "level",
+    "pathname": "pathname",
+    "filename": "_names(pathname)[0]",
+    "module": "_names(pathname)[1]",
+    "exc_info": "None",
+    "exc_text": "None",
+    "stack_info": "None",
+    "lineno": "lineno",
+    "funcName": "func_name",
+    "created": "ct",
+    "msecs": "(int((ct - int(ct)) * 1000) + 0.0)",
+    "relativeCreated": "((ct - _records._start_time) * 1000)",
+    "thread": "thread",
+    "threadName": "thread_name",
+    "processName": "process_name",
+    "process": "pid",
+    "taskName": "task_name",
+    "message": "message",
+    "asctime": "asctime",
+}
+
+
+def _names(pathname: str) -> tuple[str, str]:
+    names = _records._paths.get(pathname)
+    if names is None:
+        import os
+
+        filename = os.path.basename(pathname)
+        names = _records._paths[pathname] = (filename, os.path.splitext(filename)[0])
+    return names
+
+
+_SPEC = re.compile(r"%%|%\((\w+)\)([#0+ -]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxXeEfFgGcrsa])|%")
+
+
+def _compile_text(text: str, clock: _Clock) -> Callable[[tuple[Any, ...]], str] | None:
+    """``text`` (a %-style format) as a function of a captured call: each
+    ``%(field)spec`` becomes a positional ``%spec`` and the function computes
+    just those fields, in order, into one tuple. None for a format that names no
+    field (no gain) or a ``taskName`` where records have none (Python 3.11)."""
+    parts: list[str] = []
+    exprs: list[str] = []
+    pos = 0
+    # Left to right as the % operator reads it: "%%" first, then "%(field)spec".
+    for m in _SPEC.finditer(text):
+        if m.group(0) == "%%":
+            continue
+        if m.group(1) is None or "*" in m.group(2):
+            return None  # a spec without a field, a "*" width: the record path reports it
+        field = m.group(1)
+        parts.append(text[pos : m.start()])
+        parts.append("%" + m.group(2))
+        pos = m.end()
+        if field == "taskName" and not _records._TASK_NAME:
+            return None
+        expr = _FROM_ITEM.get(field)
+        if expr is None:
+            if field in RESERVED:
+                return None
+            expr = f"_field(extra, {field!r})"
+        exprs.append(expr)
+    if not exprs:
+        return None
+    parts.append(text[pos:])
+    positional = "".join(parts)
+    uses_time = "asctime" in exprs
+    source = [
+        "def compiled(item):",
+        "    (_, name, level, msg, args, ct, pathname, lineno, func_name,",
+        "     thread, thread_name, process_name, pid, task_name, extra) = item",
+    ]
+    # Always: format() makes record.message whether the format prints it or not,
+    # and a message that does not format is the record path's error to report.
+    source.append("    message = msg % args if args else msg")
+    if uses_time:
+        source += [
+            "    second = int(ct)",
+            "    cache = _clock._cache",
+            "    if cache[0] != second:",
+            "        cache = _clock._refresh(second)",
+            "    asctime = cache[1] + _MILLIS[int((ct - second) * 1000)] + cache[2]",
+        ]
+    source.append(f"    return {positional!r} % ({', '.join(exprs)},)")
+    scope: dict[str, Any] = {
+        "_clock": clock,
+        "_MILLIS": _MILLIS,
+        "_level_names": _records._level_names,
+        "_getLevelName": logging.getLevelName,
+        "_names": _names,
+        "_records": _records,
+        "_field": _extra_field,
+    }
+    exec("\n".join(source), scope)  # our own source, made from a parsed format
+    compiled: Callable[[tuple[Any, ...]], str] = scope["compiled"]
+    return compiled
+
+
+def _extra_field(extra: tuple[tuple[str, Any], ...] | None, key: str) -> Any:
+    """A context or ``extra=`` field of the call; absent: the record path decides."""
+    if extra:
+        for k, v in reversed(extra):  # the last pair wins, as in d.update(extra)
+            if k == key:
+                return v
+    raise _NotHere(key)
 
 
 class JsonFormatter(_JsonFormatter):
@@ -296,9 +444,9 @@ def _make_encoder() -> Callable[[Any], str]:
 
 
 def captured_formatter(formatter: logging.Formatter) -> Any:
-    """``formatter.format_captured`` when it has one (our JSON formatter, not a
-    subclass that may format otherwise), else ``None``: the pump builds records."""
-    if type(formatter) is JsonFormatter:
+    """``formatter.format_captured`` when it has one (our JSON and text formatters,
+    not a subclass that may format otherwise), else ``None``: the pump builds records."""
+    if type(formatter) is JsonFormatter or type(formatter) is TextFormatter:
         return formatter.format_captured
     return None
 

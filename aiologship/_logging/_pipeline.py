@@ -22,6 +22,15 @@ from ._writers import Writer
 
 _log = logging.getLogger("aiologship")
 
+# Records logged after their manager closed, by every manager of the process
+# (a metric: a closed manager is no longer asked).
+_after_close_lock = threading.Lock()
+_after_close_total = 0
+
+
+def after_close_total() -> int:
+    return _after_close_total
+
 
 class Pipeline:
     """caller -> ``RecordQueue`` -> ``Pump`` (on the runtime loop) -> writers."""
@@ -54,6 +63,9 @@ class Pipeline:
         """The slow synchronous path: formats and appends in the caller's thread."""
         handler.writer.write_sync([handler.format(record) + "\n"])
         self._after_close += 1
+        global _after_close_total
+        with _after_close_lock:
+            _after_close_total += 1
         if not self._after_close_warned:
             self._after_close_warned = True
             _log.warning(
@@ -121,6 +133,13 @@ class Pipeline:
             write_errors=errors + s_errors,
             after_close=self._after_close,
         )
+
+    def drops(self) -> tuple[int, int, int]:
+        """Records dropped so far by reason: refused by the full queue, evicted
+        from it (drop_oldest), refused or lost by a stream sink's buffer."""
+        queue = self.queue
+        streams = self._streams_gone[0] + sum(writer.dropped for writer in self._streams)
+        return queue.dropped - queue.evicted, queue.evicted, streams
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every record accepted so far is written; False on timeout."""

@@ -164,9 +164,13 @@ class Pump:
                 try:
                     writer.write_sync(lines)
                     self.written += len(lines)
-                except Exception:
-                    self.write_errors += len(lines)
-                    _report_write_error(writer, len(lines))
+                except Exception as exc:
+                    # A file writer says how many whole lines of the batch the two
+                    # tries left on disk (a disk that filled up mid-batch).
+                    done = getattr(exc, "lines_written", 0)
+                    self.written += done
+                    self.write_errors += len(lines) - done
+                    _report_write_error(writer, len(lines) - done)
             self.in_flight -= len(lines)
 
     def _lost_to_removed_sink(self) -> None:

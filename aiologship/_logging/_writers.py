@@ -80,6 +80,9 @@ class FileWriter:
         self._shared = _SharedLock(path.with_name(f".{path.name}.lock"))
         self._next_rollover: float | None = None
         self._closed = False
+        # After a failed write: how far its batch got. The pump's fallback
+        # (write_sync of the same batch) writes only the rest; see _Progress.
+        self._failed: _Progress | None = None
         _check_writable(path, self._shared.path if rotation is not None else None)
 
     # -------------------------------------------------------------- async path
@@ -122,6 +125,9 @@ class FileWriter:
     # --------------------------------------------------------------- sync path
 
     def write_sync(self, lines: Sequence[str]) -> None:
+        """Also the pump's fallback for a batch ``awrite`` failed: then only what
+        did not reach the file is written (a disk that filled up mid-batch took a
+        prefix of it), so no line is written twice."""
         if self.rotation is not None:
             self._write_rotating(lines)
             if self._closed:  # after close: do not keep files open for the rare late record
@@ -132,23 +138,43 @@ class FileWriter:
             # descriptor that failed.
             fd = os.open(self.path, _APPEND_FLAGS, 0o666)
             try:
-                _write_all(fd, "".join(lines).encode(_ENCODING, _ERRORS))
+                self._append_lines(fd, lines)
             finally:
                 os.close(fd)
 
     def _append(self, lines: Sequence[str]) -> None:
-        data = "".join(lines).encode(_ENCODING, _ERRORS)
         with self._lock:
             fd = self._fd
             if fd is None:
                 fd = self._fd = os.open(self.path, _APPEND_FLAGS, 0o666)
             try:
-                _write_all(fd, data)
+                self._append_lines(fd, lines)
             except OSError:
                 # The next batch opens the file again (the write_sync fallback does too).
                 self._fd = None
                 _close_quietly(fd)
                 raise
+
+    def _append_lines(self, fd: int, lines: Sequence[str]) -> None:
+        """Under ``_lock``: the lines (or what a failed write of them left) appended."""
+        progress = self._resume(lines)
+        chunks = progress.rest()
+        try:
+            _write_all(fd, b"".join(chunks))
+        except OSError as exc:
+            progress.advance(chunks, getattr(exc, "written", 0))
+            self._failed = progress
+            exc.lines_written = progress.index  # type: ignore[attr-defined]
+            raise
+
+    def _resume(self, lines: Sequence[str]) -> _Progress:
+        """Where writing ``lines`` starts: after what a failed write of this very
+        batch left on disk; for another batch after a torn line (the fallback failed
+        too), on a new line, so the torn one does not swallow the next record."""
+        failed, self._failed = self._failed, None
+        if failed is not None and failed.lines is lines:
+            return failed
+        return _Progress(lines, 0, 0, newline=failed is not None and failed.torn)
 
     # ---------------------------------------------------------------- rotation
 
@@ -156,22 +182,44 @@ class FileWriter:
         assert self.rotation is not None
         limit = self.rotation.max_bytes
         with self._lock, self._shared:
-            fd = self._live_fd()
-            size = os.fstat(fd).st_size  # the real size: other writers append too
-            if size and self._next_rollover is not None and self._clock() >= self._next_rollover:
-                fd, size = self._rollover(), 0
+            progress = self._resume(lines)
+            done = progress.copy()  # on disk before this call's first write
             pending: list[bytes] = []
-            for line in lines:
-                data = line.encode(_ENCODING, _ERRORS)
-                # A line that would push a non-empty file past the limit starts a
-                # new file; a line longer than the limit gets a file of its own.
-                if limit is not None and size and size + len(data) > limit:
-                    _write_all(fd, b"".join(pending))
-                    pending = []
+            try:
+                fd = self._live_fd()
+                size = os.fstat(fd).st_size  # the real size: other writers append too
+                # The rest of a torn line goes where its start is: no rotation first.
+                if (
+                    size
+                    and not progress.torn
+                    and self._next_rollover is not None
+                    and self._clock() >= self._next_rollover
+                ):
                     fd, size = self._rollover(), 0
-                pending.append(data)
-                size += len(data)
-            _write_all(fd, b"".join(pending))
+                continuing = progress.torn
+                for i, data in enumerate(progress.rest()):
+                    # A line that would push a non-empty file past the limit starts a
+                    # new file; a line longer than the limit gets a file of its own.
+                    if (
+                        not (i == 0 and continuing)
+                        and limit is not None
+                        and size
+                        and size + len(data) > limit
+                    ):
+                        _write_all(fd, b"".join(pending))
+                        progress.advance(pending, sum(map(len, pending)))
+                        done, pending = progress.copy(), []
+                        fd, size = self._rollover(), 0
+                    pending.append(data)
+                    size += len(data)
+                _write_all(fd, b"".join(pending))
+            except OSError as exc:
+                if pending:
+                    progress.advance(pending, getattr(exc, "written", 0))
+                    done = progress
+                self._failed = done
+                exc.lines_written = done.index  # type: ignore[attr-defined]
+                raise
 
     def _live_fd(self) -> int:
         """Our descriptor of the file now at ``path`` (called under the shared lock)."""
@@ -346,10 +394,71 @@ def _same_file(fd: int, path: Path) -> bool:
     return (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
 
 
+class PartialWriteError(OSError):
+    """A write failed after ``written`` bytes of it reached the file (a disk that
+    filled up, a file size limit)."""
+
+    written: int = 0
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        try:
+            view = view[os.write(fd, view) :]
+        except OSError as exc:
+            written = len(data) - len(view)
+            if not written:
+                raise
+            partial = PartialWriteError(exc.errno, exc.strerror)
+            partial.written = written
+            raise partial from exc
+
+
+class _Progress:
+    """How far a batch of lines got to the file: lines ``[0, index)`` whole, and
+    ``offset`` bytes of line ``index`` (a torn line)."""
+
+    def __init__(self, lines: Sequence[str], index: int, offset: int, newline: bool = False):
+        self.lines = lines
+        self.index = index
+        self.offset = offset
+        self._newline = newline
+
+    def rest(self) -> list[bytes]:
+        """What is left to write, one chunk per line (the first may be a line's end)."""
+        chunks = [line.encode(_ENCODING, _ERRORS) for line in self.lines[self.index :]]
+        if chunks and self.offset:
+            chunks[0] = chunks[0][self.offset :]
+        if self._newline:
+            chunks.insert(0, b"\n")
+        return chunks
+
+    def advance(self, chunks: Sequence[bytes], written: int) -> None:
+        """``written`` bytes of ``chunks`` (the next ones ``rest()`` gave) reached
+        the file."""
+        for chunk in chunks:
+            if self._newline:  # the separator is not a line of the batch
+                if written < len(chunk):
+                    return
+                self._newline = False
+                written -= len(chunk)
+                continue
+            if written < len(chunk):
+                self.offset += written
+                return
+            written -= len(chunk)
+            self.index += 1
+            self.offset = 0
+
+    @property
+    def torn(self) -> bool:
+        """The file ends inside a line (its start written, or the newline that ends
+        an earlier torn line still owed)."""
+        return bool(self.offset) or self._newline
+
+    def copy(self) -> _Progress:
+        return _Progress(self.lines, self.index, self.offset, self._newline)
 
 
 def _close_quietly(fd: int) -> None:

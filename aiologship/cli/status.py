@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +73,20 @@ def read_states(state_dir: Path) -> list[dict[str, Any]]:
         if not running and recorded in _LIVE_STATES:
             data["state"] = _without_lock(data)
         data["state_path"] = str(folder)
+        data["oldest_unshipped_age"] = _age(data.get("behind_since"))
         states.append(data)
     return states
+
+
+def _age(since: Any) -> float:
+    """Seconds since ``behind_since`` (an ISO time), now: the age of the oldest
+    unshipped byte keeps growing after the status was written."""
+    if not isinstance(since, str):
+        return 0.0
+    try:
+        return max(0.0, time.time() - datetime.fromisoformat(since).timestamp())
+    except ValueError:
+        return 0.0
 
 
 def _without_lock(data: dict[str, Any]) -> str:
@@ -109,6 +123,11 @@ def _command(args: argparse.Namespace) -> int:
                 f"{s.get('manifest_files', 0)} files, {source_bytes:,} bytes{packed}; "
                 f"pending {s.get('pending_files', 0)}"
             )
+            if s.get("bytes_behind"):
+                print(
+                    f"  behind: {s['bytes_behind']:,} bytes, the oldest "
+                    f"{s['oldest_unshipped_age']:.0f} s old"
+                )
             if s.get("last_error"):
                 print(f"  last error: {s['last_error']} "
                       f"({s.get('consecutive_failures', 0)} failed cycles in a row)")  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -209,3 +210,19 @@ def test_compressed_copy_then_incremental_run(tree: Path) -> None:
     with pytest.raises(SystemExit) as bad:
         main([*args, "--compression", "lz4"])
     assert bad.value.code == 2
+
+
+def test_status_after_copy_once_says_stopped_and_caught_up(tree: Path) -> None:
+    state = tree / "state"
+    done = cli(
+        "copy", str(tree / "src" / "*.log"), "--to", str(tree / "out"),
+        "--state-dir", str(state), "--once", "--no-progress",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = cli("status", "--state-dir", str(state), "--json")
+    assert shown.returncode == 0, shown.stderr
+    (status,) = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert status["state"] == "stopped" and status["recorded_state"] == "stopped"
+    assert status["running_now"] is False
+    assert status["bytes_behind"] == 0 and status["oldest_unshipped_age"] == 0
+    assert status["cycles"] == 1 and status["last_success_at"] is not None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,30 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("copy", "status", "demo"):
         assert command in out
+
+
+def test_status_shows_how_far_behind_a_failing_copy_is(
+    tmp_path: Path, _state_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The age of the oldest unshipped byte keeps growing after the status was
+    written: ``status`` computes it when asked."""
+    state, src = _state_dir, tmp_path / "src"
+    src.mkdir()
+    (src / "a.log").write_bytes(b"x" * 4096)
+    old = time.time() - 3600
+    os.utime(src / "a.log", (old, old))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    with LogManager() as lm:
+        op = lm.start_hdfs_copy(
+            "late_copy", [str(src / "*.log")], str(blocker / "d"), copy_interval=3600,
+            max_retries=0, retry_delay=0,
+        )  # fmt: skip
+        op.flush()
+    assert main(["status", "--state-dir", str(state), "--json"]) == 1
+    (status,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status["bytes_behind"] == 4096 and status["pending_files"] == 1
+    assert status["last_success_at"] is None and status["consecutive_failures"] >= 1
+    assert 3600 <= status["oldest_unshipped_age"] < 3600 + 600
+    assert main(["status", "--state-dir", str(state)]) == 1
+    assert "behind: 4,096 bytes, the oldest 36" in capsys.readouterr().out

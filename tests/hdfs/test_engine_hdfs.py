@@ -21,9 +21,10 @@ import pyarrow.fs as pafs
 import pytest
 
 from aiologship._config import HdfsDriver
-from aiologship._copy import CopyEngine, CopySpec, CopyState
+from aiologship._copy import CopyEngine, CopySpec, CopyState, CopyStatus
 from aiologship._copy._transfer import TMP_MARK
 from aiologship._fs import Destination, resolve_destination
+from aiologship._metrics import copy_samples
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 
@@ -411,6 +412,11 @@ def _readable(env: Env, expected: dict[str, bytes]) -> bool:
         return False
 
 
+def figures(status: CopyStatus) -> dict[str, float]:
+    """The status as the metrics show it (what Prometheus and Ray read)."""
+    return {name: v for name, _, v in copy_samples([status])}
+
+
 async def test_namenode_down_at_start(env: Env) -> None:
     env.write("app.log", lines(0, 200))
     await anyio.to_thread.run_sync(env.cluster.command, "stop-namenode")
@@ -437,9 +443,19 @@ async def test_namenode_down_at_start(env: Env) -> None:
         assert status.state is CopyState.RUNNING
         assert "127.0.0.1" in (status.last_error or "") or "NameNode" in (status.last_error or "")
         ticks_before = len(app_log)
+        # (The failure above may be the open's; the lag is measured by a cycle's scan.)
+        await wait_for(lambda: engine.status().cycles > 0, 30, "a cycle")
+        down = figures(engine.status())
+        assert down["aiologship_copy_bytes_behind"] == len(lines(0, 200))
+        assert down["aiologship_copy_last_success_timestamp_seconds"] == 0
         await anyio.sleep(2.0)  # more failing cycles (interval 0.5 s) while we measure
         assert len(app_log) > ticks_before  # the app keeps running and logging
         assert engine.status().consecutive_failures > 1
+        # The metrics of the outage grow: failures in a row, the age of the oldest byte.
+        later = figures(engine.status())
+        for name in ("consecutive_failures", "oldest_unshipped_age_seconds"):
+            name = f"aiologship_copy_{name}"
+            assert later[name] > down[name], name
         # The loop's lag is measured over the outage only: restarting the NameNode below
         # starts JVM work that competes for this machine's 2 cores.
         measuring = False
@@ -451,11 +467,18 @@ async def test_namenode_down_at_start(env: Env) -> None:
             interval=0.5,
             detail=engine.status,
         )
+        await wait_for(
+            lambda: engine.status().bytes_behind == 0, 30, "no byte behind", detail=engine.status
+        )
         with anyio.fail_after(60):
             await engine.stop()
         tg.cancel_scope.cancel()
     # last_error keeps the outage's message (the last error seen); the streak is over.
     assert engine.status().consecutive_failures == 0
+    up = figures(engine.status())
+    for name in ("consecutive_failures", "oldest_unshipped_age_seconds", "bytes_behind"):
+        assert up[f"aiologship_copy_{name}"] == 0, name
+    assert up["aiologship_copy_last_success_timestamp_seconds"] > 0
     lags.sort()
     worst, p99 = lags[-1], lags[int(len(lags) * 0.99)]
     print(

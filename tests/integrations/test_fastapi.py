@@ -211,3 +211,45 @@ def test_request_id_rule(values: list[bytes], other: list[tuple[bytes, bytes]]) 
         assert got == first.decode()
     else:
         assert re.fullmatch(r"[0-9a-f]{32}", got)
+
+
+def _scrape(client: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+@pytest.mark.timeout(120)
+def test_metrics_endpoint_moves_with_requests(tmp_path: Path) -> None:
+    """``/metrics`` of the example under real uvicorn, read with prometheus_client's
+    parser: each request adds its records; the copy is there, caught up."""
+    accepted = ("aiologship_records_accepted_total", frozenset())
+    cycles = ("aiologship_copy_cycles_total", frozenset({("copy", "fastapi_logs")}))
+    behind = ("aiologship_copy_bytes_behind", frozenset({("copy", "fastapi_logs")}))
+    with (
+        serve_example(tmp_path) as served,
+        httpx.Client(base_url=served.base_url, timeout=5) as client,
+    ):
+        first = _scrape(client)
+        for i in range(20):
+            assert client.get(f"/items/{i}").status_code == 200
+        second = _scrape(client)
+        # Each /items request logs 3 records of the app and 1 access-log line
+        # (capture="all"); the first scrape's own request log and access line
+        # are in the second scrape too.
+        assert second[accepted] - first[accepted] >= 20 * 4
+        assert ("aiologship_queue_capacity", frozenset()) in second
+        # The copy's first cycle started with the app; it may still be running.
+        deadline = time.monotonic() + 30
+        while (third := _scrape(client)).get(cycles, 0) < 1:
+            assert time.monotonic() < deadline, "the copy's first cycle never finished"
+            time.sleep(0.1)
+        assert third[behind] == 0
+    assert served.returncode == 0, served.output

@@ -11,7 +11,7 @@ import logging
 import logging.config
 import sys
 import threading
-from datetime import UTC
+from datetime import UTC, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -448,3 +448,61 @@ def test_json_line_is_the_same_on_every_path(
         assert fast == expected
     clash = any(key in ("timestamp", "level", "logger") for key, _ in fields)
     assert (fast is None) == (clash or expected is None)
+
+
+# ----------------------------------------------------------------- text paths agree
+
+record_fields = st.sampled_from(
+    [
+        "asctime", "levelname", "name", "message", "levelno", "lineno", "funcName",
+        "filename", "module", "pathname", "created", "msecs", "relativeCreated",
+        "thread", "threadName", "process", "processName", "msg", "args", "exc_text",
+        "request_id", "user",
+    ]
+)  # fmt: skip
+specs = st.sampled_from(["s", "r", "d", "5s", "-8s", "03d", ".2f", "x", "*d", "E"])
+separators = st.sampled_from([" ", ": ", " | ", "%%", " [", "] ", "", "%s", "%"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    parts=st.lists(st.tuples(separators, record_fields, specs), min_size=0, max_size=5),
+    tail=separators,
+    msg=st.sampled_from(["plain", "a %s b %d", "%s%%", "ünï %s", "%d", "100%"]),
+    args=st.lists(st.one_of(st.integers(), st.text(max_size=5)), max_size=2),
+    level=st.sampled_from([10, 20, 25, 30, 40, 50]),
+    fields=st.lists(
+        st.tuples(st.sampled_from(["request_id", "user", "other"]), field_values), max_size=3
+    ),
+    created=st.floats(min_value=0, max_value=4e9),
+    tz=st.sampled_from(
+        [UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-3, minutes=-30))]
+    ),
+)
+def test_text_line_is_the_same_on_both_paths(
+    parts: list[tuple[str, str, str]],
+    tail: str,
+    msg: str,
+    args: list[Any],
+    level: int,
+    fields: list[tuple[str, Any]],
+    created: float,
+    tz: Any,
+) -> None:
+    """The compiled text format (no LogRecord) writes the line ``format`` writes
+    from the built record, or declines (None) and the pump takes the record path."""
+    fmt = "".join(f"{sep}%({field}){spec}" for sep, field, spec in parts) + tail
+    try:
+        formatter = TextFormatter(fmt or None, tz=tz)
+    except ValueError:
+        return  # logging refuses the format itself (no field): nothing to compare
+    std = logging.getLogger("text.paths")
+    item = capture(0, std, level, msg, tuple(args), sys._getframe(0), tuple(fields) or None)
+    item = (*item[:5], created, *item[6:])
+    try:
+        expected: str | None = formatter.format(build(item))
+    except (TypeError, ValueError, KeyError):
+        expected = None  # the record path reports it (handleError)
+    fast = formatter.format_captured(item)
+    if fast is not None:
+        assert fast == expected

@@ -73,6 +73,8 @@ def _three_nodes() -> Iterator[RayCluster]:
             "resources": {"node_head": 1},
             "object_store_memory": _OBJECT_STORE,
             "include_dashboard": False,
+            # Metrics reach the node's Prometheus endpoint within 2 s (default 10 s).
+            "_system_config": {"metrics_report_interval_ms": 2000},
         },
     )
     try:
