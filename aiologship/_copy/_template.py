@@ -39,6 +39,7 @@ DEFAULT_DATE_FORMAT = "%Y-%m-%d"
 # through ("%Q" prints itself on glibc, which would name a folder "%Q").
 _DIRECTIVES = frozenset("aAbBcdHIjmMpSUwWxXyYzZGuV%")
 _KEY = "hdfs_destination"
+_SAMPLE_DATE = datetime(2001, 12, 31, 23, 59, 58)
 _FORMATTER = string.Formatter()
 
 
@@ -102,9 +103,7 @@ def split_destination(destination: str, redacted: str) -> tuple[str, Template]:
     if scheme >= 0 and any(c in destination[path_start:] for c in "?#"):
         raise ConfigError(_KEY, redacted, "a templated URI takes no query or fragment")
     template = Template(destination[cut + 1 :])
-    sample = template.render(
-        datetime(2001, 12, 31, 23, 59, 58), hostname="h", node_id="n", copy_name="c"
-    )
+    sample = template.render(_SAMPLE_DATE, hostname="h", node_id="n", copy_name="c")
     if not sample or any(part in ("", ".", "..") for part in sample.rstrip("/").split("/")):
         raise ConfigError(_KEY, redacted, "the template must render to a relative folder path")
     return _unescape(destination[: cut + 1]), template
@@ -141,6 +140,13 @@ def _check_field(field: str, spec: str | None, conversion: str | None, redacted:
     for directive in re.findall(r"%(.?)", fmt):
         if directive not in _DIRECTIVES:
             raise ConfigError(_KEY, redacted, f"{{date:{fmt}}}: unknown directive %{directive}")
+    sample = _SAMPLE_DATE.strftime(fmt)
+    if not sample or sample.startswith("/") or sample.endswith("/") or "//" in sample:
+        # A partition must be folder names: the search after a lost manifest
+        # matches the date as one or more whole path components.
+        raise ConfigError(
+            _KEY, redacted, f"{{date:{fmt}}}: must render to folder names (no empty one)"
+        )
 
 
 class Placer:

@@ -11,8 +11,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from aiologship._copy import CopyEngine, CopySpec
+from aiologship._copy._template import split_destination
 from aiologship._exceptions import ConfigError, CopyError
 from tests.copy.test_engine import Env
 
@@ -60,6 +63,8 @@ async def engine(env: Env, clock: Clock, destination: str, **params: Any) -> Cop
         ("hdfs://nn{hostname}:8020/logs/", "belong in the path"),
         ("hdfs://nn:8020/logs/{date}?user=x", "no query"),
         ("/logs/{date:..}/", "relative folder path"),
+        ("/logs/{date:%Y/}/{hostname}/", "must render to folder names"),
+        ("hdfs://nn:8020/logs/{date}//{hostname}/", "relative folder path"),
     ],
 )
 def test_bad_templates_are_refused_naming_the_template(destination: str, reason: str) -> None:
@@ -241,3 +246,34 @@ async def test_a_copier_killed_before_its_save_on_another_day(
         "2026/12/01/saved.log": b"saved\n",
         "2026/12/01/late.log": b"late\n",
     }
+
+
+# ---------------------------------------------------------------- properties
+
+_PIECES = st.sampled_from(["%Y", "%m", "%d", "%H", "%j", "%G-W%V", "/", "-", "_", "x", "{{", "}}"])
+
+
+@given(
+    pieces=st.lists(_PIECES, min_size=1, max_size=8),
+    when=st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2100, 1, 1)),
+    host=st.sampled_from(["h", "node-1.example.org", "a.b"]),
+)
+@settings(max_examples=100, deadline=None)
+def test_every_partition_a_template_renders_is_found_again(
+    pieces: list[str], when: datetime, host: str
+) -> None:
+    """What ``render`` makes, the listing's pattern recognises (the lost-manifest
+    search relies on it), and it is a relative folder path."""
+    fmt = "".join(p for p in pieces if p not in ("{{", "}}"))
+    literal = "".join(p for p in pieces if p in ("{{", "}}"))
+    text = f"logs/{{date:{fmt}}}{literal}/{{hostname}}/"
+    try:
+        base, template = split_destination(f"/base/{text}", text)
+    except ConfigError:
+        assume(False)  # e.g. a format that renders to nothing or to ".."
+    assert base == "/base/logs/"
+    part = template.render(when, hostname=host, node_id=None, copy_name="c")
+    assert part.endswith("/") and not part.startswith("/")
+    assert all(p not in ("", ".", "..") for p in part[:-1].split("/"))
+    pattern = template.pattern(hostname=host, node_id=None, copy_name="c")
+    assert pattern.fullmatch(part), (template, part)
