@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pyarrow
 
@@ -35,12 +36,25 @@ Encode = Callable[[memoryview], "bytes | pyarrow.Buffer"]
 _GZIP_WBITS = 31  # zlib's gzip container: a header and a CRC-32/size trailer (RFC 1952)
 
 
-def encoder(compression: Compression | None) -> Encode | None:
-    """A function turning one chunk into one member/frame; None: ship as is."""
+@dataclass(slots=True)
+class Encoder:
+    """One transfer's encoder: ``compress`` turns a chunk into a member/frame;
+    ``crc`` is the CRC-32 of the source bytes encoded so far, continued from
+    the value the transfer starts it at (the copy computes it over exactly the
+    bytes it ships, instead of a separate pass before)."""
+
+    compress: Encode
+    crc: int = 0
+
+
+def encoder(compression: Compression | None) -> Encoder | None:
+    """A new encoder for one transfer; None: ship as is."""
     if compression is None:
         return None
     if compression is Compression.GZIP:
-        return functools.partial(zlib.compress, level=LEVELS[compression], wbits=_GZIP_WBITS)
-    codec = pyarrow.Codec(str(compression), compression_level=LEVELS[compression])
-    compress: Encode = codec.compress
-    return compress
+        compress: Encode = functools.partial(
+            zlib.compress, level=LEVELS[compression], wbits=_GZIP_WBITS
+        )
+    else:
+        compress = pyarrow.Codec(str(compression), compression_level=LEVELS[compression]).compress
+    return Encoder(compress)

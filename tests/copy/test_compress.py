@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -238,3 +239,51 @@ async def test_a_plain_copy_of_a_file_named_gz_is_shipped_byte_for_byte(env: Env
     result = await engine.flush()
     assert result.ok and result.files_appended == 1
     assert (env.dst / "old.log.gz").read_bytes() == b"not really gzip\nmore bytes\n"
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_many_chunks_one_member_each_and_the_crc_of_what_was_shipped(
+    tmp_path: Path, codec: str
+) -> None:
+    """Members come out in order, one per chunk, and the entry's CRC-32 (summed
+    by the copy as it reads) is the source's, continued across an append."""
+    import pyarrow.fs as pafs
+
+    from aiologship._copy._scan import SourceFile
+    from aiologship._copy._tempwatch import TempWatch
+    from aiologship._copy._transfer import DirCache, TempNames, ship_file
+    from aiologship._fs import Destination
+
+    suffix = Compression(codec).suffix
+    path, out = tmp_path / "big.log", tmp_path / "out"
+    out.mkdir()
+    dest = Destination(pafs.LocalFileSystem(), str(out), str(out), True)
+
+    def source() -> SourceFile:
+        st = os.stat(path)
+        return SourceFile(
+            str(path), f"big.log{suffix}", st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
+        )
+
+    tools: dict[str, Any] = {
+        "temps": TempNames("00000000"),
+        "dirs": DirCache(),
+        "watch": TempWatch(),
+        "chunk_size": 4096,
+        "compression": Compression(codec),
+    }
+    data = log_lines(0, 1000)  # ~19 chunks
+    path.write_bytes(data)
+    first = ship_file(dest, source(), None, **tools)
+    assert first.mode == "replace" and first.entry.crc == zlib.crc32(data)
+    more = log_lines(1000, 300)
+    with open(path, "ab") as f:
+        f.write(more)
+    second = ship_file(dest, source(), first.entry, **tools)
+    assert second.mode == "append" and second.bytes_read == len(more)
+    assert second.entry.crc == zlib.crc32(data + more)
+    blob = (out / f"big.log{suffix}").read_bytes()
+    assert second.entry.dest_size == len(blob)
+    assert decompress(blob, codec) == data + more
+    if codec == "gzip":
+        assert gzip_members(blob) == -(-len(data) // 4096) + -(-len(more) // 4096)
