@@ -51,6 +51,7 @@ def bench(session: nox.Session) -> None:
         "benchmarks/bench_context.py",
         "benchmarks/bench_metrics.py",
         "benchmarks/bench_copy.py",
+        "benchmarks/bench_compress.py",
         "benchmarks/bench_hdfs.py",
     ):
         session.run("python", script, *session.posargs)

@@ -234,6 +234,7 @@ class LogManager:
         retry_delay: float | timedelta = 5,
         *,
         scope: str = "cluster",
+        compression: str | None = None,
     ) -> CopyOperation:
         """Start copying files matched by ``path_patterns`` to ``hdfs_destination``
         every ``copy_interval`` seconds (``None``: once).
@@ -241,6 +242,11 @@ class LogManager:
         Returns a ``CopyOperation`` at once; in async code ``await`` it to wait until
         the operation has started. Starting a running ``copy_name`` again with the
         same parameters returns its handle; with others raises ``CopyConflictError``.
+        ``compression="gzip"`` or ``"zstd"`` ships each file compressed, as
+        ``NAME.gz`` / ``NAME.zst`` (a member or frame per cycle's new bytes).
+        ``hdfs_destination`` may hold template fields (``{date:%Y/%m/%d}``,
+        ``{hostname}``, ``{node_id}``, ``{copy_name}``); ``{date}`` is the day a
+        file was first seen, in this manager's ``timezone``.
         """
         self._check_open("start a copy")
         spec = CopySpec.from_params(
@@ -254,6 +260,8 @@ class LogManager:
             max_retries=max_retries,
             retry_delay=retry_delay,
             scope=scope,
+            compression=compression,
+            timezone=self._config.timezone,
         )
         return self._copies.start(spec)
 

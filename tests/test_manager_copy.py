@@ -174,6 +174,26 @@ def test_copies_declared_in_yaml_start_with_the_manager(tmp_path: Path) -> None:
     assert (dest / "x.log").read_text() == "hello\n"
 
 
+def test_copies_from_yaml_compressed(tmp_path: Path) -> None:
+    import gzip
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    make_logs(src, {"x.log": "hello\n"})
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "copies:\n"
+        f"  - copy_name: packed\n    path_patterns: ['{src}/*.log']\n"
+        f"    hdfs_destination: {dest}\n    compression: gzip\n",
+        encoding="utf-8",
+    )
+    with LogManager(config_path=config):
+        pass
+    assert gzip.decompress((dest / "x.log.gz").read_bytes()) == b"hello\n"
+    config.write_text(config.read_text().replace("gzip", "lz4"), encoding="utf-8")
+    with pytest.raises(ConfigError, match="lz4"), LogManager(config_path=config):
+        pass
+
+
 def test_copy_once(tmp_path: Path) -> None:
     src, dest = tmp_path / "src", tmp_path / "dest"
     make_logs(src, {"once.log": "1\n"})

@@ -367,6 +367,8 @@ async def start_ray_copier(
     else:
         node_id = await anyio.to_thread.run_sync(_head_node_id)
         name = actor_name(copy_name)
+    if node_id is not None and params.get("node_id") is None:
+        params["node_id"] = node_id  # the destination template's {node_id}
     # Validate here so a bad parameter fails in the caller without creating an actor.
     # In a thread: the first call imports the copy engine (pyarrow), which stalled
     # the caller's loop by ~25 ms when done on it (measured in an async actor).

@@ -7,7 +7,9 @@ retried), ``_tempwatch`` (temporary files of failed transfers, swept each cycle)
 ``_statedir`` (every name in the state dir, and the locks), ``_status`` (status
 types, no pyarrow), ``_engine`` (``CopyEngine``: open, the loop, flush, stop),
 ``_cycle`` (one cycle), ``_plan`` (what a cycle ships), ``_ship`` (the worker
-pool), ``_engine_state`` (the engine's lock, manifest and status.json),
+pool), ``_encode`` (gzip members / zstd frames of compressed copies),
+``_template`` (destination templates: each file's partition),
+``_engine_state`` (the engine's lock, manifest and status.json),
 ``_engine_status`` (the counters behind ``status()``).
 
 Layer rule: imports ``aiologship._fs``, ``_config``, ``_exceptions``; never
@@ -26,7 +28,7 @@ Layer rule: imports ``aiologship._fs``, ``_config``, ``_exceptions``; never
 
 from typing import TYPE_CHECKING, Any
 
-from ._spec import CopySpec, Scope
+from ._spec import Compression, CopySpec, Scope
 from ._status import CopyState, CopyStatus, CycleResult
 
 if TYPE_CHECKING:
@@ -43,4 +45,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["CopyEngine", "CopySpec", "CopyState", "CopyStatus", "CycleResult", "Scope"]
+__all__ = [
+    "Compression",
+    "CopyEngine",
+    "CopySpec",
+    "CopyState",
+    "CopyStatus",
+    "CycleResult",
+    "Scope",
+]

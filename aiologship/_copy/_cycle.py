@@ -3,6 +3,7 @@ save the manifest and record the result."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from ._scan import ScanResult, SourceFile, scan
 from ._ship import ShipRun, ShipTools, Tally
 from ._spec import CopySpec
 from ._status import CycleResult
+from ._template import Placer
 from ._tempwatch import TempWatch
 from ._transfer import DestinationFailure, DirCache, Progress, TempNames
 
@@ -76,6 +78,12 @@ class Cycles:
         # the per-folder listings of the destination check.
         self._listing: dict[str, int] | None = None
         self._cycle_lock = anyio.Lock()
+        self._placer = Placer(
+            spec.template,
+            copy_name=spec.copy_name,
+            node_id=spec.node_id,
+            timezone=spec.timezone,
+        )
         self._ship_tools = ShipTools(
             spec=spec,
             manifest=lambda: self._manifest,
@@ -106,9 +114,10 @@ class Cycles:
             scanned = 0
             self._planned = None
             try:
-                result = await self._scan(file_errors)
-                scanned = len(result.files)
-                await self._plan_and_ship(result, tally, file_errors)
+                scanned_result = await self._scan(file_errors)
+                scanned = len(scanned_result.files)
+                result = await self._place(scanned_result)
+                await self._plan_and_ship(result, tally, file_errors, scanned_result)
             except (DestinationError, DestinationFailure) as exc:
                 tally.dest_error = str(exc)
             except ConfigError as exc:  # e.g. the URI itself (cannot get better by retrying)
@@ -135,6 +144,7 @@ class Cycles:
                 pending_files=tally.pending,
                 file_errors=tuple(sorted(file_errors.items())),
                 destination_error=tally.dest_error,
+                bytes_read=tally.bytes_read,
             )
             self._book.record(cycle, finished, scheduling=self._scheduling())
             await self._store.write_status(self._book.status())
@@ -147,6 +157,7 @@ class Cycles:
             self._spec.preserve_structure,
             self._limiter,
             exclude=self._dest_prefix,
+            suffix=self._spec.dest_suffix,
         )
         self._book.note_unmatched(result.unmatched)
         file_errors.update(result.problems)
@@ -156,8 +167,19 @@ class Cycles:
             )
         return result
 
+    async def _place(self, result: ScanResult) -> ScanResult:
+        """Each file under its partition of a templated destination: kept from
+        the manifest, or rendered now (see ``_template.Placer``)."""
+        if not self._spec.template:
+            return result
+        place = functools.partial(
+            self._placer.place, result.files, self._manifest.entries, self._clock()
+        )
+        files = await anyio.to_thread.run_sync(place, limiter=self._limiter)
+        return dataclasses.replace(result, files=files)
+
     async def _plan_and_ship(
-        self, result: ScanResult, tally: Tally, file_errors: dict[str, str]
+        self, result: ScanResult, tally: Tally, file_errors: dict[str, str], scanned: ScanResult
     ) -> None:
         # Planned before touching the destination, so a destination that
         # is down still shows how many files wait for it.
@@ -165,7 +187,8 @@ class Cycles:
         dest = await self._destination()
         if not self._prepared:
             await self._prepare(dest, result)
-            # The manifest may have been rebuilt.
+            # The manifest may have been rebuilt (with files found in earlier partitions).
+            result = await self._place(scanned)
             todo = await self._plan_in_thread(result, file_errors, tally)
         if await self._reconcile(dest, result):
             todo = await self._plan_in_thread(result, file_errors, tally)
@@ -190,7 +213,7 @@ class Cycles:
         if self.dest is None:
             self.dest = await anyio.to_thread.run_sync(
                 self._resolver,
-                self._spec.hdfs_destination,
+                self._spec.destination_base,
                 limiter=self._limiter,
                 abandon_on_cancel=True,
             )
@@ -210,6 +233,8 @@ class Cycles:
                 temps=self._temps,
                 watch=self.watch,
                 known=None if self._store.needs_rebuild else self._manifest.entries,
+                compressed=self._spec.compression is not None,
+                partitions=self._placer.earlier if self._spec.template else None,
             ),
             limiter=self._limiter,
             abandon_on_cancel=True,

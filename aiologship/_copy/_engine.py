@@ -77,7 +77,7 @@ class CopyEngine:
         self._temps = TempNames(tag)
         # A local destination inside the globbed tree must not ship its own
         # files again (archive/app.log, archive/archive/app.log, ...).
-        self._dest_prefix = local_prefix(spec.hdfs_destination)
+        self._dest_prefix = local_prefix(spec.destination_base)
         # Set when another process may run this copy now: the engine stops.
         self._lock_lost: str | None = None
         self._stop_requested = anyio.Event()
@@ -146,7 +146,7 @@ class CopyEngine:
             with anyio.move_on_after(self._resolve_timeout) as resolving:
                 self._cycles.dest = await anyio.to_thread.run_sync(
                     self._resolver,
-                    self.spec.hdfs_destination,
+                    self.spec.destination_base,
                     limiter=self._limiter,
                     abandon_on_cancel=True,
                 )

@@ -203,6 +203,9 @@ class EngineState:
             "retries": status.retries,
             "manifest_files": len(entries),
             "manifest_bytes": sum(e.size for e in entries),
+            "bytes_read": status.bytes_read,
+            # What the destination holds for those (compressed copies: less).
+            "manifest_dest_bytes": sum(e.dest_size for e in entries),
             **writer_identity(),
         }
         return json.dumps(payload, indent=1).encode()

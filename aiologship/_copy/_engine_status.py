@@ -27,6 +27,7 @@ class StatusBook:
         self.state = CopyState.NEW
         self.files_shipped = 0
         self.bytes_shipped = 0
+        self.bytes_read = 0
         self.pending = 0
         self.last_cycle_at: float | None = None
         self.next_cycle_at: float | None = None
@@ -66,6 +67,7 @@ class StatusBook:
             last_cycle_seconds=self.last_cycle_seconds,
             cycles=self.cycles,
             retries=self.retries,
+            bytes_read=self.bytes_read,
         )
 
     def behind(self, files: Iterable[tuple[str, int, float]]) -> None:
@@ -81,9 +83,10 @@ class StatusBook:
         self.bytes_behind = total
         self._behind_since = since
 
-    def sent(self, nbytes: int) -> None:
+    def sent(self, nbytes: int, read: int) -> None:
         self.files_shipped += 1
         self.bytes_shipped += nbytes
+        self.bytes_read += read
 
     def note_unmatched(self, unmatched: tuple[str, ...]) -> None:
         for pattern in unmatched:

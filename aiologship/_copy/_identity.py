@@ -214,7 +214,7 @@ def _verified(dest: Destination, entry: Entry) -> bool:
         info = dest.filesystem.get_file_info(final)
     except (OSError, pyarrow.ArrowException) as exc:
         raise DestinationFailure(f"cannot stat {final}: {exc}") from exc
-    if info.type != pafs.FileType.File or int(info.size or 0) != entry.size:
+    if info.type != pafs.FileType.File or int(info.size or 0) != entry.dest_size:
         return False
     return dest_holds(dest, final, entry)
 
@@ -258,7 +258,7 @@ def check_destination(
             have = sizes.get(entry.dest, -1)
             if have == -1:
                 missing.append(path)
-            elif have is not None and have != entry.size:
+            elif have is not None and have != entry.dest_size:
                 resized.append(path)
     return missing, resized
 

@@ -29,8 +29,10 @@ from ._source import SourceChanged, SourceNotRegular, open_source
 from ._statedir import MANIFEST_NAME as MANIFEST_NAME  # the name lives with the others
 
 # 2: entries carry ctime_ns and crc. A version-1 manifest is rebuilt from the
-# destination (a read, no upload).
-FORMAT_VERSION = 2
+# destination (a read, no upload). 3: entries carry dest_size and dest_tail
+# (compressed copies); a version-2 entry reads as uncompressed.
+FORMAT_VERSION = 3
+_OLDEST_USABLE = 2
 # Bytes hashed at each end of the shipped range: enough to tell a truncated and
 # rewritten log (copytruncate) from one that only grew, at O(1) cost per cycle.
 FINGERPRINT_BYTES = 4096
@@ -56,6 +58,26 @@ class Entry:
     # reading the destination back. NO_CRC where the destination is local:
     # the destination file is compared instead.
     crc: int
+    # The destination file's size: ``size`` when shipped as is; for a
+    # compressed copy, the compressed bytes (a gzip member or zstd frame per
+    # shipped range). -1 at construction means ``size``.
+    dest_size: int = -1
+    # Compressed copies only ("" otherwise): hash of the destination file's last
+    # min(dest_size, FINGERPRINT_BYTES) bytes. With dest_size it tells our file
+    # from one someone else wrote, without decompressing it.
+    dest_tail: str = ""
+    # The partition of a templated destination that ``dest`` starts with
+    # (``{date:...}`` rendered when the source was first seen), kept for the
+    # file's life and across renames; "" without a template.
+    part: str = ""
+
+    def __post_init__(self) -> None:
+        if self.dest_size < 0:
+            object.__setattr__(self, "dest_size", self.size)
+
+    @property
+    def compressed(self) -> bool:
+        return bool(self.dest_tail)
 
     def unchanged(self, f: SourceFile) -> bool:
         # ctime too: a writer can put the mtime back with utime(), not the ctime.
@@ -114,7 +136,7 @@ class Manifest:
             if data.get("destination") != destination:
                 other = data.get("destination")
                 raise ManifestCorrupt(f"written for another destination {other!r}")
-            if version < FORMAT_VERSION:
+            if version < _OLDEST_USABLE:
                 raise ManifestOutdated(f"format version {version} predates content checksums")
             entries = data["files"]
             if not isinstance(entries, dict):
@@ -193,6 +215,21 @@ def _entry(source: Any, item: Any) -> Entry:
     for name in ("size", "ino", "dev"):
         if fields[name] < 0:
             raise ManifestCorrupt(f"{source!r}: {name} {fields[name]} is negative")
+    fields["part"] = part = item.get("part", "")
+    if not isinstance(part, str) or (
+        part and not (part.endswith("/") and dest_name_ok(part[:-1]) and dest.startswith(part))
+    ):
+        raise ManifestCorrupt(f"{source!r}: partition {part!r} is not a folder of {dest!r}")
+    fields["dest_size"] = item.get("dest_size", fields["size"])
+    fields["dest_tail"] = item.get("dest_tail", "")
+    if isinstance(fields["dest_size"], bool) or not isinstance(fields["dest_size"], int):
+        raise ManifestCorrupt(f"{source!r}: field 'dest_size' has the wrong type")
+    if fields["dest_size"] < 0:
+        raise ManifestCorrupt(f"{source!r}: dest_size {fields['dest_size']} is negative")
+    if fields["dest_tail"] != "" and not (
+        isinstance(fields["dest_tail"], str) and _HASH_RE.fullmatch(fields["dest_tail"])
+    ):
+        raise ManifestCorrupt(f"{source!r}: dest_tail {fields['dest_tail']!r} is not a fingerprint")
     if not NO_CRC <= fields["crc"] < 1 << 32:
         raise ManifestCorrupt(f"{source!r}: crc {fields['crc']} is not a CRC-32")
     for name in ("head", "tail"):
@@ -267,7 +304,8 @@ def rebuild(
     The destination file is compared byte for byte with the source (a read, no
     upload): an identical file is recorded as shipped, a shorter prefix as
     partly shipped (the next cycle appends the rest), anything else is left out
-    and replaced. Blocking.
+    and replaced. Not used for compressed copies (their destination bytes are
+    not the source's): there a file without an entry is replaced. Blocking.
     """
     entries: dict[str, Entry] = {}
     for src in sources:
@@ -298,6 +336,7 @@ def rebuild(
             tail=tail,
             ctime_ns=st.st_ctime_ns,
             crc=crc,
+            part=src.part,
         )
     return entries
 
@@ -307,7 +346,9 @@ def _same_prefix(dest: Destination, rel: str, f: BinaryIO, size: int) -> int | N
     fd = f.fileno()
     offset = 0
     crc = 0
-    with dest.filesystem.open_input_stream(dest.path_of(rel)) as remote:
+    # compression=None: pyarrow's default ("detect") would decompress a file
+    # named *.gz on the fly and compare the wrong bytes.
+    with dest.filesystem.open_input_stream(dest.path_of(rel), compression=None) as remote:
         while offset < size:
             want = min(_COMPARE_CHUNK, size - offset)
             theirs = remote.read(want)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -110,12 +110,21 @@ def prepare_destination(
     temps: TempNames,
     watch: TempWatch,
     known: Mapping[str, Entry] | None,
+    compressed: bool = False,
+    partitions: Callable[[SourceFile, Mapping[str, int]], list[SourceFile]] | None = None,
 ) -> tuple[dict[str, int], dict[str, Entry]]:
     """The destination's base folder checked or made, stale temporary files of a
     crashed run removed (those that resist go to ``watch``). Returns the
     destination's listing and the entries recognised there: the whole manifest
     rebuilt when ``known`` is None (it was lost), else the files ``known`` lacks
-    (see :func:`unrecorded`)."""
+    (see :func:`unrecorded`). Compressed: nothing is recognised (a compressed
+    file's bytes cannot be compared with the source without decompressing it
+    all); a destination file without an entry is replaced, never appended to.
+    ``partitions`` (templated destinations) gives a source's places in other
+    partitions of the listing: for a source without an entry, a file found
+    there (owned by no entry) holding a prefix of the source is adopted where
+    it is, so neither a lost manifest nor a copier killed before its save on
+    another day moves it to today's partition."""
     fs = dest.filesystem
     try:
         if create_dest_dirs:
@@ -131,8 +140,21 @@ def prepare_destination(
             listing.pop(rel[len(dest.base_path) + 1 :] if dest.base_path else rel, None)
     except (OSError, pyarrow.ArrowException) as exc:
         raise DestinationFailure(f"{dest.uri}: {exc}") from exc
+    if compressed:
+        return listing, {}
     files = result.files if known is None else unrecorded(result.files, known, listing)
-    return listing, dict(rebuild(dest, files, listing)) if files else {}
+    found = dict(rebuild(dest, files, listing)) if files else {}
+    if partitions is not None:
+        owned = set() if known is None else {e.dest for e in known.values()}
+        for f in result.files:
+            if f.path in found or (known is not None and f.path in known):
+                continue
+            for earlier in partitions(f, listing):
+                if earlier.dest not in owned:
+                    found.update(rebuild(dest, [earlier], listing))
+                    if f.path in found:
+                        break
+    return listing, found
 
 
 def unrecorded(
@@ -161,7 +183,7 @@ def unrecorded(
                 continue
         elif entry.dest != f.dest or (entry.dev, entry.ino) == (f.dev, f.ino):
             continue  # the usual case; a killed append is resumed by the transfer
-        elif have == entry.size:
+        elif have == entry.dest_size:
             continue  # the old version is still there
         by_name.setdefault(f.dest, []).append(f)
     # A contested name (preserve_structure=False) is the planner's to settle.

@@ -44,6 +44,9 @@ class SourceFile:
     # without following symlinks (see _source.py).
     real: str = ""
     real_root: str | None = None
+    # The destination template's partition ``dest`` starts with ("": none),
+    # set after the scan (see ``_template.Placer``).
+    part: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +63,19 @@ class ScanResult:
 
 
 def scan_pattern(
-    pattern: str, root: Path | None, preserve: bool, exclude: str | None = None
+    pattern: str,
+    root: Path | None,
+    preserve: bool,
+    exclude: str | None = None,
+    suffix: str = "",
 ) -> ScanResult:
     """Glob one pattern and stat its matches. Blocking: runs in a worker thread.
 
     ``exclude`` is a local folder (the destination) whose files are never
-    matched, wherever a symlink makes them appear in the tree.
+    matched, wherever a symlink makes them appear in the tree. ``suffix`` ends
+    every destination name (``.gz`` of a compressed copy).
     """
-    found = _Matches(root, preserve, exclude)
+    found = _Matches(root, preserve, exclude, suffix)
     matched = False
     for path in glob.iglob(pattern, recursive=True):
         matched = True
@@ -84,8 +92,9 @@ class _Matches:
     """One pattern's matches, sorted into files to ship, problems (cannot stat,
     not a regular file) and paths that lead outside ``root_dir``."""
 
-    def __init__(self, root: Path | None, preserve: bool, exclude: str | None) -> None:
+    def __init__(self, root: Path | None, preserve: bool, exclude: str | None, suffix: str) -> None:
         self.root = root
+        self.suffix = suffix
         self.preserve = preserve
         self.files: list[SourceFile] = []
         self.problems: list[tuple[str, str]] = []
@@ -156,7 +165,8 @@ class _Matches:
                 path[len(prefix) :].replace(os.sep, "/")
                 if prefix is not None and path.startswith(prefix)
                 else _dest_name(path, self.root, self.preserve)
-            ),
+            )
+            + self.suffix,
             size=st.st_size,
             mtime_ns=st.st_mtime_ns,
             ino=st.st_ino,
@@ -173,13 +183,14 @@ async def scan(
     preserve: bool,
     limiter: anyio.CapacityLimiter,
     exclude: str | None = None,
+    suffix: str = "",
 ) -> ScanResult:
     """Glob all ``patterns`` concurrently; a file matched twice appears once."""
     results: list[ScanResult | None] = [None] * len(patterns)
 
     async def one(i: int, pattern: str) -> None:
         results[i] = await anyio.to_thread.run_sync(
-            scan_pattern, pattern, root, preserve, exclude, limiter=limiter
+            scan_pattern, pattern, root, preserve, exclude, suffix, limiter=limiter
         )
 
     async with anyio.create_task_group() as tg:

@@ -68,6 +68,7 @@ class Tally:
     appended: int = 0
     replaced: int = 0
     bytes: int = 0
+    bytes_read: int = 0
     pending: int = 0
     failed_in_a_row: int = 0
     dest_error: str | None = None
@@ -90,7 +91,7 @@ class ShipTools:
     give_up: Callable[[], bool]
     clock: Callable[[], float]
     save: Callable[[], Awaitable[None]]
-    on_sent: Callable[[int], None]  # the engine's running totals: one file, its bytes
+    on_sent: Callable[[int, int], None]  # the engine's totals: one file, bytes sent, read
 
 
 class ShipRun:
@@ -154,6 +155,7 @@ class ShipRun:
                 dirs=tools.dirs,
                 watch=tools.watch,
                 progress=self._progress,
+                compression=tools.spec.compression,
             ),
             limiter=tools.limiter,
             abandon_on_cancel=True,
@@ -178,6 +180,7 @@ class ShipRun:
             dirs=tools.dirs,
             watch=tools.watch,
             progress=self._progress,
+            compression=tools.spec.compression,
         )
         try:
             return await ship_with_retry(
@@ -215,12 +218,13 @@ class ShipRun:
             return
         tally.shipped += 1
         tally.bytes += shipped.bytes_sent
+        tally.bytes_read += shipped.bytes_read
         tally.unsaved_bytes += max(1, shipped.bytes_sent)
         if shipped.mode == "append":
             tally.appended += 1
         else:
             tally.replaced += 1
-        tools.on_sent(shipped.bytes_sent)
+        tools.on_sent(shipped.bytes_sent, shipped.bytes_read)
         now = tools.clock()
         if tally.unsaved_bytes >= _SAVE_EVERY_BYTES or now - tally.last_save >= _SAVE_EVERY_SECONDS:
             tally.unsaved_bytes = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass, fields
+from datetime import tzinfo
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,25 @@ from .._config import parse_duration
 from .._exceptions import ConfigError
 from .._fs import normalize_destination, redact
 from ._statedir import state_key
+from ._template import Template, split_destination
 
 DEFAULT_COPY_INTERVAL = 60.0
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_RETRY_DELAY = 5.0
+
+
+class Compression(StrEnum):
+    """How shipped files are compressed; the destination name gets :attr:`suffix`."""
+
+    GZIP = "gzip"
+    ZSTD = "zstd"
+
+    @property
+    def suffix(self) -> str:
+        return _SUFFIXES[self]
+
+
+_SUFFIXES = {Compression.GZIP: ".gz", Compression.ZSTD: ".zst"}
 
 
 class Scope(StrEnum):
@@ -32,7 +48,8 @@ class CopySpec:
 
     copy_name: str
     path_patterns: tuple[str, ...]  # absolute, normalized (relative ones joined to root_dir)
-    hdfs_destination: str  # canonical (plain paths absolute); may hold credentials
+    # Canonical (plain paths absolute); may hold credentials and template fields.
+    hdfs_destination: str
     root_dir: Path | None = None
     copy_interval: float | None = DEFAULT_COPY_INTERVAL  # None: copy once
     create_dest_dirs: bool = True
@@ -40,6 +57,11 @@ class CopySpec:
     max_retries: int = DEFAULT_MAX_RETRIES
     retry_delay: float = DEFAULT_RETRY_DELAY
     scope: Scope = Scope.CLUSTER
+    compression: Compression | None = None
+    # Of the destination template: {node_id} (None: the host name) and the zone
+    # of {date} (None: local time).
+    node_id: str | None = None
+    timezone: tzinfo | None = None
 
     @classmethod
     def from_params(
@@ -55,6 +77,9 @@ class CopySpec:
         max_retries: Any = DEFAULT_MAX_RETRIES,
         retry_delay: Any = DEFAULT_RETRY_DELAY,
         scope: Any = Scope.CLUSTER,
+        compression: Any = None,
+        node_id: Any = None,
+        timezone: Any = None,
     ) -> CopySpec:
         """Validate every parameter; raise ``ConfigError(key, value, reason)``.
 
@@ -64,10 +89,12 @@ class CopySpec:
         root = _root_dir(root_dir)
         preserve = _bool("preserve_structure", preserve_structure)
         patterns = _patterns(path_patterns, root, preserve)
+        destination = normalize_destination(hdfs_destination)
+        split_destination(destination, redact(destination))  # the template checked
         return cls(
             copy_name=name,
             path_patterns=patterns,
-            hdfs_destination=normalize_destination(hdfs_destination),
+            hdfs_destination=destination,
             root_dir=root,
             copy_interval=_interval(copy_interval),
             create_dest_dirs=_bool("create_dest_dirs", create_dest_dirs),
@@ -75,6 +102,9 @@ class CopySpec:
             max_retries=_max_retries(max_retries),
             retry_delay=_seconds("retry_delay", retry_delay),
             scope=_scope(scope),
+            compression=_compression(compression),
+            node_id=_node_id(node_id),
+            timezone=_timezone(timezone),
         )
 
     def __repr__(self) -> str:
@@ -93,6 +123,21 @@ class CopySpec:
     def state_key(self) -> str:
         """Folder name of this copy's state (see ``_statedir.state_key``)."""
         return state_key(self.copy_name, self.destination_redacted)
+
+    @property
+    def destination_base(self) -> str:
+        """The destination before its first template field: what is resolved
+        and listed (the whole destination when it has no field)."""
+        return split_destination(self.hdfs_destination, self.destination_redacted)[0]
+
+    @property
+    def template(self) -> Template:
+        return split_destination(self.hdfs_destination, self.destination_redacted)[1]
+
+    @property
+    def dest_suffix(self) -> str:
+        """Appended to each shipped file's name (``.gz``, ``.zst``; empty uncompressed)."""
+        return "" if self.compression is None else self.compression.suffix
 
     def differences(self, other: CopySpec) -> dict[str, tuple[Any, Any]]:
         """``{parameter: (self's value, other's value)}`` for each differing
@@ -223,3 +268,35 @@ def _scope(value: Any) -> Scope:
         except ValueError:
             pass
     raise ConfigError("scope", value, "expected 'cluster' or 'node'")
+
+
+def _compression(value: Any) -> Compression | None:
+    if value is None or isinstance(value, Compression):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "none"):
+            return None
+        try:
+            return Compression(text)
+        except ValueError:
+            pass
+    raise ConfigError("compression", value, "expected None, 'gzip' or 'zstd'")
+
+
+def _node_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or value in ("", ".", "..")
+        or any(c == "/" or ord(c) < 32 for c in value)
+    ):
+        raise ConfigError("node_id", value, "expected a name usable as a folder (no '/')")
+    return value
+
+
+def _timezone(value: Any) -> tzinfo | None:
+    if value is None or isinstance(value, tzinfo):
+        return value
+    raise ConfigError("timezone", value, "expected a datetime.tzinfo or None (local time)")

@@ -25,7 +25,9 @@ class CopyState(StrEnum):
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CopyStatus:
     """A snapshot of one copy operation. ``files_shipped``/``bytes_shipped`` count
-    transfers (appends and replacements) since the engine opened."""
+    transfers (appends and replacements) since the engine opened; ``bytes_shipped``
+    is what the destination received (compressed, for a compressed copy),
+    ``bytes_read`` the source bytes that stand for."""
 
     name: str
     state: CopyState
@@ -54,11 +56,15 @@ class CopyStatus:
     last_cycle_seconds: float | None = None
     cycles: int = 0  # cycles finished since the engine opened
     retries: int = 0  # transfer attempts retried (waits of the retry policy)
+    # Source bytes the shipped bytes stand for (bytes_shipped counts what the
+    # destination received: less, for a compressed copy).
+    bytes_read: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CycleResult:
-    """What one cycle did. ``bytes_shipped`` counts bytes sent to the destination."""
+    """What one cycle did. ``bytes_shipped`` counts bytes sent to the destination,
+    ``bytes_read`` the source bytes they stand for (equal unless compressed)."""
 
     started_at: datetime
     finished_at: datetime
@@ -70,6 +76,7 @@ class CycleResult:
     pending_files: int
     file_errors: tuple[tuple[str, str], ...]
     destination_error: str | None
+    bytes_read: int = 0
 
     @property
     def ok(self) -> bool:

@@ -36,7 +36,12 @@ def add_copy_command(subparsers: Any) -> None:
     )
     p.add_argument("patterns", nargs="+", metavar="PATTERN", help="glob pattern of files to ship")
     p.add_argument(
-        "--to", dest="destination", required=True, metavar="DEST", help="destination path or URI"
+        "--to",
+        dest="destination",
+        required=True,
+        metavar="DEST",
+        help="destination path or URI; may hold {date:%%Y/%%m/%%d}, {hostname}, {node_id}, "
+        "{copy_name} (a file stays under the date it was first seen, local time)",
     )
     p.add_argument(
         "--root-dir", metavar="D", help="base of relative patterns and of --preserve-structure"
@@ -65,6 +70,13 @@ def add_copy_command(subparsers: Any) -> None:
         "--no-create-dest-dirs",
         action="store_true",
         help="fail instead of creating the destination folder",
+    )
+    p.add_argument(
+        "--compression",
+        choices=["none", "gzip", "zstd"],
+        default="none",
+        help="ship each file compressed as NAME.gz / NAME.zst: each run appends its new "
+        "bytes as a gzip member or zstd frame (zcat, zstd -d, hdfs dfs -text read it whole)",
     )
     p.add_argument("--hdfs-driver", choices=[d.value for d in HdfsDriver], default="auto")
     bar = p.add_mutually_exclusive_group()
@@ -99,6 +111,7 @@ def run_copy(args: argparse.Namespace) -> int:
             preserve_structure=args.preserve_structure,
             max_retries=args.max_retries,
             retry_delay=args.retry_delay,
+            compression=args.compression,
         )
     except ConfigError as exc:
         print(f"aiologship copy: {exc}", file=sys.stderr)
@@ -188,8 +201,11 @@ async def _copy(spec: Any, state_dir: Path, driver: HdfsDriver, show_bar: bool) 
     if aborted:
         return EXIT_ABORTED
     status = engine.status()
+    size = _size(status.bytes_shipped)
+    if spec.compression is not None:
+        size = f"{_size(status.bytes_read)} as {size} {spec.compression}"
     print(
-        f"aiologship copy: {status.files_shipped} files ({_size(status.bytes_shipped)}) "
+        f"aiologship copy: {status.files_shipped} files ({size}) "
         f"shipped to {status.destination}; {status.pending_files} pending, "
         f"{len(status.file_errors)} with errors",
         file=sys.stderr,

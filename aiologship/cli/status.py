@@ -115,9 +115,12 @@ def _command(args: argparse.Namespace) -> int:
         for s in states:
             running = "running now" if s["running_now"] else f"last state {s.get('state')}"
             print(f"{s.get('copy_name')} -> {s.get('destination', '?')} ({running})")
+            source_bytes = s.get("manifest_bytes", 0)
+            dest_bytes = s.get("manifest_dest_bytes", source_bytes)
+            packed = f" ({dest_bytes:,} compressed)" if dest_bytes != source_bytes else ""
             print(
                 f"  last cycle {s.get('last_cycle_at') or 'never'}; shipped "
-                f"{s.get('manifest_files', 0)} files, {s.get('manifest_bytes', 0):,} bytes; "
+                f"{s.get('manifest_files', 0)} files, {source_bytes:,} bytes{packed}; "
                 f"pending {s.get('pending_files', 0)}"
             )
             if s.get("bytes_behind"):

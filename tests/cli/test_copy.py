@@ -192,6 +192,26 @@ def test_interval_mode_ctrl_c_runs_the_final_cycle(tree: Path) -> None:
     assert (dst / "two.log").read_bytes().endswith(b"written before ctrl-c\n")
 
 
+def test_compressed_copy_then_incremental_run(tree: Path) -> None:
+    import gzip
+
+    dst, state = tree / "dst", tree / "state"
+    args = ["copy", str(tree / "src" / "*.log"), "--to", str(dst), "--state-dir", str(state)]
+    done = cli(*args, "--compression", "gzip")
+    assert done.returncode == 0, done.stderr
+    assert "1 files (40 B as " in done.stderr and " gzip)" in done.stderr
+    with open(tree / "src" / "two.log", "ab") as f:
+        f.write(b"more\n")
+    again = cli(*args, "--compression", "gzip")
+    assert again.returncode == 0, again.stderr
+    assert "1 files (5 B as " in again.stderr
+    assert gzip.decompress((dst / "two.log.gz").read_bytes()) == b"two\n" * 10 + b"more\n"
+    assert sorted(p.name for p in dst.iterdir()) == ["two.log.gz"]
+    with pytest.raises(SystemExit) as bad:
+        main([*args, "--compression", "lz4"])
+    assert bad.value.code == 2
+
+
 def test_status_after_copy_once_says_stopped_and_caught_up(tree: Path) -> None:
     state = tree / "state"
     done = cli(

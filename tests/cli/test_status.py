@@ -29,6 +29,25 @@ def test_status_reports_each_copy(
     assert "ok_copy ->" in out and "shipped 1 files, 6 bytes" in out and "running now" not in out
 
 
+def test_status_shows_compressed_bytes(
+    tmp_path: Path, _state_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    (src / "a.log").write_text("hello hello hello hello\n" * 100)
+    with LogManager() as lm:
+        op = lm.start_hdfs_copy(
+            "packed", [str(src / "*.log")], str(dest), copy_interval=3600, compression="zstd"
+        )
+        op.flush()
+        status = op.status()
+    assert status.bytes_read == 2400 and 0 < status.bytes_shipped < 2400
+    assert main(["status", "--state-dir", str(_state_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"shipped 1 files, 2,400 bytes ({status.bytes_shipped:,} compressed)" in out
+    assert (dest / "a.log.zst").stat().st_size == status.bytes_shipped
+
+
 def test_status_exit_code_and_error_for_a_failing_copy(
     tmp_path: Path, _state_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -402,7 +402,8 @@ def test_unopenable_source_is_unreadable_in_the_transfer_layer(tmp_path: Path) -
 
 class LocalHandler(pafs.FileSystemHandler):  # type: ignore[misc]
     """A local filesystem behind PyFileSystem that records which thread makes
-    each call and can be told to fail."""
+    each call and can be told to fail. Streams are opened with compression=None,
+    as real handlers do (pyarrow's default would gzip a *.gz name on the fly)."""
 
     def __init__(
         self,
@@ -474,7 +475,7 @@ class LocalHandler(pafs.FileSystemHandler):  # type: ignore[misc]
 
     def open_input_stream(self, path: str) -> Any:
         self._note("open_input_stream", path)
-        return self.fs.open_input_stream(path)
+        return self.fs.open_input_stream(path, compression=None)
 
     def open_input_file(self, path: str) -> Any:
         self._note("open_input_file", path)
@@ -484,11 +485,11 @@ class LocalHandler(pafs.FileSystemHandler):  # type: ignore[misc]
         self._note("open_output_stream", path)
         if self.on_output is not None:
             self.on_output(path)
-        return self.fs.open_output_stream(path)
+        return self.fs.open_output_stream(path, compression=None)
 
     def open_append_stream(self, path: str, metadata: Any) -> Any:
         self._note("open_append_stream", path)
-        return self.fs.open_append_stream(path)
+        return self.fs.open_append_stream(path, compression=None)
 
     def normalize_path(self, path: str) -> str:
         return path

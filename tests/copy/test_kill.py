@@ -4,6 +4,7 @@ destination ends byte-identical to the sources, with no temporary files."""
 from __future__ import annotations
 
 import errno
+import gzip
 import json
 import os
 import signal
@@ -36,6 +37,7 @@ from aiologship._copy import CopyEngine, CopySpec
 from aiologship._fs import Destination
 
 src, dst, state, mode = sys.argv[1:5]
+compression = sys.argv[5] if len(sys.argv) > 5 else None
 
 
 class SlowWriter:
@@ -74,12 +76,14 @@ class SlowLocal(pafs.FileSystemHandler):
     def delete_file(self, path): self.fs.delete_file(path)
     def move(self, a, b): self.fs.move(a, b)
     def copy_file(self, a, b): self.fs.copy_file(a, b)
-    def open_input_stream(self, path): return self.fs.open_input_stream(path)
+    def open_input_stream(self, path): return self.fs.open_input_stream(path, compression=None)
     def open_input_file(self, path): return self.fs.open_input_file(path)
     def open_output_stream(self, path, metadata):
-        return pa.PythonFile(SlowWriter(self.fs.open_output_stream(path)), mode="w")
+        out = self.fs.open_output_stream(path, compression=None)
+        return pa.PythonFile(SlowWriter(out), mode="w")
     def open_append_stream(self, path, metadata):
-        return pa.PythonFile(SlowWriter(self.fs.open_append_stream(path)), mode="w")
+        out = self.fs.open_append_stream(path, compression=None)
+        return pa.PythonFile(SlowWriter(out), mode="w")
     def normalize_path(self, path): return path
 
 
@@ -91,7 +95,8 @@ def resolver(uri):
 
 async def main():
     spec = CopySpec.from_params(copy_name="killed", path_patterns=[src + "/*.log"],
-                                hdfs_destination=dst, copy_interval=None, retry_delay=0)
+                                hdfs_destination=dst, copy_interval=None, retry_delay=0,
+                                compression=compression)
     engine = CopyEngine(spec, state_dir=Path(state), resolver=resolver, workers=1)
     await engine.open()
     print("opened", flush=True)
@@ -108,10 +113,13 @@ def lines(start: int, count: int) -> bytes:
     return b"".join(f"{i:08d} {'y' * 90}\n".encode() for i in range(start, start + count))
 
 
-def start(script: Path, tmp: Path, mode: str) -> subprocess.Popen[str]:
+def start(
+    script: Path, tmp: Path, mode: str, compression: str | None = None
+) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    args = [str(tmp / "src"), str(tmp / "dst"), str(tmp / "state"), mode]
     return subprocess.Popen(
-        [sys.executable, str(script), str(tmp / "src"), str(tmp / "dst"), str(tmp / "state"), mode],
+        [sys.executable, str(script), *args, *([compression] if compression else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -204,6 +212,55 @@ def test_sigkill_mid_upload_then_restart(tmp_path: Path) -> None:
     assert temp_files(dst) == []
     assert (dst / "app.log").read_bytes() == (src / "app.log").read_bytes()
     assert (dst / "small.log").read_bytes() == (src / "small.log").read_bytes()
+
+
+def noisy_lines(start: int, count: int) -> bytes:
+    """Lines that compress about 2:1 (hex of random bytes): a compressed upload
+    of a few MB still takes many 64 KiB writes at the slow pace."""
+    return b"".join(
+        f"{i:08d} {os.urandom(45).hex()}\n".encode() for i in range(start, count + start)
+    )
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_mid_compressed_upload_then_restart(tmp_path: Path) -> None:
+    """gzip on: killed mid-replace, then mid-append (a member cut short at
+    the end of the destination file). The restart replaces the file: the
+    decompressed destination equals the source, no temporary file is left."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    src = tmp_path / "src"
+    dst = tmp_path / "dst"
+    src.mkdir()
+    (src / "small.log").write_bytes(noisy_lines(0, 10))
+    (src / "app.log").write_bytes(noisy_lines(0, 30_000))  # ~3 MB, ~1.5 MB compressed
+    os.utime(src / "small.log", ns=(1, 1))
+
+    def decompressed() -> dict[str, bytes]:
+        return {p.name: gzip.decompress(p.read_bytes()) for p in dst.iterdir()}
+
+    proc = start(script, tmp_path, "slow", "gzip")
+    kill_when(
+        proc,
+        lambda: any(p.stat().st_size > 0 for p in temp_files(dst) if p.exists()),
+        "a temporary file with data",
+    )
+    assert temp_files(dst) and not (dst / "app.log.gz").exists()
+    assert finish(start(script, tmp_path, "fast", "gzip"))["ok"]
+    assert temp_files(dst) == []
+    want = {p.name + ".gz": p.read_bytes() for p in src.iterdir()}
+    assert decompressed() == want
+
+    shipped = (dst / "app.log.gz").stat().st_size
+    with open(src / "app.log", "ab") as f:
+        f.write(noisy_lines(30_000, 30_000))
+    proc = start(script, tmp_path, "slow", "gzip")
+    kill_when(proc, lambda: (dst / "app.log.gz").stat().st_size > shipped, "a partial append")
+
+    result = finish(start(script, tmp_path, "fast", "gzip"))
+    assert result["ok"] and (result["appended"], result["replaced"]) == (0, 1)
+    assert temp_files(dst) == []
+    assert decompressed() == {p.name + ".gz": p.read_bytes() for p in src.iterdir()}
 
 
 # ---------------------------------------------------------------- killed before the save

@@ -23,6 +23,10 @@ Invariants (DESIGN.md, "Guarantees"):
   again), except after a kill, a lost manifest or a lost destination file, which
   allow a full re-upload.
 
+``CompressedCopyModel`` plays the same game with ``compression="gzip"``: the
+destination files are ``NAME.gz``, read decompressed (a member cut short by a
+kill reads as far as it goes), and the budget counts source bytes read.
+
 ``AIOLOGSHIP_MODEL_PROFILE=long`` (``nox -s soak``) runs many more, longer examples.
 """
 
@@ -38,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -148,6 +153,9 @@ class _Hooks:
 
 
 class CopyModel(RuleBasedStateMachine):
+    COMPRESSION: str | None = None
+    SUFFIX = ""
+
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="aiologship-model-"))
@@ -168,6 +176,7 @@ class CopyModel(RuleBasedStateMachine):
             copy_interval=None,
             retry_delay=0,
             max_retries=1,
+            compression=self.COMPRESSION,
         )
         self.files: dict[str, Obj] = {}
         self.links: dict[str, str | None] = {}  # name -> target name in root, None: SECRET
@@ -292,7 +301,7 @@ class CopyModel(RuleBasedStateMachine):
         try:
             self.wait_cycle(fut, "stop()")
         finally:
-            self.shipped_by_closed += engine.status().bytes_shipped
+            self.shipped_by_closed += self.source_bytes_shipped(engine)
 
     def wait_cycle(self, fut: Future[Any], what: str) -> Any:
         """The cycle's result, failing the example (not hanging the suite) when it
@@ -368,13 +377,22 @@ class CopyModel(RuleBasedStateMachine):
         self.reports = reports
 
     def dest_files(self) -> dict[str, bytes]:
+        """Destination name -> what it holds (decompressed, for a compressed copy)."""
         if not self.dest.exists():
             return {}
         return {
-            str(p.relative_to(self.dest)): p.read_bytes()
+            str(p.relative_to(self.dest)): self.decode(p.read_bytes())
             for p in sorted(self.dest.rglob("*"))
             if p.is_file() and not p.is_symlink()
         }
+
+    @staticmethod
+    def decode(data: bytes) -> bytes:
+        return data
+
+    @staticmethod
+    def source_bytes_shipped(engine: CopyEngine) -> int:
+        return engine.status().bytes_shipped
 
     # ------------------------------------------------------------ writer rules
 
@@ -581,6 +599,7 @@ class CopyModel(RuleBasedStateMachine):
             "--retry-delay",
             "0",
             "--no-progress",
+            *(["--compression", self.COMPRESSION] if self.COMPRESSION else []),
         ]
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
@@ -626,7 +645,7 @@ class CopyModel(RuleBasedStateMachine):
         rel = have[pick % len(have)]
         # Its bytes must be uploaded again, under whatever name the source now
         # has (it may have been renamed since it was shipped).
-        lost = (self.dest / rel).stat().st_size
+        lost = len(self.decode((self.dest / rel).read_bytes()))
         (self.dest / rel).unlink()
         self.disturbed.add(rel)
         self.budget.allowed += lost
@@ -646,18 +665,19 @@ class CopyModel(RuleBasedStateMachine):
         wrong = {
             name: (len(obj.data), len(have[name]) if name in have else None)
             for name, obj in self.files.items()
-            if have.get(name) != obj.data
+            if have.get(name + self.SUFFIX) != obj.data
         }
         assert not wrong, f"after a cycle, not byte-identical (source size, dest size): {wrong}"
         temps = [rel for rel in have if TMP_MARK in rel]
         assert not temps, f"temporary files left after a cycle: {temps}"
         # Nothing the copier reported is missing any more: it re-shipped or knows.
-        self.disturbed = {rel for rel in self.disturbed if rel not in self.files}
+        shipped = {name + self.SUFFIX for name in self.files}
+        self.disturbed = {rel for rel in self.disturbed if rel not in shipped}
 
     def check_budget(self) -> None:
         b = self.budget
         b.shipped = self.shipped_by_closed + (
-            self.engine.status().bytes_shipped if self.engine else 0
+            self.source_bytes_shipped(self.engine) if self.engine else 0
         )
         assert b.shipped <= b.allowed, (
             f"shipped {b.shipped} bytes where the writer added {b.allowed} "
@@ -728,3 +748,35 @@ def _holds(pid: int, path: Path) -> bool:
 
 TestCopyModel = CopyModel.TestCase
 TestCopyModel.settings = _PROFILES[PROFILE]
+
+
+class CompressedCopyModel(CopyModel):
+    COMPRESSION = "gzip"
+    SUFFIX = ".gz"
+
+    @staticmethod
+    def decode(data: bytes) -> bytes:
+        """Every gzip member in turn; a member a kill cut short gives what it holds."""
+        out = []
+        while data:
+            d = zlib.decompressobj(wbits=31)
+            try:
+                out.append(d.decompress(data))
+            except zlib.error:
+                out.append(b"<not gzip>")
+                break
+            if not d.eof:
+                break
+            data = d.unused_data
+        return b"".join(out)
+
+    @staticmethod
+    def source_bytes_shipped(engine: CopyEngine) -> int:
+        return engine.status().bytes_read
+
+
+# Fewer examples: the same engine paths, compressed (the suite's time is budgeted).
+TestCompressedCopyModel = CompressedCopyModel.TestCase
+TestCompressedCopyModel.settings = settings(
+    _PROFILES[PROFILE], max_examples=20 if PROFILE == "suite" else 200
+)

@@ -44,7 +44,9 @@ def lines(start: int, count: int, width: int = 100) -> bytes:
 
 
 class Recorder(pafs.FileSystemHandler):  # type: ignore[misc]
-    """Delegates to a real filesystem and records each call (name, first path)."""
+    """Delegates to a real filesystem and records each call (name, first path).
+    Streams open with compression=None, as the real handlers do (pyarrow's
+    default would compress or decompress a *.gz name on the fly)."""
 
     def __init__(self, inner: pafs.FileSystem) -> None:
         self.inner = inner
@@ -89,18 +91,18 @@ class Recorder(pafs.FileSystemHandler):  # type: ignore[misc]
         self.inner.copy_file(src, dest)
 
     def open_input_stream(self, path: str) -> Any:
-        return self.inner.open_input_stream(path)
+        return self.inner.open_input_stream(path, compression=None)
 
     def open_input_file(self, path: str) -> Any:
         return self.inner.open_input_file(path)
 
     def open_output_stream(self, path: str, metadata: Any) -> Any:
         self._rec("open_output_stream", path)
-        return self.inner.open_output_stream(path)
+        return self.inner.open_output_stream(path, compression=None)
 
     def open_append_stream(self, path: str, metadata: Any) -> Any:
         self._rec("open_append_stream", path)
-        return self.inner.open_append_stream(path)
+        return self.inner.open_append_stream(path, compression=None)
 
 
 class Env:
@@ -160,6 +162,7 @@ class Env:
         return path
 
     def dest_files(self, under: str | None = None) -> dict[str, bytes]:
+        """Relative path -> the bytes stored (never decompressed)."""
         fs = self.check.filesystem
         base = under or self.root
         selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
@@ -167,7 +170,7 @@ class Env:
         for info in fs.get_file_info(selector):
             if info.type == pafs.FileType.File:
                 try:
-                    with fs.open_input_stream(info.path) as f:
+                    with fs.open_input_stream(info.path, compression=None) as f:
                         out[info.path[len(base) + 1 :]] = bytes(f.read())
                 except FileNotFoundError:
                     continue  # a temporary file renamed between listing and reading
@@ -545,11 +548,30 @@ import sys, time
 from aiologship._config import HdfsDriver
 from aiologship._fs import resolve_destination
 dest = resolve_destination(sys.argv[1], hdfs_driver=HdfsDriver.NATIVE)
-out = dest.filesystem.open_append_stream(dest.path_of("app.log"))
+out = dest.filesystem.open_append_stream(dest.path_of(sys.argv[2]), compression=None)
 out.write(b"x")  # buffered, never sent: the status keeps the old length
 print("ready", flush=True)
 time.sleep(600)
 """
+
+
+async def _kill_an_appender(env: Env, rel: str) -> None:
+    """A process that opens ``rel`` for append, then dies by SIGKILL: the file
+    stays under construction until the NameNode recovers its lease."""
+    proc = await anyio.open_process(
+        [sys.executable, "-c", _KILLED_APPENDER, env.uri, rel],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        with anyio.fail_after(60):
+            line = await proc.stdout.receive()
+        assert b"ready" in line, line
+    finally:
+        proc.kill()
+        with anyio.fail_after(30):
+            await proc.wait()
 
 
 # The panic is hdfs-native's; webhdfs reads what the DataNode has. One driver
@@ -566,20 +588,7 @@ async def test_a_destination_left_under_construction_by_a_killed_writer(env: Env
     env.write("app.log", data)
     engine = await env.engine(record=False)
     assert (await engine.flush()).ok
-    proc = await anyio.open_process(
-        [sys.executable, "-c", _KILLED_APPENDER, env.uri],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        with anyio.fail_after(60):
-            line = await proc.stdout.receive()
-        assert b"ready" in line, line
-    finally:
-        proc.kill()
-        with anyio.fail_after(30):
-            await proc.wait()
+    await _kill_an_appender(env, "app.log")
     more = lines(50_000, 100)
     env.write("app.log", more, mode="ab")
     # Bounded: each flush is one cycle; the file may stay unwritable until the
@@ -592,3 +601,115 @@ async def test_a_destination_left_under_construction_by_a_killed_writer(env: Env
     else:
         raise AssertionError(f"never converged: {result} {env.open_for_write()}")
     assert env.temp_files() == []
+
+
+# ------------------------------------------------------------------------ compressed
+
+
+def _hadoop_text(env: Env, rel: str) -> bytes:
+    """Hadoop's own reader: ``FsShell -text`` (what ``hdfs dfs -text`` runs)
+    picks the codec by the file's suffix and decompresses the whole file."""
+    harness = sys.modules["aiologship_tests_minidfs"]
+    proc = subprocess.run(
+        [
+            "java",
+            "-cp",
+            # The cluster's folder first: its core-site.xml, as HADOOP_CONF_DIR gives it.
+            f"{env.cluster.conf_dir}{os.pathsep}{harness.build()}",
+            "org.apache.hadoop.fs.FsShell",
+            "-text",
+            f"{env.uri}/{rel}",
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+    return proc.stdout
+
+
+# One codec per driver: each driver and each codec once (the suite's time is budgeted).
+@pytest.mark.parametrize(
+    ("driver", "codec"),
+    [(HdfsDriver.NATIVE, "gzip"), (HdfsDriver.WEBHDFS, "zstd")],
+    ids=["native-gzip", "webhdfs-zstd"],
+)
+async def test_compressed_growth_reads_back_whole(env: Env, codec: str) -> None:
+    """Shipped in four cycles (one replace, three appends of a member or frame):
+    the file decompresses to exactly the source, by Hadoop's FsShell for gzip
+    (its zstd codec needs Hadoop's native library) and pyarrow for both."""
+    import pyarrow as pa
+
+    suffix = {"gzip": ".gz", "zstd": ".zst"}[codec]
+    path = env.write("app.log", lines(0, 3_000))
+    engine = await env.engine(compression=codec)
+    assert (await engine.flush()).ok
+    for step in range(3):
+        size = len(env.dest_files()[f"app.log{suffix}"])
+        added = lines(10_000 + step * 50, 50)
+        env.write("app.log", added, mode="ab")
+        result = await engine.flush()
+        assert result.ok, result
+        assert (result.files_appended, result.files_replaced) == (1, 0)
+        assert result.bytes_read == len(added)
+        assert len(env.dest_files()[f"app.log{suffix}"]) - size == result.bytes_shipped
+    stored = env.dest_files()
+    assert sorted(stored) == [f"app.log{suffix}"]
+    packed = stored[f"app.log{suffix}"]
+    assert len(packed) < path.stat().st_size
+    assert pa.CompressedInputStream(pa.BufferReader(packed), codec).read() == path.read_bytes()
+    if codec == "gzip":
+        assert _hadoop_text(env, "app.log.gz") == path.read_bytes()
+
+
+@pytest.mark.parametrize("driver", [HdfsDriver.NATIVE], ids=["native"])
+async def test_compressed_file_left_under_construction_by_a_killed_writer(env: Env) -> None:
+    """A copier SIGKILLed mid-append leaves the .gz under construction, its last
+    member unfinished: the next cycles replace it (compressed files are never
+    appended to without a matching size and tail), and it reads back whole."""
+    import gzip
+
+    data = lines(0, 20_000)
+    env.write("app.log", data)
+    engine = await env.engine(record=False, compression="gzip")
+    assert (await engine.flush()).ok
+    await _kill_an_appender(env, "app.log.gz")
+    more = lines(50_000, 100)
+    env.write("app.log", more, mode="ab")
+
+    def converged() -> bool:
+        try:
+            return gzip.decompress(env.dest_files()["app.log.gz"]) == data + more
+        except (KeyError, EOFError, OSError):  # not there, or a member cut short
+            return False
+
+    for _ in range(60):  # bounded, as above: one cycle per try
+        result = await engine.flush()
+        if converged():
+            break
+        await anyio.sleep(1)
+    else:
+        raise AssertionError(f"never converged: {result} {env.open_for_write()}")
+    assert env.temp_files() == []
+
+
+@pytest.mark.parametrize("driver", [HdfsDriver.NATIVE], ids=["native"])
+async def test_templated_destination_partitions(env: Env) -> None:
+    """Partitions made on HDFS as files are first seen; compressed on top."""
+    import socket
+    from datetime import UTC
+
+    env.write("app.log", lines(0, 10))
+    engine = await env.engine(
+        hdfs_destination=env.uri + "/{date:%Y/%m}/{hostname}/",
+        timezone=UTC,
+        compression="gzip",
+    )
+    before = time.strftime("%Y/%m", time.gmtime())
+    assert (await engine.flush()).ok
+    months = {before, time.strftime("%Y/%m", time.gmtime())}  # the cycle may straddle a month
+    (name,) = env.dest_files()
+    assert name in {f"{m}/{socket.gethostname()}/app.log.gz" for m in months}
+    env.write("app.log", lines(10, 5), mode="ab")
+    result = await engine.flush()
+    assert result.ok and result.files_appended == 1

@@ -487,3 +487,28 @@ def test_engine_that_cannot_open_fails_the_start_and_frees_the_name(
         lambda: start_ray_copier(p, state_dir=tmp_path / "state", factory=engine_factory())
     )
     assert good.actor_name == "copy:bad_state"
+
+
+@pytest.mark.timeout(240)
+def test_template_node_id_is_the_copiers_ray_node(cluster: Any, tmp_path: Path) -> None:
+    """``{node_id}`` in the destination is the node the copier actor runs on
+    (the head for a cluster-scope copy started from a worker)."""
+    files = make_logs(tmp_path / "src", 2, prefix="tpl")
+    p = params("templated", tmp_path / "src", tmp_path / "dest", compression="gzip")
+    p["hdfs_destination"] = f"{tmp_path / 'dest'}/{{node_id}}/"
+    result = ray.get(
+        start_copy_task.options(scheduling_strategy=cluster.on("head")).remote(
+            p, state_dir=str(tmp_path / "state"), factory=engine_factory()
+        ),
+        timeout=180,
+    )
+    assert result["started"], result
+    try:
+        ray.get(copier_handle("copy:templated").flush.remote(), timeout=60)
+        head = cluster.node_ids["head"]
+        assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == [head]
+        assert sorted(p.name for p in (tmp_path / "dest" / head).iterdir()) == sorted(
+            f"{name}.gz" for name in files
+        )
+    finally:
+        aray.stop_copy("templated")
