@@ -11,6 +11,9 @@ figure is the median of --runs runs. Targets:
 
     zstd copy            >= 0.9x the throughput of zstd -T1 -3
     event-loop lag       <= 5 ms worst, during a compressed copy
+    to the HDFS mini-cluster (``--no-hdfs`` skips it; needs Java 17 and Maven):
+    zstd copy            <= 1.25x the uncompressed copy's wall time,
+                         writing <= 1/4 of its bytes
 """
 
 from __future__ import annotations
@@ -90,16 +93,17 @@ def fresh(path: Path) -> None:
 
 
 async def engine_copy(
-    src: Path, work: Path, compression: str | None
+    src: Path, work: Path, compression: str | None, destination: str | None = None
 ) -> tuple[float, dict[str, Any], int]:
-    """(seconds, the loop-lag ticker's summary, destination bytes) of one first cycle."""
+    """(seconds, the loop-lag ticker's summary, destination bytes) of one first
+    cycle, to a fresh local folder or to ``destination`` (a new folder each time)."""
     dst, state = work / "dst", work / "state"
     fresh(dst)
     fresh(state)
     spec = CopySpec.from_params(
         copy_name="bench",
         path_patterns=[str(src)],
-        hdfs_destination=str(dst),
+        hdfs_destination=destination or str(dst),
         copy_interval=None,
         compression=compression,
     )
@@ -186,6 +190,73 @@ def run(size: int, runs: int, work: Path) -> dict[str, Any]:
     return {"size": size, "rows": rows, "missing": missing}
 
 
+def _harness() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_minidfs", Path(__file__).resolve().parents[1] / "tests/minidfs/minidfs.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_hdfs(size: int, runs: int, work: Path) -> None:
+    """The same file shipped to the HDFS mini-cluster (native driver, 2 DataNodes,
+    replication 2), uncompressed, zstd and gzip, interleaved. Targets: zstd at
+    most 1.25x the uncompressed copy's wall time, writing at most 1/4 of its bytes."""
+    minidfs = _harness()
+    missing = minidfs.missing_tools()
+    if missing:
+        print(f"mini-cluster part skipped: needs {' and '.join(missing)}")
+        return
+    src = work / "app.jsonl"
+    if not src.exists():
+        write_source(src, size)
+    cluster = minidfs.MiniDfs.start(
+        work / "dfs",
+        block_size=128 << 20,
+        jvm_flags=("-Xmx1g", "-XX:+UseSerialGC"),
+        conf={"dfs.replication": "2"},
+    )
+    times: dict[str, list[float]] = {}
+    sizes: dict[str, list[int]] = {}
+    try:
+        os.environ["HADOOP_CONF_DIR"] = str(cluster.conf_dir)
+        n = 0
+        for _ in range(runs):
+            for codec in (None, "zstd", "gzip"):
+                n += 1
+                name = codec or "uncompressed"
+
+                async def one(codec: str | None = codec, n: int = n) -> tuple[float, int]:
+                    seconds, _, out = await engine_copy(
+                        src, work, codec, f"{cluster.uri}/bench/{n}"
+                    )
+                    return seconds, out
+
+                seconds, out = anyio.run(one)
+                times.setdefault(name, []).append(seconds)
+                sizes.setdefault(name, []).append(out)
+    finally:
+        cluster.close()
+    base_t, base_b = median(times["uncompressed"]), median(sizes["uncompressed"])
+    print(f"\nto the HDFS mini-cluster (native driver, replication 2; median of {runs}):")
+    for name in times:
+        t, b = median(times[name]), median(sizes[name])
+        print(
+            f"  {name:13} {t:6.2f} s  {t / base_t:5.2f}x the wall time   "
+            f"{b / MiB:8.1f} MiB written  {b / base_b:5.3f}x the bytes"
+        )
+    zt, zb = median(times["zstd"]) / base_t, median(sizes["zstd"]) / base_b
+    ok = zt <= 1.25 and zb <= 0.25
+    print(
+        f"{'PASS' if ok else 'FAIL'}: zstd to HDFS <= 1.25x the uncompressed copy's wall time "
+        f"and <= 1/4 of its bytes: {zt:.2f}x, {zb:.3f}x"
+    )
+
+
 def report(figures: dict[str, Any]) -> None:
     size = figures["size"]
     rows = figures["rows"]
@@ -228,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="64 MiB: a smoke run")
     p.add_argument("--workdir", default=None, help="where the files go (default: a temp dir)")
+    p.add_argument("--no-hdfs", action="store_true", help="skip the part on the HDFS mini-cluster")
     args, _unknown = p.parse_known_args(argv)  # nox passes its posargs to every script
     size = parse_size("64 MiB" if args.quick else args.size, "size")
     with tempfile.TemporaryDirectory(prefix="bench-compress-", dir=args.workdir) as tmp:
@@ -237,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             f"(median of {args.runs} runs; {os.cpu_count()} CPUs, load average {load})"
         )
         report(run(size, args.runs, Path(tmp)))
+        if not args.no_hdfs:
+            run_hdfs(size, args.runs, Path(tmp))
     return 0
 
 
