@@ -198,16 +198,6 @@ _FROM_ITEM = {
 }
 
 
-def _names(pathname: str) -> tuple[str, str]:
-    names = _records._paths.get(pathname)
-    if names is None:
-        import os
-
-        filename = os.path.basename(pathname)
-        names = _records._paths[pathname] = (filename, os.path.splitext(filename)[0])
-    return names
-
-
 _SPEC = re.compile(r"%%|%\((\w+)\)([#0+ -]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxXeEfFgGcrsa])|%")
 
 
@@ -264,7 +254,7 @@ def _compile_text(text: str, clock: _Clock) -> Callable[[tuple[Any, ...]], str] 
         "_MILLIS": _MILLIS,
         "_level_names": _records._level_names,
         "_getLevelName": logging.getLevelName,
-        "_names": _names,
+        "_names": _records.path_names,
         "_records": _records,
         "_field": _extra_field,
     }

@@ -208,16 +208,22 @@ def _context(frame: FrameType) -> tuple[Any, ...]:
     )
 
 
+def path_names(pathname: str) -> tuple[str, str]:
+    """``(filename, module)`` of a source path, as ``LogRecord`` has them; cached."""
+    names = _paths.get(pathname)
+    if names is None:
+        filename = os.path.basename(pathname)
+        names = _paths[pathname] = (filename, os.path.splitext(filename)[0])
+    return names
+
+
 def build(item: tuple[Any, ...], exc_info: Any = None) -> logging.LogRecord:
     """The ``LogRecord`` of a ``capture``d call, equal to the stdlib's."""
     (
         _, name, level, msg, args, ct, pathname, lineno, func_name,
         thread, thread_name, process_name, pid, task_name, extra,
     ) = item  # fmt: skip
-    names = _paths.get(pathname)
-    if names is None:
-        filename = os.path.basename(pathname)
-        names = _paths[pathname] = (filename, os.path.splitext(filename)[0])
+    names = _paths.get(pathname) or path_names(pathname)
     # One dict display instead of twenty attribute stores: same keys, same order
     # as LogRecord.__init__ (tests/logging/test_records.py compares them).
     d = {
