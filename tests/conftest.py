@@ -64,8 +64,10 @@ def route(request: pytest.FixtureRequest) -> Callable[[Any], Any]:
     ``captured``: the logger's records reach only aiologship sinks (the usual
     service set-up), so the call is queued as a flat tuple and the pump builds the
     record; under pytest that needs ``only_aiologship_sinks``. ``record``: another
-    handler (pytest's) sees the record too, so a ``LogRecord`` is made on the
-    caller's side and queued.
+    handler sees the record too, so a ``LogRecord`` is made on the caller's side
+    and queued. That handler is a ``NullHandler`` on the logger, in place of
+    pytest's capture handlers (which format and keep every record: 300,000 records
+    cost 40-60 µs each there, against a few µs here; the route is the same).
 
     Apply it to the logger after its sinks are added: ``log = route(log)``.
     """
@@ -76,6 +78,8 @@ def route(request: pytest.FixtureRequest) -> Callable[[Any], Any]:
             only_aiologship_sinks(std)
             assert direct_sinks(std, logging.CRITICAL), "expected aiologship sinks only"
         else:
+            only_aiologship_sinks(std)
+            std.addHandler(logging.NullHandler())
             assert direct_sinks(std, logging.CRITICAL) is None, "expected another handler"
         return log
 

@@ -74,7 +74,15 @@ def _three_nodes() -> Iterator[RayCluster]:
             "object_store_memory": _OBJECT_STORE,
             "include_dashboard": False,
             # Metrics reach the node's Prometheus endpoint within 2 s (default 10 s).
-            "_system_config": {"metrics_report_interval_ms": 2000},
+            # Idle workers stay: the ten-task tests need ten at once (4, 3, 3 per
+            # node), and a worker start costs about a second of this machine's CPU.
+            # Ray's default keeps num_cpus (1) per node and kills the rest after 1 s,
+            # so each such test started its workers again.
+            "_system_config": {
+                "metrics_report_interval_ms": 2000,
+                "num_workers_soft_limit": 4,
+                "idle_worker_killing_time_threshold_ms": 600_000,
+            },
         },
     )
     try:
