@@ -77,6 +77,14 @@ current = _current.get  # the bound pairs; a _Live when a value needs a snapshot
 # Replaced whole (never mutated) so a log call reads it without a lock.
 _sources: tuple[Source, ...] = ()
 _sources_lock = threading.Lock()
+# The one source, when exactly one is added and it was added ``checked`` (it never
+# raises and its pairs need no check: aiologship's own Ray/trace source). A log
+# call then calls it directly instead of ``source_pairs``: 0.1 against 0.5 µs in a
+# process that imported neither Ray nor OpenTelemetry (measured, 3.11). Set to
+# None before ``_sources`` changes and recomputed after, so a call in between
+# takes the general path.
+_sole: Source | None = None
+_trusted: set[int] = set()
 # The last pairs each source returned, once checked: a source that caches its
 # tuple (Ray ids) is checked once, not per call.
 _checked: dict[int, Pairs] = {}
@@ -125,22 +133,37 @@ def merge_pairs(base: Pairs, fields: dict[str, Any]) -> Pairs:
 # ----------------------------------------------------------------- sources
 
 
-def add_source(source: Source) -> None:
+def add_source(source: Source, *, checked: bool = False) -> None:
     """Add an automatic-field provider for the whole process; adding the same
-    object twice adds it once. Its fields have the lowest precedence."""
-    global _sources
+    object twice adds it once. Its fields have the lowest precedence.
+    ``checked``: the source never raises and returns only valid pairs (str keys
+    that are no record attribute, immutable values), so calls skip the checks."""
+    global _sources, _sole
     with _sources_lock:
         if source not in _sources:
+            _sole = None
+            if checked:
+                _trusted.add(id(source))
             _sources = (*_sources, source)
+            _sole = _sole_now()
 
 
 def remove_source(source: Source) -> None:
     """Remove a provider added by ``add_source``; one never added: no error."""
-    global _sources
+    global _sources, _sole
     with _sources_lock:
+        _sole = None
         for gone in [s for s in _sources if s == source]:
             _checked.pop(id(gone), None)
+            _trusted.discard(id(gone))
         _sources = tuple(s for s in _sources if s != source)
+        _sole = _sole_now()
+
+
+def _sole_now() -> Source | None:
+    if len(_sources) == 1 and id(_sources[0]) in _trusted:
+        return _sources[0]
+    return None
 
 
 def source_pairs() -> Pairs:

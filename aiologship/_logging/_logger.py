@@ -149,7 +149,10 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
         if not frozen:
             fields = snapshot_pairs(fields)
         if _context._sources:
-            fields = source_pairs() + fields
+            sole = _context._sole
+            pairs = sole() if sole is not None else source_pairs()
+            if pairs:
+                fields = pairs + fields
         own = self._fields
         if own:
             if type(own) is not tuple:
@@ -167,7 +170,7 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
             frozen
             and exc_info is None
             and type(msg) is str
-            and all_immutable(args)
+            and (not args or all_immutable(args))
             and (extra is None or _plain_extra(extra))
         ):
             sinks = direct_sinks(logger, level)
@@ -185,8 +188,9 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
                         fields or None,
                     )
                     sinks[0].put_captured(item)
-                    for sink in sinks[1:]:
-                        sink.put_captured((sink.index, *item[1:]))
+                    if len(sinks) > 1:
+                        for sink in sinks[1:]:
+                            sink.put_captured((sink.index, *item[1:]))
                 return
         record = make_record(logger, level, msg, args, sys._getframe(2), exc_info, extra, fields)
         logger.handle(record)

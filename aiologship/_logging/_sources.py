@@ -378,7 +378,7 @@ def _sync() -> None:
     if source is old:
         return
     if source is not None:
-        add_source(source)
+        add_source(source, checked=True)
     if old is not None:
         remove_source(old)
     _added = source

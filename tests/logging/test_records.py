@@ -6,11 +6,17 @@ import gc
 import json
 import logging
 import sys
+import threading
+import types
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiologship import LogManager
+from aiologship._logging import _records
 from aiologship._logging._queue import direct_sinks
 from aiologship._logging._records import build, capture
 from tests.conftest import only_aiologship_sinks
@@ -154,6 +160,68 @@ def test_captured_call_builds_the_stdlib_record() -> None:
     assert a == b
     assert fast.funcName == "test_captured_call_builds_the_stdlib_record"
     assert 0 <= slow.created - fast.created < 5  # captured first, on the same line
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=12), st.booleans())
+def test_line_numbers_of_call_sites_in_fresh_code(offsets: list[int], traced: bool) -> None:
+    """The line of each call site, as ``frame.f_lineno`` says, also when code objects
+    come and go (the line cache keys on ``id(code)``, which a freed code object gives
+    back: the cache is made tiny here so that it is cleared, and ids come back, all
+    the time) and under a tracer (a debugger, coverage)."""
+    std = logging.getLogger("records.lines")
+
+    def here() -> int:
+        return int(capture(0, std, logging.INFO, "m", (), sys._getframe(1))[7])
+
+    saved = sys.gettrace()
+    with mock.patch.object(_records, "_LINES_LIMIT", 3):
+        if traced:
+            sys.settrace(lambda *a: None)
+        try:
+            for off in offsets:
+                src = "\n" * off + "def f(here):\n    out = [here()]\n    for _ in range(2):\n        out.append(here())\n    return out, here()\n"  # noqa: E501
+                module = compile(src, "<generated>", "exec")
+                code = next(c for c in module.co_consts if isinstance(c, types.CodeType))
+                f = types.FunctionType(code, {"range": range})
+                assert f(here) == ([off + 2, off + 4, off + 4], off + 5)
+                del module, code, f  # freed once the cache lets go: the id comes back
+        finally:
+            sys.settrace(saved)
+
+
+def test_thread_names_as_the_stdlib_reads_them() -> None:
+    """A named thread, the same thread renamed, and a thread ``threading`` never
+    started (``_thread``): the captured ``threadName`` is what a stdlib record says."""
+    import _thread
+
+    std = logging.getLogger("records.threads")
+    seen: list[tuple[str | None, str | None]] = []
+    done = threading.Event()
+
+    def two_records() -> None:
+        for _ in range(2):
+            frame = sys._getframe()
+            fast = capture(0, std, logging.INFO, "m", (), frame)[10]
+            slow = logging.LogRecord("n", logging.INFO, "p", 1, "m", (), None).threadName
+            seen.append((fast, slow))
+            threading.current_thread().name = "renamed"
+
+    t = threading.Thread(target=two_records, name="worker-1")
+    t.start()
+    t.join(10)
+
+    def foreign() -> None:
+        try:
+            two_records()
+        finally:
+            done.set()
+
+    _thread.start_new_thread(foreign, ())
+    assert done.wait(10)
+    assert [fast for fast, _ in seen] == [slow for _, slow in seen]
+    assert seen[0][0] == "worker-1" and seen[1][0] == "renamed"
+    assert seen[2][0] is not None and seen[2][0].startswith("Dummy-")
 
 
 def test_captured_call_formats_like_stdlib(tmp_path: Path) -> None:

@@ -495,6 +495,39 @@ def test_manager_holds_what_its_config_enables() -> None:
     assert on._sources.kinds == () == off._sources.kinds == ray_only._sources.kinds
 
 
+def test_a_source_of_the_users_beside_ours_takes_the_checked_path(
+    tmp_path: Path, tracer: Any
+) -> None:
+    """Ours alone is called directly (``_sole``); with a source of the user's beside
+    it, every call goes through ``source_pairs`` (which checks and drops bad pairs),
+    and back once the user's source is removed."""
+    from aiologship._logging import _context
+
+    t, _ = tracer
+    path = tmp_path / "app.json"
+
+    def users() -> tuple[tuple[str, Any], ...]:
+        return (("tenant", "acme"), ("levelno", 99))  # a record attribute: dropped
+
+    with LogManager(format="json") as lm:
+        log = lm.get_logger("sole")
+        log.add(path)
+        assert _context._sole is sources.RAY_AND_TRACE_FIELDS
+        with t.start_as_current_span("a"):
+            log.info("ours only")
+            _context.add_source(users)
+            assert _context._sole is None
+            log.info("both")
+            _context.remove_source(users)
+            assert _context._sole is sources.RAY_AND_TRACE_FIELDS
+            log.info("ours again")
+    assert _context._sole is None
+    first, both, again = json_records(path)
+    assert "tenant" not in first and "tenant" not in again
+    assert both["tenant"] == "acme" and both.get("levelno") != 99
+    assert first["trace_id"] == both["trace_id"] == again["trace_id"]
+
+
 # --------------------------------------------------- through the real pipeline
 
 
