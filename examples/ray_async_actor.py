@@ -88,9 +88,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", help="an existing cluster (default: start a local one)")
     parser.add_argument("--destination", help="where to ship (default: a temp folder)")
+    parser.add_argument("--work", help="folder for the logs (default: a new temp folder)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="aiologship-actor-"))
-    (work / "logs").mkdir()
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="aiologship-actor-"))
+    (work / "logs").mkdir(parents=True)
     destination = args.destination or str(work / "shipped")
     ray.init(address=args.address, num_cpus=None if args.address else 1)
     try:

@@ -64,11 +64,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", help="an existing cluster (default: start a local one)")
     parser.add_argument("--destination", help="where the copier ships (default: a temp folder)")
+    parser.add_argument("--work", help="folder for the logs (default: a new temp folder)")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="aiologship-ray-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="aiologship-ray-"))
     log_dir = work / "logs"  # on one machine every node shares this folder
-    log_dir.mkdir()
+    log_dir.mkdir(parents=True)
     destination = args.destination or str(work / "shipped")
     cluster = None if args.address else start_local_cluster()
     ray.init(address=args.address or cluster.address, log_to_driver=True)

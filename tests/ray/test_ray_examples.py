@@ -32,18 +32,20 @@ def run_example(name: str, timeout: float, *args: str) -> str:
 
 
 @pytest.mark.timeout(300)
-def test_ray_cluster_example(cluster: Any) -> None:
+def test_ray_cluster_example(cluster: Any, tmp_path: Path) -> None:
     # The shared three-node cluster saves the example's own start (about 10 s).
-    out = run_example("ray_cluster.py", 280, "--address", cluster.cluster.address)
+    out = run_example(
+        "ray_cluster.py", 280, "--address", cluster.cluster.address, "--work", str(tmp_path)
+    )
     states = [line.rsplit(": copy ", 1)[1] for line in out.splitlines() if ": copy " in line]
     assert len(states) == 10 and states.count("skipped") >= 1, out[-3000:]
     assert "HDFS copy operation 'app_logs' skipped: disabled in Ray cluster worker node" in out
     assert out.count("copier 'app_logs'") == 1, out[-3000:]
-    assert "10 files under" in out
+    assert f"10 files under {tmp_path / 'shipped'}" in out
 
 
 @pytest.mark.timeout(300)
-def test_ray_async_actor_example() -> None:
-    out = run_example("ray_async_actor.py", timeout=280)
+def test_ray_async_actor_example(tmp_path: Path) -> None:
+    out = run_example("ray_async_actor.py", 280, "--work", str(tmp_path))
     assert "'state': 'running'" in out, out[-3000:]
     assert "copier 'service_logs'" in out
