@@ -217,7 +217,7 @@ def test_copies_from_yaml_rolled_up(tmp_path: Path) -> None:
     assert roll.name.startswith("rolled-") and roll.name.endswith(".log.gz")
     assert gzip.decompress(roll.read_bytes()) == b"one\ntwo\n"
     config.write_text(config.read_text().replace("128 MiB", "huge"), encoding="utf-8")
-    with pytest.raises(ConfigError, match="rollup.size"), LogManager(config_path=config):
+    with pytest.raises(ConfigError, match=r"rollup\.size"), LogManager(config_path=config):
         pass
 
 

@@ -163,11 +163,13 @@ class Roller:
                 if fresh >= _NEW_ROLLS_PER_CYCLE:
                     return claims
                 continue
-            except (SourceVanished, SourceUnreadable, DestinationFailure):
+            except (SourceVanished, SourceUnreadable, DestinationFailure) as exc:
                 # Part of it may be there: settled now (or, if the destination
                 # is down, by the next cycle before anything else).
                 await self._settle(dest, pending, files)
-                raise
+                if isinstance(exc, DestinationFailure):
+                    raise
+                return claims  # a source changed under us: planned again next cycle
             self._committed(pending, size, tail, sent, tally)
             claims = rest
         return claims

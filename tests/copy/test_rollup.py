@@ -365,3 +365,66 @@ def test_rollup_values() -> None:
     assert spec({"interval": 60}).rollup == RollUp(size=None, interval=60.0)
     assert spec(got).rollup is got
     assert CopySpec.from_params(**spec(got).as_params()) == spec(got)
+
+
+def test_manifest_format_3_reads_and_a_bad_rollup_section_is_corrupt(tmp_path: Path) -> None:
+    from aiologship._copy._manifest import Manifest, ManifestCorrupt
+    from aiologship._copy._rollstate import Roll, RollState, Span
+
+    path = tmp_path / MANIFEST_NAME
+    old = {"version": 3, "copy_name": "c", "destination": "/d", "files": {}, "absent": []}
+    path.write_text(json.dumps(old))
+    loaded = Manifest.load(path, copy_name="c", destination="/d")
+    assert loaded is not None and not loaded.rollup
+    state = RollState(rolls={"r.log": Roll(name="r.log", part="", opened=1.0)})
+    state.rolls["r.log"] = Roll(
+        name="r.log", part="", opened=1.0, dest_size=3, dest_tail="0" * 32,
+        source_bytes=3, spans=(Span("/s/a.log", 7, 0, 3),),
+    )  # fmt: skip
+    loaded.rollup = state
+    path.write_bytes(loaded.snapshot())
+    again = Manifest.load(path, copy_name="c", destination="/d")
+    assert again is not None and again.rollup.rolls == state.rolls
+    for bad in ({"rolls": "x"}, {"rolls": [{"name": "../up.log"}]}):
+        data = json.loads(path.read_bytes())
+        data["rollup"].update(bad)
+        path.write_text(json.dumps(data))
+        with pytest.raises(ManifestCorrupt, match="rollup"):
+            Manifest.load(path, copy_name="c", destination="/d")
+    data["rollup"]["rolls"] = [dict(json.loads(loaded.snapshot())["rollup"]["rolls"][0])]
+    data["rollup"]["rolls"][0]["name"] = "../up.log"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestCorrupt, match="not a relative path"):
+        Manifest.load(path, copy_name="c", destination="/d")
+
+
+async def test_source_failing_mid_append_is_cut_back_and_rolled_next_cycle(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiologship._copy import _rollup
+    from aiologship._copy._transfer import SourceVanished
+
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller(compression="gzip")
+    await engine.flush()
+    sources.update({"b.log": text("b", 30), "c.log": text("c", 30)})
+    renv.put("b.log", sources["b.log"])
+    renv.put("c.log", sources["c.log"])
+    real = _rollup.copy_range
+    calls = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # b.log's member is written, then c.log "shrinks"
+            raise SourceVanished("shrank while being read")
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(_rollup, "copy_range", flaky)
+        failed = await engine.flush()
+    assert failed.destination_error is None and failed.pending_files == 2
+    assert_exactly_once(renv, {"a.log": sources["a.log"], "b.log": b"", "c.log": b""}, "gzip")
+    done = await engine.flush()
+    assert done.ok and done.files_shipped == 2
+    assert_exactly_once(renv, sources, "gzip")
