@@ -97,6 +97,8 @@ class Cycles:
                 temps=temps,
                 dirs=self._dirs,
                 clock=clock,
+                retry_sleep=retry_sleep,
+                give_up=give_up,
             )
         )
         self._ship_tools = ShipTools(

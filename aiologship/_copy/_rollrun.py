@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -20,7 +20,7 @@ from ._rollstate import Pending, Roll, RollState
 from ._rollup import (
     Claim,
     RollChanged,
-    append,
+    append_settled,
     budget,
     build_pending,
     plan_rollup,
@@ -33,7 +33,13 @@ from ._rollup import (
 from ._scan import SourceFile
 from ._ship import Tally
 from ._spec import CopySpec, RollUp
-from ._transfer import DestinationFailure, DirCache, SourceUnreadable, SourceVanished, TempNames
+from ._transfer import (
+    DirCache,
+    SourceUnreadable,
+    SourceVanished,
+    TempNames,
+    ship_with_retry,
+)
 
 logger = logging.getLogger("aiologship.copy")
 # A roll file found changed by someone else is closed and a new one opened;
@@ -55,8 +61,12 @@ class Roller:
         temps: TempNames,
         dirs: DirCache,
         clock: Callable[[], float],
+        retry_sleep: Callable[[float], Awaitable[None]],
+        give_up: Callable[[], bool],
     ) -> None:
         self._spec = spec
+        self._retry_sleep = retry_sleep
+        self._give_up = give_up
         self._rollup = rollup
         self._store = store
         self._book = book
@@ -64,7 +74,7 @@ class Roller:
         self._temps = temps
         self._dirs = dirs
         self._clock = clock
-        self._io = {"compression": spec.compression, "temps": temps, "dirs": dirs}
+        self._io: dict[str, Any] = {"compression": spec.compression, "temps": temps, "dirs": dirs}
 
     @property
     def _state(self) -> RollState:
@@ -154,8 +164,16 @@ class Roller:
             state.pending = pending
             await self._store.save()
             await self._thread(write_ledger, dest, self._spec.state_key, state, self._temps)
+            attempt = functools.partial(append_settled, dest, pending, files, **self._io)
             try:
-                size, tail, sent = await self._thread(append, dest, pending, files, **self._io)
+                size, tail, sent = await ship_with_retry(
+                    attempt,
+                    max_retries=self._spec.max_retries,
+                    retry_delay=self._spec.retry_delay,
+                    sleep=self._retry_sleep,
+                    limiter=self._limiter,
+                    give_up=self._give_up,
+                )
             except RollChanged as exc:
                 state.pending = None
                 self._changed(roll, str(exc))
@@ -163,13 +181,12 @@ class Roller:
                 if fresh >= _NEW_ROLLS_PER_CYCLE:
                     return claims
                 continue
-            except (SourceVanished, SourceUnreadable, DestinationFailure) as exc:
-                # Part of it may be there: settled now (or, if the destination
-                # is down, by the next cycle before anything else).
+            except (SourceVanished, SourceUnreadable):
+                # Part of it may be there: settled now; planned again next cycle.
                 await self._settle(dest, pending, files)
-                if isinstance(exc, DestinationFailure):
-                    raise
-                return claims  # a source changed under us: planned again next cycle
+                return claims
+            # DestinationFailure after the retries: the pending append stays
+            # saved and the next cycle settles it before anything else.
             self._committed(pending, size, tail, sent, tally)
             claims = rest
         return claims

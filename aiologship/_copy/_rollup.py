@@ -361,6 +361,28 @@ def _write_spans(
     return written
 
 
+def append_settled(
+    dest: Destination,
+    pending: Pending,
+    files: Mapping[str, SourceFile],
+    *,
+    compression: Compression | None,
+    temps: TempNames,
+    dirs: DirCache,
+) -> tuple[int, str, int]:
+    """One attempt of the retry policy: whatever an earlier attempt left is
+    settled first (one stat and one small read when nothing was written), then
+    ``pending`` is appended, or adopted if an earlier attempt wrote it whole
+    (0 bytes written then). Raises as :func:`append`."""
+    io: dict[str, Any] = {"compression": compression, "temps": temps, "dirs": dirs}
+    outcome, size, tail = recover(dest, pending, files, **io)
+    if outcome == "adopted":
+        return size, tail, 0
+    if outcome == "changed":
+        raise RollChanged(f"{pending.roll.name} is not as committed")
+    return append(dest, pending, files, **io)
+
+
 # ---------------------------------------------------------------- recovery
 
 

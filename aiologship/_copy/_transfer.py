@@ -17,7 +17,7 @@ import threading
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -773,15 +773,18 @@ def retry_wait(retry_delay: float, cap: float = RETRY_CAP) -> wait_base:
     return wait_capped(inner, cap)
 
 
+_T = TypeVar("_T")
+
+
 async def ship_with_retry(
-    ship: Callable[[], Shipped],
+    ship: Callable[[], _T],
     *,
     max_retries: int,
     retry_delay: float,
     sleep: Callable[[float], Awaitable[None]],
     limiter: anyio.CapacityLimiter,
     give_up: Callable[[], bool] = lambda: False,
-) -> Shipped:
+) -> _T:
     """Run ``ship`` in a worker thread, retrying destination failures:
     ``max_retries`` retries after the first attempt, exponential backoff from
     ``retry_delay`` with jitter, each wait capped at ``RETRY_CAP`` seconds; no

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pytest
 
 from aiologship._copy import CopyEngine, CopySpec, _rollrun
@@ -21,7 +22,7 @@ from aiologship._copy._rollstate import LEDGER_SUFFIX
 from aiologship._copy._spec import RollUp
 from aiologship._copy._transfer import TMP_MARK
 from aiologship._exceptions import ConfigError
-from tests.copy.test_engine import Env
+from tests.copy.test_engine import Env, LocalHandler
 
 pytestmark = pytest.mark.anyio
 
@@ -45,12 +46,19 @@ class RollEnv(Env):
         super().__init__(tmp)
         self.clock = Clock()
 
-    async def roller(self, rollup: Any = True, **overrides: Any) -> CopyEngine:
+    async def roller(
+        self, rollup: Any = True, resolver: Any = None, **overrides: Any
+    ) -> CopyEngine:
         default = {"size": "1 MiB", "settle": SETTLE}
         params: dict[str, Any] = {"rollup": default if rollup is True else rollup}
         params.update(overrides)
         engine = CopyEngine(
-            self.spec(**params), state_dir=self.state, sleep=self.sleep, clock=self.clock, workers=2
+            self.spec(**params),
+            state_dir=self.state,
+            sleep=self.sleep,
+            clock=self.clock,
+            workers=2,
+            resolver=resolver,
         )
         await engine.open()
         self.engines.append(engine)
@@ -428,3 +436,53 @@ async def test_source_failing_mid_append_is_cut_back_and_rolled_next_cycle(
     done = await engine.flush()
     assert done.ok and done.files_shipped == 2
     assert_exactly_once(renv, sources, "gzip")
+
+
+async def test_failed_append_is_retried_in_the_cycle(renv: RollEnv) -> None:
+    failures = []
+
+    def fail(name: str, path: str) -> bool:
+        if name == "open_append_stream" and not failures:
+            failures.append(path)
+            return True
+        return False
+
+    handler = LocalHandler(renv.dst, fail=fail)
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller(resolver=handler.resolver, compression="zstd")
+    await engine.flush()
+    sources["b.log"] = text("b", 30)
+    renv.put("b.log", sources["b.log"])
+    result = await engine.flush()
+    assert result.ok and failures and len(renv.sleeps) == 1
+    assert_exactly_once(renv, sources, "zstd")
+
+
+async def test_destination_that_cannot_append_rewrites_the_roll(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiologship._fs import Destination
+
+    def resolver(uri: str) -> Destination:
+        fs = pafs.LocalFileSystem()
+        return Destination(fs, str(renv.dst), str(renv.dst), False)
+
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller(resolver=resolver, compression="gzip")
+    await engine.flush()
+    sources["b.log"] = text("b", 30)
+    renv.put("b.log", sources["b.log"])
+    await engine.flush()
+    assert len(renv.rolls()) == 1
+    assert_exactly_once(renv, sources, "gzip")
+    await engine.stop(final_cycle=False)
+    renv.engines.remove(engine)
+    sources["c.log"] = text("c", 30)
+    renv.put("c.log", sources["c.log"])
+    await crash_after_append(renv, monkeypatch, resolver=resolver, compression="gzip")
+    restarted = await renv.roller(resolver=resolver, compression="gzip")
+    assert (await restarted.flush()).bytes_shipped == 0  # adopted
+    assert_exactly_once(renv, sources, "gzip")
+    assert renv.temp_files() == []
