@@ -345,8 +345,8 @@ def _write_spans(
     encode = encoder(compression)
     written = 0
     for span in spans:
-        f = files.get(span.source)
-        if f is None or f.ino != span.ino:
+        f = source_of(span, files)
+        if f is None:
             raise SourceVanished(f"{span.source} is gone")
         try:
             fh = open_source(f)
@@ -398,8 +398,8 @@ def recover(
     """Settle a pending append left by a crash or a failed write: ``("adopted",
     size, tail)`` when the roll file holds exactly it (commit it),
     ``("dropped", ...)`` when the roll file is as committed (or was never
-    made), ``("changed", ...)`` when it is not ours any more (close it). Cuts
-    the roll file back to its committed bytes where needed."""
+    made), ``("changed", ...)`` when it is not ours (any more): it is closed
+    and left alone. Cuts the roll file back to its committed bytes where needed."""
     roll = pending.roll
     fs = dest.filesystem
     final = dest.path_of(roll.name)
@@ -421,8 +421,9 @@ def recover(
         if size == base and _holds_committed(fs, final, roll):
             return "dropped", base, roll.dest_tail
         if base == 0:
-            fs.delete_file(final)  # our own new roll file, cut short
-            return "dropped", 0, ""
+            # A new roll file appears whole or not at all (written under a
+            # temporary name, then moved): this one is not ours. Left alone.
+            return "changed", size, ""
         if size < base or not _holds_committed(fs, final, roll):
             return "changed", size, ""
         _rewrite(fs, final, base, pending, None, compression, temps, dirs, tmp=repair)
@@ -449,6 +450,15 @@ class _Compare:
         self.pos += n
 
 
+def source_of(span: Span, files: Mapping[str, SourceFile]) -> SourceFile | None:
+    """The scanned file a span was read from: by its path, or (renamed since)
+    by its inode."""
+    f = files.get(span.source)
+    if f is not None and f.ino == span.ino:
+        return f
+    return next((g for g in files.values() if g.ino == span.ino), None)
+
+
 def _is_append(
     fs: pafs.FileSystem,
     final: str,
@@ -460,14 +470,32 @@ def _is_append(
 ) -> bool:
     """Are bytes ``[base, size)`` of ``final`` exactly the pending append?
     Encoded again and compared (the encoders are deterministic for one
-    library version; a newer one only costs a repair)."""
+    library version; a newer one only costs a repair). A source gone since:
+    the bytes must decode whole to as many bytes as the append's ranges."""
     try:
         with fs.open_input_file(final) as remote:
+            if any(source_of(span, files) is None for span in pending.spans):
+                return _decoded_size(remote, base, compression) == pending.source_bytes
             sink = _Compare(remote, base)
             _write_spans(sink, pending.spans, files, compression)
             return sink.pos == size
     except (_Differs, SourceVanished, SourceUnreadable, NotImplementedError):
         return False
+
+
+def _decoded_size(remote: Any, base: int, compression: Compression | None) -> int | None:
+    """Bytes that ``remote`` from ``base`` decodes to; None for a cut member/frame."""
+    if compression is None:
+        return int(remote.size()) - base
+    remote.seek(base)
+    total = 0
+    try:
+        with pyarrow.CompressedInputStream(remote, str(compression)) as stream:
+            while chunk := stream.read(CHUNK_SIZE):
+                total += len(chunk)
+    except (OSError, pyarrow.ArrowException):
+        return None
+    return total
 
 
 def _holds_committed(fs: pafs.FileSystem, path: str, roll: Roll) -> bool:

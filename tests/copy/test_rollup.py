@@ -277,6 +277,30 @@ async def test_uncommitted_append_is_adopted(
     assert_exactly_once(renv, sources, codec)
 
 
+@pytest.mark.parametrize("codec", [None, "zstd"])
+async def test_uncommitted_append_of_a_source_gone_since_is_adopted(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch, codec: str | None
+) -> None:
+    """Its bytes cannot be compared any more: a suffix that decodes whole to
+    as many bytes as the pending ranges is adopted (a cut one would not be)."""
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller(compression=codec)
+    await engine.flush()
+    await engine.stop(final_cycle=False)
+    renv.engines.remove(engine)
+    b = text("b", 30)
+    renv.put("b.log", b)
+    await crash_after_append(renv, monkeypatch, compression=codec)
+    (renv.src / "b.log").unlink()
+    restarted = await renv.roller(compression=codec)
+    await restarted.flush()
+    (roll,) = renv.ranges().values()
+    assert [Path(s).name for s, *_ in roll] == ["a.log", "b.log"]
+    (data,) = renv.rolls().values()
+    assert decompress(data, codec) == sources["a.log"] + b
+
+
 async def test_longer_roll_is_cut_back_to_its_commit(
     renv: RollEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -299,19 +323,22 @@ async def test_longer_roll_is_cut_back_to_its_commit(
     assert not [p for p in renv.dst.rglob("*") if "aiologship-repair" in p.name]
 
 
-async def test_new_roll_cut_short_is_removed(
+async def test_other_file_at_a_new_roll_name_is_left_alone(
     renv: RollEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A new roll file appears whole or not at all: a different file under its
+    name after a crash is someone else's, kept, and the ranges go elsewhere."""
     sources = {"a.log": text("a", 30)}
     renv.put("a.log", sources["a.log"])
     await crash_after_append(renv, monkeypatch)
     (name,) = renv.rolls()
-    with open(renv.dst / name, "r+b") as f:
-        f.truncate(100)
+    (renv.dst / name).write_bytes(b"someone else's\n")
     restarted = await renv.roller()
     await restarted.flush()
+    assert (renv.dst / name).read_bytes() == b"someone else's\n"
+    (renv.dst / name).unlink()
     assert_exactly_once(renv, sources)
-    assert len(renv.rolls()) == 1 and name not in renv.rolls()
+    assert len(renv.rolls()) == 1
 
 
 async def test_lost_manifest_reads_the_ledger(renv: RollEnv) -> None:

@@ -178,7 +178,9 @@ class RollupModel(RuleBasedStateMachine):
             self.portal.call(engine.flush)
         self.stop_engine()
         pending = json.loads(self.manifest_path().read_bytes()).get("rollup", {}).get("pending")
-        if junk and pending is not None:
+        # A new roll file is written under a temporary name and moved whole:
+        # only an append to a committed one can be cut short under its name.
+        if junk and pending is not None and pending["roll"]["dest_size"] > 0:
             with open(self.dst / pending["roll"]["name"], "ab") as f:
                 f.write(b"\x1f\x8b\x08 half a member")
 
