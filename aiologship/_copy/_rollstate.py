@@ -129,12 +129,19 @@ class RollState:
         if roll is not None and not roll.closed:
             self.rolls[name] = dataclasses.replace(roll, closed=True)
 
-    def prune(self) -> None:
+    def prune(self) -> bool:
         """Closed rolls none of whose sources is still followed are forgotten
         (their files stay): the section does not grow with every rotation."""
-        for name, roll in list(self.rolls.items()):
-            if roll.closed and not any(s.source in self.sources for s in roll.spans):
-                del self.rolls[name]
+        # By inode: a followed source may have been renamed since it was rolled.
+        followed = {rec.ino for rec in self.sources.values()}
+        gone = [
+            name
+            for name, roll in self.rolls.items()
+            if roll.closed and not any(s.ino in followed for s in roll.spans)
+        ]
+        for name in gone:
+            del self.rolls[name]
+        return bool(gone)
 
     # ------------------------------------------------------------ JSON
 

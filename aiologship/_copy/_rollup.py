@@ -109,8 +109,11 @@ def plan_rollup(
     for path in absent & state.absent:  # absent two cycles in a row: gone
         del state.sources[path]
         out.changed = True
-    state.absent = absent - state.absent
-    state.prune()
+    if state.absent != absent - state.absent:
+        state.absent = absent - state.absent
+        out.changed = True
+    if state.prune():
+        out.changed = True
     return out
 
 

@@ -513,3 +513,21 @@ async def test_destination_that_cannot_append_rewrites_the_roll(
     assert (await restarted.flush()).bytes_shipped == 0  # adopted
     assert_exactly_once(renv, sources, "gzip")
     assert renv.temp_files() == []
+
+
+async def test_closed_roll_stays_recorded_while_its_renamed_source_is_followed(
+    renv: RollEnv,
+) -> None:
+    renv.put("app.log", text("a", 10))
+    engine = await renv.roller({"interval": 60, "settle": SETTLE})
+    await engine.flush()
+    renv.clock.now += 120  # the roll closes
+    os.rename(renv.src / "app.log", renv.src / "app.log.1")
+    await engine.flush()
+    await engine.flush()
+    (roll,) = renv.manifest()["rollup"]["rolls"]
+    assert roll["closed"] and roll["name"] in renv.rolls()
+    (renv.src / "app.log.1").unlink()
+    await engine.flush()
+    await engine.flush()  # gone two cycles in a row: forgotten, and its closed roll too
+    assert renv.manifest()["rollup"]["rolls"] == [] and len(renv.rolls()) == 1
