@@ -415,19 +415,17 @@ def recover(
                 fs.move(repair, final)  # a repair stopped between its delete and move
                 return "dropped", base, roll.dest_tail
             return ("dropped", 0, "") if base == 0 else ("changed", 0, "")
-        if (
-            size > base
-            and _holds_committed(fs, final, roll)
-            and _is_append(fs, final, base, size, pending, files, compression)
-        ):
+        if _size_of(fs, repair) is not None:
+            fs.delete_file(repair)  # a repair cut short before its delete: not needed
+        ours = size >= base and _holds_committed(fs, final, roll)
+        if ours and size > base and _is_append(fs, final, base, size, pending, files, compression):
             return "adopted", size, tail_of(dest, final, size)
-        if size == base and _holds_committed(fs, final, roll):
+        if ours and size == base:
             return "dropped", base, roll.dest_tail
-        if base == 0:
-            # A new roll file appears whole or not at all (written under a
-            # temporary name, then moved): this one is not ours. Left alone.
-            return "changed", size, ""
-        if size < base or not _holds_committed(fs, final, roll):
+        if not ours or base == 0:
+            # Shorter or other bytes: not ours any more. A new roll file appears
+            # whole or not at all (written under a temporary name, then moved),
+            # so one that is not the pending append is someone else's. Left alone.
             return "changed", size, ""
         _rewrite(fs, final, base, pending, None, compression, temps, dirs, tmp=repair)
         return "dropped", base, roll.dest_tail

@@ -323,6 +323,32 @@ async def test_longer_roll_is_cut_back_to_its_commit(
     assert not [p for p in renv.dst.rglob("*") if "aiologship-repair" in p.name]
 
 
+async def test_repair_stopped_between_its_delete_and_move_is_finished(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HDFS cannot rename over a file: a repair deletes the roll file, then moves
+    the committed copy in. Killed in between, the next run moves it in."""
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller(compression="gzip")
+    await engine.flush()
+    await engine.stop(final_cycle=False)
+    renv.engines.remove(engine)
+    sources["b.log"] = text("b", 30)
+    renv.put("b.log", sources["b.log"])
+    await crash_after_append(renv, monkeypatch, compression="gzip")
+    (name,) = renv.rolls()
+    (committed,) = renv.manifest()["rollup"]["rolls"]
+    data = (renv.dst / name).read_bytes()
+    (renv.dst / f".{name}.aiologship-repair").write_bytes(data[: committed["dest_size"]])
+    (renv.dst / name).unlink()
+    restarted = await renv.roller(compression="gzip")
+    result = await restarted.flush()
+    assert result.files_shipped == 1  # b.log, appended again once
+    assert_exactly_once(renv, sources, "gzip")
+    assert not [p for p in renv.dst.iterdir() if "aiologship-repair" in p.name]
+
+
 async def test_other_file_at_a_new_roll_name_is_left_alone(
     renv: RollEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
