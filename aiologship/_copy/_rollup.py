@@ -443,10 +443,13 @@ class _Compare:
     def __init__(self, remote: Any, pos: int) -> None:
         self.remote = remote
         self.pos = pos
+        # Never read past what a reader sees: hdfs-native panics on a seek
+        # beyond it (a file under construction reads shorter than its status).
+        self.end = int(remote.size())
 
     def write(self, data: Any) -> None:
         n = len(data)
-        if self.remote.read_at(n, self.pos) != bytes(data):
+        if self.pos + n > self.end or self.remote.read_at(n, self.pos) != bytes(data):
             raise _Differs
         self.pos += n
 
@@ -500,10 +503,21 @@ def _decoded_size(remote: Any, base: int, compression: Compression | None) -> in
 
 
 def _holds_committed(fs: pafs.FileSystem, path: str, roll: Roll) -> bool:
-    """Does ``path`` start with the roll's committed bytes (size, tail hash)?"""
+    """Does ``path`` start with the roll's committed bytes (size, tail hash)?
+    Raises ``DestinationFailure`` while it reads shorter than its status says:
+    on HDFS, a file a killed writer left under construction reads only its
+    complete blocks until the NameNode recovers the lease (about a minute);
+    the committed bytes are there, so it is neither closed nor repaired yet."""
     try:
         with fs.open_input_file(path) as remote:
             if remote.size() < roll.dest_size:
+                status = _size_of(fs, path)
+                if status is not None and status >= roll.dest_size:
+                    _nudge_lease_recovery(fs, path)
+                    raise DestinationFailure(
+                        f"{path} reads {remote.size()} of its {status} bytes (left under "
+                        "construction by a writer that died?): retried later"
+                    )
                 return False
             start = max(0, roll.dest_size - FINGERPRINT_BYTES)
             got = digest(remote.read_at(roll.dest_size - start, start))
@@ -512,6 +526,15 @@ def _holds_committed(fs: pafs.FileSystem, path: str, roll: Roll) -> bool:
     except NotImplementedError:
         return False
     return got == roll.dest_tail if roll.dest_size else True
+
+
+def _nudge_lease_recovery(fs: pafs.FileSystem, path: str) -> None:
+    """Open ``path`` for append and close it, writing nothing. Once the dead
+    writer's soft lease limit (60 s) has passed, an append attempt is what
+    makes the NameNode recover the lease and close the file; without one it
+    waits for the hard limit (20 min to 1 h). Refused meanwhile: ignored."""
+    with contextlib.suppress(OSError, pyarrow.ArrowException):
+        fs.open_append_stream(path, compression=None).close()
 
 
 def _size_of(fs: pafs.FileSystem, path: str) -> int | None:

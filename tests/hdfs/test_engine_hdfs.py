@@ -761,3 +761,39 @@ async def test_gzip_rollup_reads_back_with_fsshell(env: Env) -> None:
     assert _hadoop_text(env, rolls[0]) == expected
     assert len(expected) == sum(p.stat().st_size for p in env.src.iterdir())
     assert env.temp_files() == []
+
+
+@pytest.mark.skipif(
+    os.environ.get("AIOLOGSHIP_MODEL_PROFILE") != "long",
+    reason="waits about a minute for the NameNode's lease recovery: nox -s soak runs it",
+)
+@pytest.mark.parametrize("driver", [HdfsDriver.NATIVE], ids=["native"])
+async def test_roll_left_under_construction_by_a_killed_writer(env: Env) -> None:
+    """A roll file a killed writer left under construction reads short (0 bytes
+    of a partial block) until its lease is recovered: the roll is neither
+    closed nor repaired meanwhile; an empty append attempt per try makes the
+    NameNode recover the lease once the soft limit (60 s) is past, and the next
+    range goes into the same roll (measured here: converged after 62 s)."""
+    sealed = time.time() - 3600
+
+    def rotated(name: str, data: bytes) -> None:
+        os.utime(env.write(name, data), (sealed, sealed))
+
+    rotated("app.log.1", lines(0, 20_000))
+    rollup = {"size": "64 MiB", "settle": 0}
+    engine = await env.engine(record=False, compression="gzip", rollup=rollup)
+    assert (await engine.flush()).ok
+    (name,) = [n for n in env.dest_files() if not n.startswith(".")]
+    await _kill_an_appender(env, name)
+    rotated("app.log.2", lines(20_000, 300))
+    for _ in range(150):  # bounded: one cycle per try
+        result = await engine.flush()
+        if result.ok:
+            break
+        assert "under construction" in (result.destination_error or ""), result
+        await anyio.sleep(1)
+    else:
+        raise AssertionError(f"never converged: {result} {env.open_for_write()}")
+    assert [n for n in env.dest_files() if not n.startswith(".")] == [name]
+    want = (env.src / "app.log.1").read_bytes() + (env.src / "app.log.2").read_bytes()
+    assert _hadoop_text(env, name) == want
