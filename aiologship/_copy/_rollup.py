@@ -86,7 +86,12 @@ class RollPlan:
 def plan_rollup(
     state: RollState, files: Sequence[SourceFile], now: float, settle: float
 ) -> RollPlan:
-    """What to roll this cycle; follows renames and prunes ``state`` in place."""
+    """What to roll this cycle; follows renames and prunes ``state`` in place.
+
+    Every file is judged against the records as they were before this cycle,
+    and the moves are applied after: with numbered rotation (``app.log.1`` ->
+    ``app.log.2``, ``app.log`` -> ``app.log.1``) one file's new name is another's
+    old one, whatever order they are looked at in."""
     out = RollPlan([], [], False)
     live = {f.path: f for f in files}
     by_ident: dict[tuple[int, int], list[str]] = {}
@@ -94,17 +99,28 @@ def plan_rollup(
         g = live.get(path)
         if g is None or (g.dev, g.ino) != (known.dev, known.ino):
             by_ident.setdefault((known.dev, known.ino), []).append(path)
+    moved_from: list[str] = []
+    updated: dict[str, Rolled] = {}
     for f in sorted(files, key=lambda g: (g.mtime_ns, g.path)):
         rec: Rolled | None = state.sources.get(f.path)
         if rec is None or (rec.dev, rec.ino) != (f.dev, f.ino):
-            rec = _follow_rename(state, f, by_ident, out)
-        start = _rolled_up_to(state, f, rec, out)
+            old, rec = _follow_rename(state, f, by_ident)
+            if old is not None and rec is not None:
+                moved_from.append(old)
+                updated[f.path] = rec
+        start, touched = _rolled_up_to(f, rec)
+        if touched is not None:
+            updated[f.path] = touched
         if start is None or start >= f.size:
             continue
         if now - f.mtime_ns / 1e9 >= settle:
             out.claims.append(Claim(f, start))
         else:
             out.waiting.append(f)
+    for old in moved_from:
+        del state.sources[old]
+    state.sources.update(updated)
+    out.changed = bool(moved_from or updated)
     absent = {path for path in state.sources if path not in live}
     for path in absent & state.absent:  # absent two cycles in a row: gone
         del state.sources[path]
@@ -118,37 +134,35 @@ def plan_rollup(
 
 
 def _follow_rename(
-    state: RollState, f: SourceFile, by_ident: dict[tuple[int, int], list[str]], out: RollPlan
-) -> Rolled | None:
+    state: RollState, f: SourceFile, by_ident: dict[tuple[int, int], list[str]]
+) -> tuple[str | None, Rolled | None]:
+    """(old path, record) of the source ``f`` was before a rename, if any."""
     for old in by_ident.get((f.dev, f.ino), ()):
         rec = state.sources.get(old)
         if rec is None or old == f.path or not _holds_prefix(f, rec):
             continue
-        del state.sources[old]
-        state.sources[f.path] = rec
         by_ident[(f.dev, f.ino)].remove(old)
-        out.changed = True
-        return rec
-    return None
+        return old, rec
+    return None, None
 
 
-def _rolled_up_to(state: RollState, f: SourceFile, rec: Rolled | None, out: RollPlan) -> int | None:
-    """Where ``f``'s bytes not yet rolled start; None: unreadable now."""
+def _rolled_up_to(f: SourceFile, rec: Rolled | None) -> tuple[int | None, Rolled | None]:
+    """Where ``f``'s bytes not yet rolled start (None: unreadable now), and its
+    record with new times when it was only touched."""
     if rec is None or (rec.dev, rec.ino) != (f.dev, f.ino):
-        return 0
+        return 0, None
     if (f.size, f.mtime_ns, f.ctime_ns) == (rec.size, rec.mtime_ns, rec.ctime_ns):
-        return f.size
+        return f.size, None
     if f.size < rec.size:
-        return 0  # truncated: a new version
+        return 0, None  # truncated: a new version
     held = _holds_prefix(f, rec)
     if held is None:
-        return None
+        return None, None
     if not held:
-        return 0  # rewritten (copytruncate): a new version
+        return 0, None  # rewritten (copytruncate): a new version
     if f.size == rec.size:  # touched: only the times changed
-        state.sources[f.path] = dataclasses.replace(rec, mtime_ns=f.mtime_ns, ctime_ns=f.ctime_ns)
-        out.changed = True
-    return rec.size
+        return rec.size, dataclasses.replace(rec, mtime_ns=f.mtime_ns, ctime_ns=f.ctime_ns)
+    return rec.size, None
 
 
 def _holds_prefix(f: SourceFile, rec: Rolled) -> bool | None:

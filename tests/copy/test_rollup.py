@@ -557,3 +557,24 @@ async def test_closed_roll_stays_recorded_while_its_renamed_source_is_followed(
     await engine.flush()
     await engine.flush()  # gone two cycles in a row: forgotten, and its closed roll too
     assert renv.manifest()["rollup"]["rolls"] == [] and len(renv.rolls()) == 1
+
+
+async def test_numbered_rotation_whatever_the_order_files_are_seen_in(renv: RollEnv) -> None:
+    """app.log.1 -> app.log.2 and app.log -> app.log.1 in one go, both with the
+    same mtime (looked at by name: the new app.log.1 first, whose name still
+    holds the other file's record): nothing is rolled twice."""
+    sources = {"app.log.1": text("x", 20), "app.log": text("y", 20)}
+    for name, data in sources.items():
+        renv.put(name, data)
+    engine = await renv.roller()
+    await engine.flush()
+    os.rename(renv.src / "app.log.1", renv.src / "app.log.2")
+    os.rename(renv.src / "app.log", renv.src / "app.log.1")
+    t = renv.clock.now - 600
+    for name in ("app.log.1", "app.log.2"):
+        os.utime(renv.src / name, (t, t))
+    result = await engine.flush()
+    assert result.bytes_shipped == 0
+    renamed = {"app.log.2": sources["app.log.1"], "app.log.1": sources["app.log"]}
+    got = {Path(p).name for p in renv.manifest()["rollup"]["sources"]}
+    assert got == set(renamed)

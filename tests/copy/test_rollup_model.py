@@ -1,7 +1,8 @@
 """A model-based test of roll-up copies (Hypothesis ``RuleBasedStateMachine``).
 
-A writer appends to ``app.log`` and rotates it (rename to ``app.log.N``, a new
-``app.log``); time passes (files seal); copy cycles run; the copier crashes
+A writer appends to ``app.log`` and rotates it (rename to a dated name, or
+logrotate's numbered shift ``app.log.N`` -> ``app.log.N+1``, at times with equal
+mtimes); time passes (files seal); copy cycles run; the copier crashes
 between an append to a roll file and the manifest's commit (and the roll file
 may then hold half a member more), or loses its manifest. Sources only grow
 and are never deleted, so each inode's bytes are known for good.
@@ -148,7 +149,25 @@ class RollupModel(RuleBasedStateMachine):
     @rule()
     def rotate(self) -> None:
         self.rotations += 1
-        os.rename(self.src / "app.log", self.src / f"app.log.{self.rotations}")
+        # Dated names, as our own sinks rotate to (never one the numbered scheme uses).
+        os.rename(self.src / "app.log", self.src / f"app.log-{self.rotations:04d}")
+
+    @precondition(lambda self: (self.src / "app.log").exists())
+    @rule(same_mtime=st.booleans())
+    def rotate_numbered(self, same_mtime: bool) -> None:
+        """logrotate's numbered scheme: each app.log.N becomes app.log.N+1, then
+        app.log becomes app.log.1 (a name now holds what another name held)."""
+        numbered = sorted(
+            (int(p.name.rsplit(".", 1)[1]), p)
+            for p in self.src.glob("app.log.*")
+            if p.name.rsplit(".", 1)[1].isdigit()
+        )
+        for n, path in reversed(numbered):
+            os.rename(path, self.src / f"app.log.{n + 1}")
+        os.rename(self.src / "app.log", self.src / "app.log.1")
+        if same_mtime:
+            for path in self.src.iterdir():
+                os.utime(path, (self.now - 1, self.now - 1))
 
     @rule(seconds=st.sampled_from([1.0, SETTLE, 400.0]))
     def time_passes(self, seconds: float) -> None:
