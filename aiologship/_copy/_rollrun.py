@@ -20,6 +20,7 @@ from ._rollstate import Pending, Roll, RollState
 from ._rollup import (
     Claim,
     RollChanged,
+    RollIO,
     append_settled,
     budget,
     build_pending,
@@ -74,7 +75,9 @@ class Roller:
         self._temps = temps
         self._dirs = dirs
         self._clock = clock
-        self._io: dict[str, Any] = {"compression": spec.compression, "temps": temps, "dirs": dirs}
+
+    def _io(self, dest: Destination) -> RollIO:
+        return RollIO(dest, self._spec.compression, self._temps, self._dirs)
 
     @property
     def _state(self) -> RollState:
@@ -164,7 +167,7 @@ class Roller:
             state.pending = pending
             await self._store.save()
             await self._thread(write_ledger, dest, self._spec.state_key, state, self._temps)
-            attempt = functools.partial(append_settled, dest, pending, files, **self._io)
+            attempt = functools.partial(append_settled, self._io(dest), pending, files)
             try:
                 size, tail, sent = await ship_with_retry(
                     attempt,
@@ -221,7 +224,7 @@ class Roller:
     ) -> None:
         """A pending append left by a crash or a failed write: adopted, dropped
         or (its roll changed by someone else) dropped with the roll closed."""
-        outcome, size, tail = await self._thread(recover, dest, pending, files, **self._io)
+        outcome, size, tail = await self._thread(recover, self._io(dest), pending, files)
         state = self._state
         if outcome == "adopted":
             state.commit(pending, size, tail)

@@ -60,6 +60,17 @@ _REPAIR_MARK = ".aiologship-repair"
 _SLUG_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+@dataclass(frozen=True, slots=True)
+class RollIO:
+    """What writing and settling roll files needs: the destination, the codec,
+    the copy's temporary names and its cache of destination folders."""
+
+    dest: Destination
+    compression: Compression | None
+    temps: TempNames
+    dirs: DirCache
+
+
 class RollChanged(Exception):
     """The roll file is not what the state says (someone else wrote, cut or
     removed it): it is closed, never appended to, and a new one is opened."""
@@ -255,13 +266,9 @@ def build_pending(roll: Roll, taken: Sequence[tuple[Claim, int]]) -> Pending:
 
 
 def append(
-    dest: Destination,
+    io: RollIO,
     pending: Pending,
     files: Mapping[str, SourceFile],
-    *,
-    compression: Compression | None,
-    temps: TempNames,
-    dirs: DirCache,
 ) -> tuple[int, str, int]:
     """Write ``pending`` to its roll file: (its size now, its tail hash, bytes
     written). A new roll, or a destination that cannot append, is written
@@ -269,6 +276,7 @@ def append(
     is not as committed (nothing written), ``DestinationFailure``,
     ``SourceVanished`` / ``SourceUnreadable`` (then part of the append may be
     at the destination: :func:`recover` it)."""
+    dest, compression = io.dest, io.compression
     roll = pending.roll
     fs = dest.filesystem
     final = dest.path_of(roll.name)
@@ -279,7 +287,7 @@ def append(
     elif not _holds_committed(fs, final, roll):
         raise RollChanged(f"{roll.name} is not as committed ({base} bytes)")
     if base == 0 or not dest.can_append:
-        sent = _rewrite(fs, final, base, pending, files, compression, temps, dirs)
+        sent = _rewrite(io, final, base, pending, files)
     else:
         try:
             out = fs.open_append_stream(final, compression=None)
@@ -295,21 +303,19 @@ def append(
 
 
 def _rewrite(
-    fs: pafs.FileSystem,
+    io: RollIO,
     final: str,
     base: int,
     pending: Pending,
     files: Mapping[str, SourceFile] | None,
-    compression: Compression | None,
-    temps: TempNames,
-    dirs: DirCache,
     tmp: str | None = None,
 ) -> int:
     """The first ``base`` bytes of ``final`` then the spans (none when
     ``files`` is None: a repair) into ``tmp``, moved over ``final``."""
-    tmp = tmp or temps.next_for(final)
+    fs = io.dest.filesystem
+    tmp = tmp or io.temps.next_for(final)
     try:
-        dirs.ensure(fs, posixpath.dirname(final))
+        io.dirs.ensure(fs, posixpath.dirname(final))
         out = fs.open_output_stream(tmp, compression=None)
         try:
             if base:
@@ -321,7 +327,7 @@ def _rewrite(
                             raise DestinationFailure(f"{final} is shorter than {base} bytes")
                         out.write(chunk)
                         left -= len(chunk)
-            sent = 0 if files is None else _write_spans(out, pending.spans, files, compression)
+            sent = 0 if files is None else _write_spans(out, pending.spans, files, io.compression)
         finally:
             with contextlib.suppress(OSError, pyarrow.ArrowException):
                 out.close()
@@ -379,44 +385,36 @@ def _write_spans(
 
 
 def append_settled(
-    dest: Destination,
+    io: RollIO,
     pending: Pending,
     files: Mapping[str, SourceFile],
-    *,
-    compression: Compression | None,
-    temps: TempNames,
-    dirs: DirCache,
 ) -> tuple[int, str, int]:
     """One attempt of the retry policy: whatever an earlier attempt left is
     settled first (one stat and one small read when nothing was written), then
     ``pending`` is appended, or adopted if an earlier attempt wrote it whole
     (0 bytes written then). Raises as :func:`append`."""
-    io: dict[str, Any] = {"compression": compression, "temps": temps, "dirs": dirs}
-    outcome, size, tail = recover(dest, pending, files, **io)
+    outcome, size, tail = recover(io, pending, files)
     if outcome == "adopted":
         return size, tail, 0
     if outcome == "changed":
         raise RollChanged(f"{pending.roll.name} is not as committed")
-    return append(dest, pending, files, **io)
+    return append(io, pending, files)
 
 
 # ---------------------------------------------------------------- recovery
 
 
 def recover(
-    dest: Destination,
+    io: RollIO,
     pending: Pending,
     files: Mapping[str, SourceFile],
-    *,
-    compression: Compression | None,
-    temps: TempNames,
-    dirs: DirCache,
 ) -> tuple[str, int, str]:
     """Settle a pending append left by a crash or a failed write: ``("adopted",
     size, tail)`` when the roll file holds exactly it (commit it),
     ``("dropped", ...)`` when the roll file is as committed (or was never
     made), ``("changed", ...)`` when it is not ours (any more): it is closed
     and left alone. Cuts the roll file back to its committed bytes where needed."""
+    dest = io.dest
     roll = pending.roll
     fs = dest.filesystem
     final = dest.path_of(roll.name)
@@ -432,7 +430,7 @@ def recover(
         if _size_of(fs, repair) is not None:
             fs.delete_file(repair)  # a repair cut short before its delete: not needed
         ours = size >= base and _holds_committed(fs, final, roll)
-        if ours and size > base and _is_append(fs, final, base, size, pending, files, compression):
+        if ours and size > base and _is_append(io, final, base, size, pending, files):
             return "adopted", size, tail_of(dest, final, size)
         if ours and size == base:
             return "dropped", base, roll.dest_tail
@@ -441,7 +439,7 @@ def recover(
             # whole or not at all (written under a temporary name, then moved),
             # so one that is not the pending append is someone else's. Left alone.
             return "changed", size, ""
-        _rewrite(fs, final, base, pending, None, compression, temps, dirs, tmp=repair)
+        _rewrite(io, final, base, pending, None, tmp=repair)
         return "dropped", base, roll.dest_tail
     except (OSError, pyarrow.ArrowException) as exc:
         raise DestinationFailure(f"cannot recover {final}: {exc}") from exc
@@ -478,24 +476,23 @@ def source_of(span: Span, files: Mapping[str, SourceFile]) -> SourceFile | None:
 
 
 def _is_append(
-    fs: pafs.FileSystem,
+    io: RollIO,
     final: str,
     base: int,
     size: int,
     pending: Pending,
     files: Mapping[str, SourceFile],
-    compression: Compression | None,
 ) -> bool:
     """Are bytes ``[base, size)`` of ``final`` exactly the pending append?
     Encoded again and compared (the encoders are deterministic for one
     library version; a newer one only costs a repair). A source gone since:
     the bytes must decode whole to as many bytes as the append's ranges."""
     try:
-        with fs.open_input_file(final) as remote:
+        with io.dest.filesystem.open_input_file(final) as remote:
             if any(source_of(span, files) is None for span in pending.spans):
-                return _decoded_size(remote, base, compression) == pending.source_bytes
+                return _decoded_size(remote, base, io.compression) == pending.source_bytes
             sink = _Compare(remote, base)
-            _write_spans(sink, pending.spans, files, compression)
+            _write_spans(sink, pending.spans, files, io.compression)
             return sink.pos == size
     except (_Differs, SourceVanished, SourceUnreadable, NotImplementedError):
         return False

@@ -257,10 +257,11 @@ async def crash_after_append(renv: RollEnv, monkeypatch: pytest.MonkeyPatch, **k
     assert renv.manifest()["rollup"]["pending"] is not None
 
 
-@pytest.mark.parametrize("codec", [None, "gzip"])
-async def test_uncommitted_append_is_adopted(
+async def rolled_then_crashed(
     renv: RollEnv, monkeypatch: pytest.MonkeyPatch, codec: str | None
-) -> None:
+) -> dict[str, bytes]:
+    """a.log rolled and committed, then b.log appended to the same roll and
+    the copier "killed" before the commit: the sources."""
     sources = {"a.log": text("a", 30)}
     renv.put("a.log", sources["a.log"])
     engine = await renv.roller(compression=codec)
@@ -270,6 +271,14 @@ async def test_uncommitted_append_is_adopted(
     sources["b.log"] = text("b", 30)
     renv.put("b.log", sources["b.log"])
     await crash_after_append(renv, monkeypatch, compression=codec)
+    return sources
+
+
+@pytest.mark.parametrize("codec", [None, "gzip"])
+async def test_uncommitted_append_is_adopted(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch, codec: str | None
+) -> None:
+    sources = await rolled_then_crashed(renv, monkeypatch, codec)
     restarted = await renv.roller(compression=codec)
     result = await restarted.flush()
     assert result.bytes_shipped == 0  # adopted, not written again
@@ -283,36 +292,20 @@ async def test_uncommitted_append_of_a_source_gone_since_is_adopted(
 ) -> None:
     """Its bytes cannot be compared any more: a suffix that decodes whole to
     as many bytes as the pending ranges is adopted (a cut one would not be)."""
-    sources = {"a.log": text("a", 30)}
-    renv.put("a.log", sources["a.log"])
-    engine = await renv.roller(compression=codec)
-    await engine.flush()
-    await engine.stop(final_cycle=False)
-    renv.engines.remove(engine)
-    b = text("b", 30)
-    renv.put("b.log", b)
-    await crash_after_append(renv, monkeypatch, compression=codec)
+    sources = await rolled_then_crashed(renv, monkeypatch, codec)
     (renv.src / "b.log").unlink()
     restarted = await renv.roller(compression=codec)
     await restarted.flush()
     (roll,) = renv.ranges().values()
     assert [Path(s).name for s, *_ in roll] == ["a.log", "b.log"]
     (data,) = renv.rolls().values()
-    assert decompress(data, codec) == sources["a.log"] + b
+    assert decompress(data, codec) == sources["a.log"] + sources["b.log"]
 
 
 async def test_longer_roll_is_cut_back_to_its_commit(
     renv: RollEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sources = {"a.log": text("a", 30)}
-    renv.put("a.log", sources["a.log"])
-    engine = await renv.roller(compression="gzip")
-    await engine.flush()
-    await engine.stop(final_cycle=False)
-    renv.engines.remove(engine)
-    sources["b.log"] = text("b", 30)
-    renv.put("b.log", sources["b.log"])
-    await crash_after_append(renv, monkeypatch, compression="gzip")
+    sources = await rolled_then_crashed(renv, monkeypatch, "gzip")
     (name,) = renv.rolls()
     with open(renv.dst / name, "ab") as f:
         f.write(b"\x1f\x8b half a member")  # not the pending append
@@ -328,15 +321,7 @@ async def test_repair_stopped_between_its_delete_and_move_is_finished(
 ) -> None:
     """HDFS cannot rename over a file: a repair deletes the roll file, then moves
     the committed copy in. Killed in between, the next run moves it in."""
-    sources = {"a.log": text("a", 30)}
-    renv.put("a.log", sources["a.log"])
-    engine = await renv.roller(compression="gzip")
-    await engine.flush()
-    await engine.stop(final_cycle=False)
-    renv.engines.remove(engine)
-    sources["b.log"] = text("b", 30)
-    renv.put("b.log", sources["b.log"])
-    await crash_after_append(renv, monkeypatch, compression="gzip")
+    sources = await rolled_then_crashed(renv, monkeypatch, "gzip")
     (name,) = renv.rolls()
     (committed,) = renv.manifest()["rollup"]["rolls"]
     data = (renv.dst / name).read_bytes()
