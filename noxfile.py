@@ -61,7 +61,8 @@ def bench(session: nox.Session) -> None:
 def soak(session: nox.Session) -> None:
     """Long runs, not in CI: 10 minutes of logging, rotation and shipping to the HDFS
     mini-cluster under injected faults (``nox -s soak -- --minutes 2``, ``-- --local``
-    pass through to the script), then the copy model test's long profile."""
+    pass through to the script), then the copy and roll-up model tests' long
+    profile and the roll-up's wait for an HDFS lease recovery (about a minute)."""
     session.install("-e", ".[test]")
     session.run("python", "benchmarks/soak.py", *session.posargs)
     session.run(
@@ -69,6 +70,8 @@ def soak(session: nox.Session) -> None:
         "-m",
         "pytest",
         "tests/copy/test_model.py",
+        "tests/copy/test_rollup_model.py",
+        "tests/hdfs/test_engine_hdfs.py::test_roll_left_under_construction_by_a_killed_writer",
         "-p",
         "no:cacheprovider",
         "--timeout",
@@ -81,9 +84,7 @@ def soak(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff, mypy strict, and the import contracts of pyproject.toml (the layers).
     ``[test]``: mypy checks the pytest plugin against pytest's own types."""
-    session.install(
-        "-e", ".[test]", "ruff", "mypy", "types-PyYAML", "import-linter"
-    )
+    session.install("-e", ".[test]", "ruff", "mypy", "types-PyYAML", "import-linter")
     session.run("ruff", "check", "aiologship", "tests", "benchmarks", "examples")
     session.run("mypy", "aiologship")
     session.run("lint-imports")

@@ -19,7 +19,7 @@ import sys
 import threading
 import traceback
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
@@ -235,6 +235,7 @@ class LogManager:
         *,
         scope: str = "cluster",
         compression: str | None = None,
+        rollup: bool | Mapping[str, Any] | None = None,
     ) -> CopyOperation:
         """Start copying files matched by ``path_patterns`` to ``hdfs_destination``
         every ``copy_interval`` seconds (``None``: once).
@@ -247,6 +248,10 @@ class LogManager:
         ``hdfs_destination`` may hold template fields (``{date:%Y/%m/%d}``,
         ``{hostname}``, ``{node_id}``, ``{copy_name}``); ``{date}`` is the day a
         file was first seen, in this manager's ``timezone``.
+        ``rollup=True`` or ``{"size": "256 MiB", "interval": "1 h", "settle": "1 min"}``
+        (either limit or both) concatenates sealed files (not modified for
+        ``settle``) into one roll file per partition and roll size or interval,
+        instead of one destination file per source; live files wait until sealed.
         """
         self._check_open("start a copy")
         spec = CopySpec.from_params(
@@ -261,6 +266,7 @@ class LogManager:
             retry_delay=retry_delay,
             scope=scope,
             compression=compression,
+            rollup=rollup,
             timezone=self._config.timezone,
         )
         return self._copies.start(spec)

@@ -194,6 +194,33 @@ def test_copies_from_yaml_compressed(tmp_path: Path) -> None:
         pass
 
 
+def test_copies_from_yaml_rolled_up(tmp_path: Path) -> None:
+    import gzip
+    import os
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    make_logs(src, {"x.log.1": "one\n", "x.log.2": "two\n"})
+    for path in src.iterdir():
+        os.utime(path, (1, 1))  # rotated long ago: sealed
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "copies:\n"
+        f"  - copy_name: rolled\n    path_patterns: ['{src}/*.log*']\n"
+        f"    hdfs_destination: {dest}\n    compression: gzip\n"
+        "    rollup: {size: 128 MiB, interval: 1 h, settle: 1 min}\n",
+        encoding="utf-8",
+    )
+    with LogManager(config_path=config) as lm:
+        (status,) = lm.list_hdfs_copy_operations()
+        assert status.name == "rolled"
+    (roll,) = [p for p in dest.iterdir() if not p.name.startswith(".")]
+    assert roll.name.startswith("rolled-") and roll.name.endswith(".log.gz")
+    assert gzip.decompress(roll.read_bytes()) == b"one\ntwo\n"
+    config.write_text(config.read_text().replace("128 MiB", "huge"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"rollup\.size"), LogManager(config_path=config):
+        pass
+
+
 def test_copy_once(tmp_path: Path) -> None:
     src, dest = tmp_path / "src", tmp_path / "dest"
     make_logs(src, {"once.log": "1\n"})

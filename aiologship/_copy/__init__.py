@@ -10,7 +10,9 @@ types, no pyarrow), ``_engine`` (``CopyEngine``: open, the loop, flush, stop),
 pool), ``_encode`` (gzip members / zstd frames of compressed copies),
 ``_template`` (destination templates: each file's partition),
 ``_engine_state`` (the engine's lock, manifest and status.json),
-``_engine_status`` (the counters behind ``status()``).
+``_engine_status`` (the counters behind ``status()``), ``_rollstate`` (which
+source ranges are in which roll file), ``_rollup`` (roll-up of sealed files:
+plan, append, recovery, ledger), ``_rollrun`` (the roll-up part of a cycle).
 
 Layer rule: imports ``aiologship._fs``, ``_config``, ``_exceptions``; never
 ``_logging``, ``_copiers``, the manager or Ray.
@@ -28,7 +30,7 @@ Layer rule: imports ``aiologship._fs``, ``_config``, ``_exceptions``; never
 
 from typing import TYPE_CHECKING, Any
 
-from ._spec import Compression, CopySpec, Scope
+from ._spec import Compression, CopySpec, RollUp, Scope
 from ._status import CopyState, CopyStatus, CycleResult
 
 if TYPE_CHECKING:
@@ -52,5 +54,6 @@ __all__ = [
     "CopyState",
     "CopyStatus",
     "CycleResult",
+    "RollUp",
     "Scope",
 ]

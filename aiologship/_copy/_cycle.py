@@ -19,6 +19,7 @@ from ._engine_status import StatusBook
 from ._identity import reconcile
 from ._manifest import Entry, Manifest
 from ._plan import bytes_to_send, lag, plan, prepare_destination
+from ._rollrun import Roller
 from ._scan import ScanResult, SourceFile, scan
 from ._ship import ShipRun, ShipTools, Tally
 from ._spec import CopySpec
@@ -83,6 +84,22 @@ class Cycles:
             copy_name=spec.copy_name,
             node_id=spec.node_id,
             timezone=spec.timezone,
+        )
+        self._roller = (
+            None
+            if spec.rollup is None
+            else Roller(
+                spec,
+                spec.rollup,
+                store=store,
+                book=book,
+                limiter=limiter,
+                temps=temps,
+                dirs=self._dirs,
+                clock=clock,
+                retry_sleep=retry_sleep,
+                give_up=give_up,
+            )
         )
         self._ship_tools = ShipTools(
             spec=spec,
@@ -172,15 +189,17 @@ class Cycles:
         the manifest, or rendered now (see ``_template.Placer``)."""
         if not self._spec.template:
             return result
-        place = functools.partial(
-            self._placer.place, result.files, self._manifest.entries, self._clock()
-        )
+        known = self._manifest.rollup.sources if self._roller else self._manifest.entries
+        place = functools.partial(self._placer.place, result.files, known, self._clock())
         files = await anyio.to_thread.run_sync(place, limiter=self._limiter)
         return dataclasses.replace(result, files=files)
 
     async def _plan_and_ship(
         self, result: ScanResult, tally: Tally, file_errors: dict[str, str], scanned: ScanResult
     ) -> None:
+        if self._roller is not None:
+            await self._roll(result, tally, scanned)
+            return
         # Planned before touching the destination, so a destination that
         # is down still shows how many files wait for it.
         todo = await self._plan_in_thread(result, file_errors, tally)
@@ -201,6 +220,18 @@ class Cycles:
         progress.planned = True
         await ShipRun(self._ship_tools, dest, todo, tally, file_errors, progress).run()
         if not self._scheduling():  # no cycle follows: this one's failed transfers too
+            await self._sweep(dest)
+
+    async def _roll(self, result: ScanResult, tally: Tally, scanned: ScanResult) -> None:
+        """A roll-up cycle: sealed files go to roll files, none is mirrored (see _rollup)."""
+        assert self._roller is not None
+        dest = await self._destination()
+        if not self._prepared:
+            await self._prepare(dest, result)
+            result = await self._place(scanned)  # the roll state may come from the ledger
+        await self._sweep(dest)
+        self._book.behind(await self._roller.run(dest, result.files, tally))
+        if not self._scheduling():
             await self._sweep(dest)
 
     async def _sweep(self, dest: Destination) -> None:
@@ -233,12 +264,15 @@ class Cycles:
                 temps=self._temps,
                 watch=self.watch,
                 known=None if self._store.needs_rebuild else self._manifest.entries,
-                compressed=self._spec.compression is not None,
+                # Compressed or rolled up, no destination file is a source's copy.
+                compressed=self._spec.compression is not None or self._roller is not None,
                 partitions=self._placer.earlier if self._spec.template else None,
             ),
             limiter=self._limiter,
             abandon_on_cancel=True,
         )
+        if self._roller is not None and self._store.needs_rebuild:
+            await self._roller.load_ledger(dest)
         await self._store.take_found(found, dest.uri)
         self._prepared = True
 

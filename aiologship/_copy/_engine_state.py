@@ -129,6 +129,7 @@ class EngineState:
             )
             manifest.entries = snapshot
             manifest.absent = current.absent & snapshot.keys()
+            manifest.rollup = current.rollup.copy()
             try:
                 await anyio.to_thread.run_sync(
                     lambda: write_atomic(manifest.path, manifest.snapshot()), limiter=self._limiter
@@ -177,6 +178,21 @@ class EngineState:
         except OSError as exc:
             logger.debug("copy %r: could not write %s: %s", self._spec.copy_name, STATUS_NAME, exc)
 
+    def _rollup_payload(self, status: CopyStatus) -> dict[str, int]:
+        """Roll-up copies: roll files made by this run, and those the manifest
+        follows (open ones take appends), with the bytes they hold."""
+        state = self.manifest.rollup
+        if self._spec.rollup is None:
+            return {}
+        rolls = state.rolls.values()
+        return {
+            "roll_files": status.roll_files,
+            "rolls_followed": len(rolls),
+            "rolls_open": sum(not r.closed for r in rolls),
+            "rolled_source_bytes": sum(r.source_bytes for r in rolls),
+            "rolled_dest_bytes": sum(r.dest_size for r in rolls),
+        }
+
     def status_payload(self, status: CopyStatus) -> bytes:
         # pid, host and the process start time let a reader tell that the writer
         # has exited (or that its pid now belongs to another process).
@@ -206,6 +222,7 @@ class EngineState:
             "bytes_read": status.bytes_read,
             # What the destination holds for those (compressed copies: less).
             "manifest_dest_bytes": sum(e.dest_size for e in entries),
+            **self._rollup_payload(status),
             **writer_identity(),
         }
         return json.dumps(payload, indent=1).encode()

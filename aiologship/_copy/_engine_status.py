@@ -44,6 +44,7 @@ class StatusBook:
         self.last_cycle_seconds: float | None = None
         self.cycles = 0
         self.retries = 0
+        self.roll_files = 0
 
     def status(self) -> CopyStatus:
         since = min(self._behind_since.values(), default=None)
@@ -68,6 +69,7 @@ class StatusBook:
             cycles=self.cycles,
             retries=self.retries,
             bytes_read=self.bytes_read,
+            roll_files=self.roll_files,
         )
 
     def behind(self, files: Iterable[tuple[str, int, float]]) -> None:
@@ -87,6 +89,13 @@ class StatusBook:
         self.files_shipped += 1
         self.bytes_shipped += nbytes
         self.bytes_read += read
+
+    def rolled(self, spans: int, nbytes: int, read: int, *, new_roll: bool) -> None:
+        """An append of ``spans`` source ranges to a roll file (``new_roll``: its first)."""
+        self.files_shipped += spans
+        self.bytes_shipped += nbytes
+        self.bytes_read += read
+        self.roll_files += new_roll
 
     def note_unmatched(self, unmatched: tuple[str, ...]) -> None:
         for pattern in unmatched:

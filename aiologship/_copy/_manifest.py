@@ -24,14 +24,16 @@ from typing import Any, BinaryIO
 import pyarrow.fs as pafs
 
 from .._fs import Destination
+from ._rollstate import RollState, RollStateCorrupt
 from ._scan import SourceFile
 from ._source import SourceChanged, SourceNotRegular, open_source
 from ._statedir import MANIFEST_NAME as MANIFEST_NAME  # the name lives with the others
 
 # 2: entries carry ctime_ns and crc. A version-1 manifest is rebuilt from the
 # destination (a read, no upload). 3: entries carry dest_size and dest_tail
-# (compressed copies); a version-2 entry reads as uncompressed.
-FORMAT_VERSION = 3
+# (compressed copies); a version-2 entry reads as uncompressed. 4: "rollup",
+# the roll files of a roll-up copy (``_rollstate``); absent, nothing is rolled.
+FORMAT_VERSION = 4
 _OLDEST_USABLE = 2
 # Bytes hashed at each end of the shipped range: enough to tell a truncated and
 # rewritten log (copytruncate) from one that only grew, at O(1) cost per cycle.
@@ -119,6 +121,7 @@ class Manifest:
         # are still absent next cycle (kept across restarts, so a copier run
         # once a minute by cron prunes too).
         self.absent: set[str] = set()
+        self.rollup = RollState()
 
     @classmethod
     def load(cls, path: Path, *, copy_name: str, destination: str) -> Manifest | None:
@@ -147,6 +150,8 @@ class Manifest:
             if not isinstance(absent, list) or not all(isinstance(p, str) for p in absent):
                 raise ManifestCorrupt("'absent' is not a list of paths")
             manifest.absent = set(absent) & manifest.entries.keys()
+            if "rollup" in data:
+                manifest.rollup = load_rollup(data["rollup"])
         except ManifestCorrupt:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -164,6 +169,8 @@ class Manifest:
             },
             "absent": sorted(self.absent),
         }
+        if self.rollup:
+            data["rollup"] = self.rollup.to_json()
         return json.dumps(data, separators=(",", ":")).encode()
 
     def owners(self) -> dict[str, str]:
@@ -236,6 +243,19 @@ def _entry(source: Any, item: Any) -> Entry:
         if not _HASH_RE.fullmatch(fields[name]):
             raise ManifestCorrupt(f"{source!r}: {name} {fields[name]!r} is not a fingerprint")
     return Entry(**fields)
+
+
+def load_rollup(data: Any) -> RollState:
+    """The ``rollup`` section (of a manifest or the ledger); raises ``ManifestCorrupt``."""
+    try:
+        state = RollState.from_json(data)
+    except RollStateCorrupt as exc:
+        raise ManifestCorrupt(f"rollup: {exc}") from exc
+    rolls = [*state.rolls.values(), *([state.pending.roll] if state.pending else [])]
+    for roll in rolls:
+        if not dest_name_ok(roll.name):
+            raise ManifestCorrupt(f"rollup: roll name {roll.name!r} is not a relative path")
+    return state
 
 
 def dest_name_ok(name: str) -> bool:

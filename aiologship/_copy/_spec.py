@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import tzinfo
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .._config import parse_duration
+from .._config import parse_duration, parse_size
 from .._exceptions import ConfigError
 from .._fs import normalize_destination, redact
 from ._statedir import state_key
@@ -33,6 +34,27 @@ class Compression(StrEnum):
 
 
 _SUFFIXES = {Compression.GZIP: ".gz", Compression.ZSTD: ".zst"}
+
+
+# Roll-up defaults (``rollup=True``): Flume's HDFS sink rolls by size and time
+# too; 256 MiB is two HDFS blocks of the default 128 MiB.
+DEFAULT_ROLL_SIZE = 256 << 20
+DEFAULT_ROLL_INTERVAL = 3600.0
+DEFAULT_ROLL_SETTLE = 60.0
+_ROLLUP_KEYS = ("size", "interval", "settle")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RollUp:
+    """How sealed files are rolled up (``rollup=``): a source's new bytes are
+    appended to its partition's open roll file once the source has not been
+    modified for ``settle`` seconds; a roll file is closed when it holds
+    ``size`` destination bytes or has been open ``interval`` seconds (None: no
+    such limit; at least one of the two is set)."""
+
+    size: int | None = DEFAULT_ROLL_SIZE
+    interval: float | None = DEFAULT_ROLL_INTERVAL
+    settle: float = DEFAULT_ROLL_SETTLE
 
 
 class Scope(StrEnum):
@@ -58,6 +80,7 @@ class CopySpec:
     retry_delay: float = DEFAULT_RETRY_DELAY
     scope: Scope = Scope.CLUSTER
     compression: Compression | None = None
+    rollup: RollUp | None = None
     # Of the destination template: {node_id} (None: the host name) and the zone
     # of {date} (None: local time).
     node_id: str | None = None
@@ -78,6 +101,7 @@ class CopySpec:
         retry_delay: Any = DEFAULT_RETRY_DELAY,
         scope: Any = Scope.CLUSTER,
         compression: Any = None,
+        rollup: Any = None,
         node_id: Any = None,
         timezone: Any = None,
     ) -> CopySpec:
@@ -103,6 +127,7 @@ class CopySpec:
             retry_delay=_seconds("retry_delay", retry_delay),
             scope=_scope(scope),
             compression=_compression(compression),
+            rollup=_rollup(rollup),
             node_id=_node_id(node_id),
             timezone=_timezone(timezone),
         )
@@ -282,6 +307,38 @@ def _compression(value: Any) -> Compression | None:
         except ValueError:
             pass
     raise ConfigError("compression", value, "expected None, 'gzip' or 'zstd'")
+
+
+def _rollup(value: Any) -> RollUp | None:
+    """None/False: off; True: the defaults; a mapping of ``size`` (bytes or
+    '256 MiB'), ``interval`` and ``settle`` (seconds or '1 h'); a ``RollUp``."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return RollUp()
+    if isinstance(value, RollUp):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            "rollup", value, "expected True, None or a mapping of size, interval and settle"
+        )
+    unknown = sorted(str(k) for k in value if k not in _ROLLUP_KEYS)
+    if unknown:
+        raise ConfigError(
+            "rollup", value, f"unknown key {unknown[0]!r} (known: size, interval, settle)"
+        )
+    size = value.get("size")
+    interval = value.get("interval")
+    if size is None and interval is None:
+        raise ConfigError("rollup", value, "needs a size or an interval (or both)")
+    rollup = RollUp(
+        size=None if size is None else parse_size(size, "rollup.size"),
+        interval=None if interval is None else _seconds("rollup.interval", interval),
+        settle=_seconds("rollup.settle", value.get("settle", DEFAULT_ROLL_SETTLE)),
+    )
+    if rollup.interval is not None and rollup.interval <= 0:
+        raise ConfigError("rollup.interval", interval, "must be greater than zero")
+    return rollup
 
 
 def _node_id(value: Any) -> str | None:

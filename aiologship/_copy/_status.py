@@ -59,6 +59,9 @@ class CopyStatus:
     # Source bytes the shipped bytes stand for (bytes_shipped counts what the
     # destination received: less, for a compressed copy).
     bytes_read: int = 0
+    # Roll-up copies: roll files this engine created (each holds the sealed
+    # ranges of many sources; files_shipped counts those ranges).
+    roll_files: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -24,13 +24,24 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .._exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from ._manifest import Entry
     from ._scan import SourceFile
+
+
+class Placed(Protocol):
+    """What a manifest record tells of a file's place (``Entry``, ``Rolled``)."""
+
+    @property
+    def dev(self) -> int: ...
+    @property
+    def ino(self) -> int: ...
+    @property
+    def part(self) -> str: ...
+
 
 FIELDS = ("date", "hostname", "node_id", "copy_name")
 DEFAULT_DATE_FORMAT = "%Y-%m-%d"
@@ -190,7 +201,7 @@ class Placer:
         return sorted(found, key=lambda g: g.part, reverse=True)
 
     def place(
-        self, files: Sequence[SourceFile], entries: Mapping[str, Entry], now: float
+        self, files: Sequence[SourceFile], entries: Mapping[str, Placed], now: float
     ) -> tuple[SourceFile, ...]:
         if not self._template:
             return tuple(files)

@@ -17,7 +17,7 @@ import threading
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -211,7 +211,7 @@ def ship_file(
             crc = encode.crc
             # Read back rather than kept from the write: the last member may be
             # shorter than FINGERPRINT_BYTES. One small read per shipped file.
-            dest_tail = _tail_of(dest, final, dest_size)
+            dest_tail = tail_of(dest, final, dest_size)
     entry = Entry(
         src.dest,
         size,
@@ -366,7 +366,7 @@ def dest_holds(dest: Destination, final: str, prev: Entry) -> bool:
     writer's file of the same size. Compressed: its size and last bytes."""
     if prev.compressed:
         try:
-            return _tail_of(dest, final, prev.dest_size) == prev.dest_tail
+            return tail_of(dest, final, prev.dest_size) == prev.dest_tail
         except DestinationFailure as exc:
             if isinstance(exc.__cause__, NotImplementedError):
                 return False
@@ -388,7 +388,7 @@ def dest_holds(dest: Destination, final: str, prev: Entry) -> bool:
     return digest(head) == prev.head and digest(tail) == prev.tail
 
 
-def _tail_of(dest: Destination, final: str, size: int) -> str:
+def tail_of(dest: Destination, final: str, size: int) -> str:
     """Hash of the last ``FINGERPRINT_BYTES`` of the destination file, which
     must be ``size`` bytes long ("" when it is not: it then matches no entry)."""
     try:
@@ -419,7 +419,7 @@ def _dest_range_matches(dest: Destination, f: BinaryIO, final: str, start: int, 
         return False  # cannot verify (e.g. no random access): replace instead
 
 
-def _copy_range(
+def copy_range(
     f: BinaryIO,
     out: pyarrow.NativeFile,
     start: int,
@@ -614,12 +614,12 @@ def _append(
     except (OSError, pyarrow.ArrowException) as exc:
         raise DestinationFailure(f"cannot append to {final}: {exc}") from exc
     try:
-        read, sent = _copy_range(f, out, offset, size, progress, chunk_size, encode)
+        read, sent = copy_range(f, out, offset, size, progress, chunk_size, encode)
     finally:
         with contextlib.suppress(OSError, pyarrow.ArrowException):
             out.close()
-    # A failed close is not trusted: _confirm reads back what the destination holds.
-    _confirm(dest, final, have + sent)
+    # A failed close is not trusted: confirm reads back what the destination holds.
+    confirm(dest, final, have + sent)
     return read, sent
 
 
@@ -644,7 +644,7 @@ def _replace(
         raise DestinationFailure(f"cannot create {tmp}: {exc}") from exc
     try:
         try:
-            read, sent = _copy_range(f, out, 0, size, progress, chunk_size, encode)
+            read, sent = copy_range(f, out, 0, size, progress, chunk_size, encode)
         except BaseException:
             # Close the failed writer too (an open HDFS file keeps its lease until the
             # writer is collected); its close error would only hide the cause.
@@ -661,16 +661,16 @@ def _replace(
                 raise
             fs.delete_file(final)
             fs.move(tmp, final)
-        _confirm(dest, final, sent)
+        confirm(dest, final, sent)
     except BaseException as exc:
-        _discard(fs, tmp)  # if that fails, the caller's TempWatch retries it
+        discard(fs, tmp)  # if that fails, the caller's TempWatch retries it
         if isinstance(exc, OSError | pyarrow.ArrowException):
             raise DestinationFailure(f"cannot replace {final}: {exc}") from exc
         raise
     return read, sent
 
 
-def _discard(fs: pafs.FileSystem, tmp: str) -> str | None:
+def discard(fs: pafs.FileSystem, tmp: str) -> str | None:
     """Remove a temporary file; return its name if that failed too."""
     try:
         info = fs.get_file_info(tmp)
@@ -681,7 +681,7 @@ def _discard(fs: pafs.FileSystem, tmp: str) -> str | None:
         return tmp
 
 
-def _confirm(dest: Destination, final: str, size: int) -> None:
+def confirm(dest: Destination, final: str, size: int) -> None:
     """Only what the destination confirms goes into the manifest."""
     try:
         info = dest.filesystem.get_file_info(final)
@@ -732,7 +732,7 @@ def remove_files(dest: Destination, paths: list[str]) -> list[str]:
     """Delete ``paths``; return those that could not be deleted. Blocking."""
     failed = []
     for path in paths:
-        if _discard(dest.filesystem, path) is not None:
+        if discard(dest.filesystem, path) is not None:
             failed.append(path)
     return failed
 
@@ -773,15 +773,18 @@ def retry_wait(retry_delay: float, cap: float = RETRY_CAP) -> wait_base:
     return wait_capped(inner, cap)
 
 
+_T = TypeVar("_T")
+
+
 async def ship_with_retry(
-    ship: Callable[[], Shipped],
+    ship: Callable[[], _T],
     *,
     max_retries: int,
     retry_delay: float,
     sleep: Callable[[float], Awaitable[None]],
     limiter: anyio.CapacityLimiter,
     give_up: Callable[[], bool] = lambda: False,
-) -> Shipped:
+) -> _T:
     """Run ``ship`` in a worker thread, retrying destination failures:
     ``max_retries`` retries after the first attempt, exponential backoff from
     ``retry_delay`` with jitter, each wait capped at ``RETRY_CAP`` seconds; no

@@ -78,6 +78,15 @@ def add_copy_command(subparsers: Any) -> None:
         help="ship each file compressed as NAME.gz / NAME.zst: each run appends its new "
         "bytes as a gzip member or zstd frame (zcat, zstd -d, hdfs dfs -text read it whole)",
     )
+    p.add_argument(
+        "--rollup",
+        nargs="?",
+        const="",
+        metavar="LIMITS",
+        help="concatenate sealed files (not modified for a while) into few large roll "
+        "files per destination folder instead of one file per source; LIMITS like "
+        "'size=256MiB,interval=1h,settle=60s' (default: those), live files wait",
+    )
     p.add_argument("--hdfs-driver", choices=[d.value for d in HdfsDriver], default="auto")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument(
@@ -112,6 +121,7 @@ def run_copy(args: argparse.Namespace) -> int:
             max_retries=args.max_retries,
             retry_delay=args.retry_delay,
             compression=args.compression,
+            rollup=rollup_option(args.rollup),
         )
     except ConfigError as exc:
         print(f"aiologship copy: {exc}", file=sys.stderr)
@@ -129,6 +139,22 @@ def run_copy(args: argparse.Namespace) -> int:
     except CopyError as exc:
         print(f"aiologship copy: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
+
+
+def rollup_option(text: str | None) -> bool | dict[str, str] | None:
+    """``--rollup`` (defaults) or ``--rollup size=256MiB,interval=1h``; the
+    values are checked by the spec, which names a bad one."""
+    if text is None:
+        return None
+    if not text.strip():
+        return True
+    limits: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--rollup", text, f"expected KEY=VALUE items, got {item!r}")
+        limits[key.strip()] = value.strip()
+    return limits
 
 
 def exit_if_threads_hang(code: int, grace: float = 1.0) -> None:

@@ -123,6 +123,13 @@ def _command(args: argparse.Namespace) -> int:
                 f"{s.get('manifest_files', 0)} files, {source_bytes:,} bytes{packed}; "
                 f"pending {s.get('pending_files', 0)}"
             )
+            if "rolls_followed" in s:
+                print(
+                    f"  roll-up: {s['rolls_followed']} roll files followed "
+                    f"({s.get('rolls_open', 0)} open), {s.get('rolled_source_bytes', 0):,} "
+                    f"bytes in {s.get('rolled_dest_bytes', 0):,}; "
+                    f"{s.get('roll_files', 0)} roll files made by the last run"
+                )
             if s.get("bytes_behind"):
                 print(
                     f"  behind: {s['bytes_behind']:,} bytes, the oldest "

@@ -212,6 +212,30 @@ def test_compressed_copy_then_incremental_run(tree: Path) -> None:
     assert bad.value.code == 2
 
 
+def test_rolled_up_copy_and_its_status(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import gzip
+
+    dst, state = tree / "dst", tree / "state"
+    for path in (tree / "src").rglob("*.log"):
+        os.utime(path, (1, 1))  # rotated long ago: sealed
+    args = ["copy", str(tree / "src" / "**" / "*.log"), "--to", str(dst)]
+    args += ["--state-dir", str(state), "--compression", "gzip"]
+    done = cli(*args, "--rollup", "size=1MiB,interval=1h")
+    assert done.returncode == 0, done.stderr
+    (roll,) = [p for p in dst.iterdir() if not p.name.startswith(".")]
+    assert roll.name.startswith("aiologship-cli-") and roll.name.endswith(".log.gz")
+    assert sorted(gzip.decompress(roll.read_bytes()).splitlines(keepends=True)) == sorted(
+        (b"one\n" * 1000 + b"two\n" * 10).splitlines(keepends=True)
+    )
+    assert main(["status", "--state-dir", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert "roll-up: 1 roll files followed (1 open), 4,040 bytes in" in out
+    assert main([*args, "--rollup", "size=huge"]) == 2
+    assert "rollup.size" in capsys.readouterr().err
+    assert main([*args, "--rollup", "size"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
 def test_status_after_copy_once_says_stopped_and_caught_up(tree: Path) -> None:
     state = tree / "state"
     done = cli(

@@ -1,0 +1,565 @@
+"""Roll-up of sealed files (``rollup=``) on real local destinations: sealed
+sources concatenated into roll files per partition, rolled by size and by
+interval, compressed rolls read by the standard tools, the manifest's ranges,
+and recovery from an append the manifest never committed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pytest
+
+from aiologship._copy import CopyEngine, CopySpec, _rollrun
+from aiologship._copy._manifest import MANIFEST_NAME
+from aiologship._copy._rollstate import LEDGER_SUFFIX
+from aiologship._copy._spec import RollUp
+from aiologship._copy._transfer import TMP_MARK
+from aiologship._exceptions import ConfigError
+from tests.copy.test_engine import Env, LocalHandler
+
+pytestmark = pytest.mark.anyio
+
+START = 1_800_000_000.0  # the fake clock's start (2027-01-15, UTC)
+SETTLE = 60.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RollEnv(Env):
+    """An ``Env`` whose engines run on a fake clock; sources are written with
+    an mtime on that clock, so "sealed" is decided by the test."""
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.clock = Clock()
+
+    async def roller(
+        self, rollup: Any = True, resolver: Any = None, **overrides: Any
+    ) -> CopyEngine:
+        default = {"size": "1 MiB", "settle": SETTLE}
+        params: dict[str, Any] = {"rollup": default if rollup is True else rollup}
+        params.update(overrides)
+        engine = CopyEngine(
+            self.spec(**params),
+            state_dir=self.state,
+            sleep=self.sleep,
+            clock=self.clock,
+            workers=2,
+            resolver=resolver,
+        )
+        await engine.open()
+        self.engines.append(engine)
+        return engine
+
+    def put(self, rel: str, data: bytes, mode: str = "wb", age: float = 600.0) -> Path:
+        path = self.write(rel, data, mode)
+        t = self.clock.now - age
+        os.utime(path, (t, t))
+        return path
+
+    def rolls(self) -> dict[str, bytes]:
+        return {
+            k: v
+            for k, v in self.dest_files().items()
+            if LEDGER_SUFFIX not in k and TMP_MARK not in k
+        }
+
+    def manifest(self) -> dict[str, Any]:
+        (folder,) = [p for p in self.state.iterdir() if (p / MANIFEST_NAME).exists()]
+        data: dict[str, Any] = json.loads((folder / MANIFEST_NAME).read_bytes())
+        return data
+
+    def ranges(self) -> dict[str, list[list[Any]]]:
+        """Roll name -> its [source, ino, start, end] spans, from the manifest."""
+        return {r["name"]: r["spans"] for r in self.manifest()["rollup"]["rolls"]}
+
+
+def decompress(data: bytes, codec: str | None) -> bytes:
+    if codec is None:
+        return data
+    out: bytes = pa.CompressedInputStream(pa.BufferReader(data), codec).read()
+    return out
+
+
+def assert_exactly_once(env: RollEnv, sources: dict[str, bytes], codec: str | None = None) -> None:
+    """Every roll file decompresses to its recorded spans' source bytes, and
+    the spans of each source tile ``[0, len)`` once."""
+    rolls = env.rolls()
+    ranges = env.ranges()
+    got: dict[str, list[tuple[int, int]]] = {}
+    for name, data in rolls.items():
+        expected = b"".join(sources[Path(s).name][a:b] for s, _, a, b in ranges[name])
+        assert decompress(data, codec) == expected, name
+        for s, _, a, b in ranges[name]:
+            got.setdefault(Path(s).name, []).append((a, b))
+    for name, data in sources.items():
+        spans = sorted(got.get(name, []))
+        pos = 0
+        for a, b in spans:
+            assert a == pos, f"{name}: gap or overlap at {pos}: {spans}"
+            pos = b
+        assert pos == len(data), f"{name}: rolled up to {pos} of {len(data)}"
+
+
+def text(tag: str, n: int) -> bytes:
+    return b"".join(f"{tag} {i:06d} {'z' * 40}\n".encode() for i in range(n))
+
+
+@pytest.fixture
+async def renv(tmp_path: Path) -> Any:
+    e = RollEnv(tmp_path)
+    yield e
+    for engine in e.engines:
+        await engine.stop(final_cycle=False)
+
+
+async def test_sealed_files_go_to_one_roll_and_live_ones_wait(renv: RollEnv) -> None:
+    sources = {f"app.log.{i}": text(f"r{i}", 50) for i in range(5)}
+    for name, data in sources.items():
+        renv.put(name, data)
+    renv.put("app.log", b"live\n", age=1.0)
+    engine = await renv.roller()
+    result = await engine.flush()
+    assert result.files_shipped == 5 and result.pending_files == 1
+    assert len(renv.rolls()) == 1
+    assert_exactly_once(renv, sources)
+    status = engine.status()
+    assert status.roll_files == 1 and status.bytes_behind == 5
+    # Nothing new: a second cycle writes nothing.
+    again = await engine.flush()
+    assert again.bytes_shipped == 0 and len(renv.rolls()) == 1
+    # The live file seals: appended to the same roll.
+    renv.clock.now += SETTLE
+    third = await engine.flush()
+    assert third.files_shipped == 1 and third.pending_files == 0
+    assert_exactly_once(renv, {**sources, "app.log": b"live\n"})
+    assert len(renv.rolls()) == 1
+
+
+async def test_rolls_by_size_splitting_a_source(renv: RollEnv) -> None:
+    sources = {f"app.log.{i}": text(f"s{i}", 400) for i in range(4)}  # 20,400 bytes each
+    for name, data in sources.items():
+        renv.put(name, data)
+    engine = await renv.roller({"size": 30_000, "settle": SETTLE})
+    await engine.flush()
+    rolls = renv.rolls()
+    assert sorted(len(v) for v in rolls.values()) == [21_600, 30_000, 30_000]
+    assert_exactly_once(renv, sources)
+    closed = [r["closed"] for r in renv.manifest()["rollup"]["rolls"]]
+    assert closed.count(True) == 2
+
+
+async def test_rolls_by_interval(renv: RollEnv) -> None:
+    sources = {"a.log": text("a", 10)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller({"interval": "1 h", "settle": SETTLE})
+    await engine.flush()
+    renv.clock.now += 1800
+    sources["b.log"] = text("b", 10)
+    renv.put("b.log", sources["b.log"])
+    await engine.flush()
+    assert len(renv.rolls()) == 1  # still within the hour
+    renv.clock.now += 1800
+    sources["c.log"] = text("c", 10)
+    renv.put("c.log", sources["c.log"])
+    await engine.flush()
+    assert len(renv.rolls()) == 2
+    assert_exactly_once(renv, sources)
+
+
+async def test_partitions_by_template(renv: RollEnv) -> None:
+    dest = str(renv.dst) + "/{date:%Y/%m/%d}/{hostname}"
+    renv.put("a.log", text("a", 10))
+    engine = await renv.roller(hdfs_destination=dest, timezone=None)
+    await engine.flush()
+    renv.clock.now += 86400
+    renv.put("b.log", text("b", 10))
+    renv.put("a.log", text("a2", 5), mode="ab")  # keeps its first day
+    await engine.flush()
+    folders = sorted(str(Path(k).parent) for k in renv.rolls())
+    assert len(folders) == 2 and folders[0] != folders[1]
+    by_folder = {str(Path(k).parent): k for k in renv.rolls()}
+    first = renv.ranges()[by_folder[folders[0]]]
+    assert [Path(s).name for s, *_ in first] == ["a.log", "a.log"]
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+async def test_compressed_rolls_read_with_the_tools(renv: RollEnv, codec: str) -> None:
+    sources = {f"app.log.{i}": text(f"c{i}", 200) for i in range(3)}
+    for name, data in sources.items():
+        renv.put(name, data)
+    engine = await renv.roller(compression=codec)
+    await engine.flush()
+    sources["app.log.3"] = text("late", 100)
+    renv.put("app.log.3", sources["app.log.3"])
+    await engine.flush()
+    (name,) = renv.rolls()
+    assert name.endswith({"gzip": ".log.gz", "zstd": ".log.zst"}[codec])
+    assert_exactly_once(renv, sources, codec)
+    tool = {"gzip": ["gzip", "-dc"], "zstd": ["zstd", "-dcq"]}[codec]
+    if shutil.which(tool[0]) is None:
+        pytest.skip(f"{tool[0]} is not installed")
+    out = subprocess.run([*tool, str(renv.dst / name)], check=True, capture_output=True).stdout
+    assert out == b"".join(sources.values())
+
+
+async def test_growth_rename_and_copytruncate(renv: RollEnv) -> None:
+    """A quiet live file rolled, then grown: only the new bytes follow. Renamed:
+    nothing again. Rewritten in place (copytruncate): a new version, whole."""
+    first = text("g", 20)
+    renv.put("app.log", first)
+    engine = await renv.roller()
+    await engine.flush()
+    more = text("h", 10)
+    renv.put("app.log", more, mode="ab")
+    await engine.flush()
+    spans = [tuple(s[2:]) for spans in renv.ranges().values() for s in spans]
+    assert spans == [(0, len(first)), (len(first), len(first) + len(more))]
+    os.rename(renv.src / "app.log", renv.src / "app.log.1")
+    quiet = await engine.flush()
+    assert quiet.bytes_shipped == 0
+    renv.put("app.log.1", b"new version\n")  # same inode, truncated and rewritten
+    await engine.flush()
+    (roll,) = renv.ranges().values()
+    assert roll[-1][1:] == [os.stat(renv.src / "app.log.1").st_ino, 0, 12]
+    assert next(iter(renv.rolls().values())).endswith(b"new version\n")
+
+
+class Crash(BaseException):
+    """Stands for SIGKILL between the append and the manifest's commit."""
+
+
+async def crash_after_append(renv: RollEnv, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> None:
+    engine = await renv.roller(**kw)
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise Crash
+
+    with monkeypatch.context() as m:
+        m.setattr(_rollrun.Roller, "_committed", crash)
+        with pytest.raises(Crash):
+            await engine.flush()
+    await engine.stop(final_cycle=False)
+    renv.engines.remove(engine)
+    assert renv.manifest()["rollup"]["pending"] is not None
+
+
+async def rolled_then_crashed(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch, codec: str | None
+) -> dict[str, bytes]:
+    """a.log rolled and committed, then b.log appended to the same roll and
+    the copier "killed" before the commit: the sources."""
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller(compression=codec)
+    await engine.flush()
+    await engine.stop(final_cycle=False)
+    renv.engines.remove(engine)
+    sources["b.log"] = text("b", 30)
+    renv.put("b.log", sources["b.log"])
+    await crash_after_append(renv, monkeypatch, compression=codec)
+    return sources
+
+
+@pytest.mark.parametrize("codec", [None, "gzip"])
+async def test_uncommitted_append_is_adopted(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch, codec: str | None
+) -> None:
+    sources = await rolled_then_crashed(renv, monkeypatch, codec)
+    restarted = await renv.roller(compression=codec)
+    result = await restarted.flush()
+    assert result.bytes_shipped == 0  # adopted, not written again
+    assert renv.manifest()["rollup"]["pending"] is None
+    assert_exactly_once(renv, sources, codec)
+
+
+@pytest.mark.parametrize("codec", [None, "zstd"])
+async def test_uncommitted_append_of_a_source_gone_since_is_adopted(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch, codec: str | None
+) -> None:
+    """Its bytes cannot be compared any more: a suffix that decodes whole to
+    as many bytes as the pending ranges is adopted (a cut one would not be)."""
+    sources = await rolled_then_crashed(renv, monkeypatch, codec)
+    (renv.src / "b.log").unlink()
+    restarted = await renv.roller(compression=codec)
+    await restarted.flush()
+    (roll,) = renv.ranges().values()
+    assert [Path(s).name for s, *_ in roll] == ["a.log", "b.log"]
+    (data,) = renv.rolls().values()
+    assert decompress(data, codec) == sources["a.log"] + sources["b.log"]
+
+
+async def test_longer_roll_is_cut_back_to_its_commit(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sources = await rolled_then_crashed(renv, monkeypatch, "gzip")
+    (name,) = renv.rolls()
+    with open(renv.dst / name, "ab") as f:
+        f.write(b"\x1f\x8b half a member")  # not the pending append
+    restarted = await renv.roller(compression="gzip")
+    result = await restarted.flush()
+    assert result.files_shipped == 1  # b.log rolled again, once
+    assert_exactly_once(renv, sources, "gzip")
+    assert not [p for p in renv.dst.rglob("*") if "aiologship-repair" in p.name]
+
+
+async def test_repair_stopped_between_its_delete_and_move_is_finished(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HDFS cannot rename over a file: a repair deletes the roll file, then moves
+    the committed copy in. Killed in between, the next run moves it in."""
+    sources = await rolled_then_crashed(renv, monkeypatch, "gzip")
+    (name,) = renv.rolls()
+    (committed,) = renv.manifest()["rollup"]["rolls"]
+    data = (renv.dst / name).read_bytes()
+    (renv.dst / f".{name}.aiologship-repair").write_bytes(data[: committed["dest_size"]])
+    (renv.dst / name).unlink()
+    restarted = await renv.roller(compression="gzip")
+    result = await restarted.flush()
+    assert result.files_shipped == 1  # b.log, appended again once
+    assert_exactly_once(renv, sources, "gzip")
+    assert not [p for p in renv.dst.iterdir() if "aiologship-repair" in p.name]
+
+
+async def test_other_file_at_a_new_roll_name_is_left_alone(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new roll file appears whole or not at all: a different file under its
+    name after a crash is someone else's, kept, and the ranges go elsewhere."""
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    await crash_after_append(renv, monkeypatch)
+    (name,) = renv.rolls()
+    (renv.dst / name).write_bytes(b"someone else's\n")
+    restarted = await renv.roller()
+    await restarted.flush()
+    assert (renv.dst / name).read_bytes() == b"someone else's\n"
+    (renv.dst / name).unlink()
+    assert_exactly_once(renv, sources)
+    assert len(renv.rolls()) == 1
+
+
+async def test_lost_manifest_reads_the_ledger(renv: RollEnv) -> None:
+    sources = {f"app.log.{i}": text(f"l{i}", 30) for i in range(3)}
+    for name, data in sources.items():
+        renv.put(name, data)
+    engine = await renv.roller()
+    await engine.flush()
+    await engine.stop(final_cycle=False)
+    renv.engines.remove(engine)
+    for p in renv.state.rglob(MANIFEST_NAME):
+        p.unlink()
+    restarted = await renv.roller()
+    result = await restarted.flush()
+    assert result.bytes_shipped == 0
+    assert_exactly_once(renv, sources)
+
+
+async def test_rollup_off_keeps_the_mirror(renv: RollEnv) -> None:
+    renv.put("a.log", b"abc\n")
+    engine = await renv.roller(rollup=False)
+    await engine.flush()
+    assert renv.dest_files() == {"a.log": b"abc\n"}
+    assert "rollup" not in renv.manifest()
+
+
+@pytest.mark.parametrize(
+    ("value", "key", "words"),
+    [
+        ("yes", "rollup", "expected True, None or a mapping"),
+        ({"size": "big"}, "rollup.size", "expected a size"),
+        ({"size": 0}, "rollup.size", "greater than zero"),
+        ({"interval": "soon"}, "rollup.interval", "duration"),
+        ({"interval": 0}, "rollup.interval", "greater than zero"),
+        ({"size": "1 MiB", "settle": -1}, "rollup.settle", "negative"),
+        ({"size": "1 MiB", "sise": 1}, "rollup", "unknown key 'sise'"),
+        ({"settle": 5}, "rollup", "needs a size or an interval"),
+    ],
+)
+def test_bad_rollup_values(value: Any, key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        CopySpec.from_params(
+            copy_name="c", path_patterns=["/tmp/x/*.log"], hdfs_destination="/tmp/y", rollup=value
+        )
+    assert info.value.key == key and words in info.value.reason
+    assert info.value.value == (value if key == "rollup" else value[key.split(".")[1]])
+
+
+def test_rollup_values() -> None:
+    def spec(value: Any) -> CopySpec:
+        return CopySpec.from_params(
+            copy_name="c", path_patterns=["/tmp/x/*.log"], hdfs_destination="/tmp/y", rollup=value
+        )
+
+    assert spec(None).rollup is None and spec(False).rollup is None
+    assert spec(True).rollup == RollUp()
+    got = spec({"size": "256MiB", "interval": "1h", "settle": "30 s"}).rollup
+    assert got == RollUp(size=256 << 20, interval=3600.0, settle=30.0)
+    assert spec({"interval": 60}).rollup == RollUp(size=None, interval=60.0)
+    assert spec(got).rollup is got
+    assert CopySpec.from_params(**spec(got).as_params()) == spec(got)
+
+
+def test_manifest_format_3_reads_and_a_bad_rollup_section_is_corrupt(tmp_path: Path) -> None:
+    from aiologship._copy._manifest import Manifest, ManifestCorrupt
+    from aiologship._copy._rollstate import Roll, RollState, Span
+
+    path = tmp_path / MANIFEST_NAME
+    old = {"version": 3, "copy_name": "c", "destination": "/d", "files": {}, "absent": []}
+    path.write_text(json.dumps(old))
+    loaded = Manifest.load(path, copy_name="c", destination="/d")
+    assert loaded is not None and not loaded.rollup
+    state = RollState(rolls={"r.log": Roll(name="r.log", part="", opened=1.0)})
+    state.rolls["r.log"] = Roll(
+        name="r.log", part="", opened=1.0, dest_size=3, dest_tail="0" * 32,
+        source_bytes=3, spans=(Span("/s/a.log", 7, 0, 3),),
+    )  # fmt: skip
+    loaded.rollup = state
+    path.write_bytes(loaded.snapshot())
+    again = Manifest.load(path, copy_name="c", destination="/d")
+    assert again is not None and again.rollup.rolls == state.rolls
+    for bad in ({"rolls": "x"}, {"rolls": [{"name": "../up.log"}]}):
+        data = json.loads(path.read_bytes())
+        data["rollup"].update(bad)
+        path.write_text(json.dumps(data))
+        with pytest.raises(ManifestCorrupt, match="rollup"):
+            Manifest.load(path, copy_name="c", destination="/d")
+    data["rollup"]["rolls"] = [dict(json.loads(loaded.snapshot())["rollup"]["rolls"][0])]
+    data["rollup"]["rolls"][0]["name"] = "../up.log"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestCorrupt, match="not a relative path"):
+        Manifest.load(path, copy_name="c", destination="/d")
+
+
+async def test_source_failing_mid_append_is_cut_back_and_rolled_next_cycle(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiologship._copy import _rollup
+    from aiologship._copy._transfer import SourceVanished
+
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller(compression="gzip")
+    await engine.flush()
+    sources.update({"b.log": text("b", 30), "c.log": text("c", 30)})
+    renv.put("b.log", sources["b.log"])
+    renv.put("c.log", sources["c.log"])
+    real = _rollup.copy_range
+    calls = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # b.log's member is written, then c.log "shrinks"
+            raise SourceVanished("shrank while being read")
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(_rollup, "copy_range", flaky)
+        failed = await engine.flush()
+    assert failed.destination_error is None and failed.pending_files == 2
+    assert_exactly_once(renv, {"a.log": sources["a.log"], "b.log": b"", "c.log": b""}, "gzip")
+    done = await engine.flush()
+    assert done.ok and done.files_shipped == 2
+    assert_exactly_once(renv, sources, "gzip")
+
+
+async def test_failed_append_is_retried_in_the_cycle(renv: RollEnv) -> None:
+    failures = []
+
+    def fail(name: str, path: str) -> bool:
+        if name == "open_append_stream" and not failures:
+            failures.append(path)
+            return True
+        return False
+
+    handler = LocalHandler(renv.dst, fail=fail)
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller(resolver=handler.resolver, compression="zstd")
+    await engine.flush()
+    sources["b.log"] = text("b", 30)
+    renv.put("b.log", sources["b.log"])
+    result = await engine.flush()
+    assert result.ok and failures and len(renv.sleeps) == 1
+    assert_exactly_once(renv, sources, "zstd")
+
+
+async def test_destination_that_cannot_append_rewrites_the_roll(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiologship._fs import Destination
+
+    def resolver(uri: str) -> Destination:
+        fs = pafs.LocalFileSystem()
+        return Destination(fs, str(renv.dst), str(renv.dst), False)
+
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller(resolver=resolver, compression="gzip")
+    await engine.flush()
+    sources["b.log"] = text("b", 30)
+    renv.put("b.log", sources["b.log"])
+    await engine.flush()
+    assert len(renv.rolls()) == 1
+    assert_exactly_once(renv, sources, "gzip")
+    await engine.stop(final_cycle=False)
+    renv.engines.remove(engine)
+    sources["c.log"] = text("c", 30)
+    renv.put("c.log", sources["c.log"])
+    await crash_after_append(renv, monkeypatch, resolver=resolver, compression="gzip")
+    restarted = await renv.roller(resolver=resolver, compression="gzip")
+    assert (await restarted.flush()).bytes_shipped == 0  # adopted
+    assert_exactly_once(renv, sources, "gzip")
+    assert renv.temp_files() == []
+
+
+async def test_closed_roll_stays_recorded_while_its_renamed_source_is_followed(
+    renv: RollEnv,
+) -> None:
+    renv.put("app.log", text("a", 10))
+    engine = await renv.roller({"interval": 60, "settle": SETTLE})
+    await engine.flush()
+    renv.clock.now += 120  # the roll closes
+    os.rename(renv.src / "app.log", renv.src / "app.log.1")
+    await engine.flush()
+    await engine.flush()
+    (roll,) = renv.manifest()["rollup"]["rolls"]
+    assert roll["closed"] and roll["name"] in renv.rolls()
+    (renv.src / "app.log.1").unlink()
+    await engine.flush()
+    await engine.flush()  # gone two cycles in a row: forgotten, and its closed roll too
+    assert renv.manifest()["rollup"]["rolls"] == [] and len(renv.rolls()) == 1
+
+
+async def test_numbered_rotation_whatever_the_order_files_are_seen_in(renv: RollEnv) -> None:
+    """app.log.1 -> app.log.2 and app.log -> app.log.1 in one go, both with the
+    same mtime (looked at by name: the new app.log.1 first, whose name still
+    holds the other file's record): nothing is rolled twice."""
+    sources = {"app.log.1": text("x", 20), "app.log": text("y", 20)}
+    for name, data in sources.items():
+        renv.put(name, data)
+    engine = await renv.roller()
+    await engine.flush()
+    os.rename(renv.src / "app.log.1", renv.src / "app.log.2")
+    os.rename(renv.src / "app.log", renv.src / "app.log.1")
+    t = renv.clock.now - 600
+    for name in ("app.log.1", "app.log.2"):
+        os.utime(renv.src / name, (t, t))
+    result = await engine.flush()
+    assert result.bytes_shipped == 0
+    renamed = {"app.log.2": sources["app.log.1"], "app.log.1": sources["app.log"]}
+    got = {Path(p).name for p in renv.manifest()["rollup"]["sources"]}
+    assert got == set(renamed)
