@@ -62,7 +62,7 @@ def soak(session: nox.Session) -> None:
     """Long runs, not in CI: 10 minutes of logging, rotation and shipping to the HDFS
     mini-cluster under injected faults (``nox -s soak -- --minutes 2``, ``-- --local``
     pass through to the script), then the copy and roll-up model tests' long
-    profile and the roll-up's wait for an HDFS lease recovery (about a minute)."""
+    profile."""
     session.install("-e", ".[test]")
     session.run("python", "benchmarks/soak.py", *session.posargs)
     session.run(
@@ -71,7 +71,6 @@ def soak(session: nox.Session) -> None:
         "pytest",
         "tests/copy/test_model.py",
         "tests/copy/test_rollup_model.py",
-        "tests/hdfs/test_engine_hdfs.py::test_roll_left_under_construction_by_a_killed_writer",
         "-p",
         "no:cacheprovider",
         "--timeout",

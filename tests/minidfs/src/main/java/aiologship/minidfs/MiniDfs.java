@@ -32,7 +32,8 @@ import org.apache.hadoop.hdfs.server.namenode.NameNode;
  * Prints one JSON line on stdout once the cluster is up ({"event": "ready", ports, conf_dir}),
  * then reads one command per line on stdin and answers each with one JSON line:
  * {@code status}, {@code open-files}, {@code restart-namenode}, {@code stop-namenode}, {@code start-namenode},
- * {@code stop-datanode N}, {@code start-datanode N}, {@code shutdown}. It shuts down when
+ * {@code stop-datanode N}, {@code start-datanode N}, {@code lease-period SOFT_MS HARD_MS},
+ * {@code shutdown}. It shuts down when
  * stdin closes, so a test run that dies never leaves a cluster behind.
  *
  * Everything listens on 127.0.0.1 and DataNodes advertise 127.0.0.1 as their hostname, so
@@ -203,6 +204,12 @@ public final class MiniDfs {
         }
         return "{\"event\": \"open-files\", \"ok\": true, \"paths\": ["
             + String.join(", ", paths) + "]}";
+      }
+      case "lease-period": {
+        // The NameNode's lease limits (ms): a soft limit of a few seconds lets a test
+        // see a dead writer's lease recovered without waiting out the default 60 s.
+        cluster.setLeasePeriod(Long.parseLong(parts[1]), Long.parseLong(parts[2]));
+        return describe(command);
       }
       case "restart-namenode":
         stopNameNodeHttp();
