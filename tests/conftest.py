@@ -8,8 +8,36 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from aiologship._logging._queue import SinkHandler, direct_sinks
+
+# No Hypothesis deadline anywhere: a per-example time limit is an assertion on wall
+# time, which fails on a loaded machine (seen: 331 ms against the 200 ms default in
+# tests/integrations/test_fastapi.py with two xdist workers on two cores).
+settings.register_profile("aiologship", deadline=None)
+settings.load_profile("aiologship")
+
+_TESTS = Path(__file__).resolve().parent
+# Tests that share one expensive process-wide thing run in one xdist worker, in
+# their collection order (``-n 2 --dist loadgroup`` in noxfile.py): the Ray cluster
+# of tests/ray (and the Serve test, which starts a Ray of its own: two Rays at once
+# on two cores only slow each other down) and the HDFS mini-cluster of tests/hdfs.
+_GROUPS = {
+    _TESTS / "ray": "ray",
+    _TESTS / "integrations" / "test_ray_serve.py": "ray",
+    _TESTS / "hdfs": "hdfs",
+}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        for where, group in _GROUPS.items():
+            if path == where or where in path.parents:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
 
 
 @pytest.fixture(autouse=True)

@@ -88,6 +88,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     global _early
     here = Path(__file__).resolve().parent
     wanted = any(here in Path(str(item.fspath)).resolve().parents for item in session.items)
+    # Under xdist every worker collects every test, and only the one given the
+    # "hdfs" group needs a cluster: there the fixture starts it (not early).
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     if wanted and not minidfs.missing_tools() and _early is None:
         _early = _EarlyStart()
 
@@ -104,7 +108,9 @@ def hdfs_cluster() -> Any:
     missing = minidfs.missing_tools()
     if missing:
         pytest.skip(f"HDFS mini-cluster needs {' and '.join(missing)} on PATH")
-    assert _early is not None, "collection started no mini-cluster for this HDFS test"
+    global _early
+    if _early is None:
+        _early = _EarlyStart()  # an xdist worker: started by its first HDFS test
     try:
         return _early.result()
     except minidfs.MiniDfsError as exc:
