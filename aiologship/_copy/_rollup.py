@@ -331,9 +331,10 @@ def _rewrite(
         finally:
             with contextlib.suppress(OSError, pyarrow.ArrowException):
                 out.close()
-        if _size_of(fs, tmp) != base + sent:
+        tail = _tail_hash(fs, tmp, base + sent)
+        if tail is None:
             raise DestinationFailure(f"{tmp} is not {base + sent} bytes after the write")
-        _move_over(fs, tmp, final)
+        _move_over(fs, tmp, final, base + sent, tail)
     except BaseException as exc:
         # Past the delete of _move_over only ``tmp`` holds the committed bytes.
         with contextlib.suppress(OSError, pyarrow.ArrowException):
@@ -345,17 +346,49 @@ def _rewrite(
     return sent
 
 
-def _move_over(fs: pafs.FileSystem, tmp: str, final: str) -> None:
+def _move_over(fs: pafs.FileSystem, tmp: str, final: str, size: int, tail: str) -> None:
+    """Move ``tmp`` (``size`` bytes ending in bytes hashing to ``tail``) over
+    ``final``. A move that raised but happened (an RPC timeout, a failover
+    reporting its source missing) is done: ``final`` is deleted only while
+    ``tmp`` still holds the bytes, never when it may be the only copy."""
     try:
         fs.move(tmp, final)
     except (OSError, pyarrow.ArrowException):
+        if _moved(fs, tmp, final, size, tail):
+            return
         # HDFS refuses to rename over a file. Between the two calls only the
         # temporary file holds the bytes: a repair uses a name that the sweep
         # of stale temporary files leaves alone, and recover() finishes it.
-        if _size_of(fs, final) is None:
+        if _size_of(fs, tmp) is None or _size_of(fs, final) is None:
             raise
         fs.delete_file(final)
-        fs.move(tmp, final)
+        try:
+            fs.move(tmp, final)
+        except (OSError, pyarrow.ArrowException):
+            if not _moved(fs, tmp, final, size, tail):
+                raise
+
+
+def _moved(fs: pafs.FileSystem, tmp: str, final: str, size: int, tail: str) -> bool:
+    """Is ``tmp`` gone and ``final`` what it held (size and tail hash)?"""
+    try:
+        return _size_of(fs, tmp) is None and _tail_hash(fs, final, size) == tail
+    except (OSError, pyarrow.ArrowException, DestinationFailure):
+        return False
+
+
+def _tail_hash(fs: pafs.FileSystem, path: str, size: int) -> str | None:
+    """Hash of the last ``FINGERPRINT_BYTES`` of ``path`` if it is ``size`` bytes."""
+    if _size_of(fs, path) != size:
+        return None
+    try:
+        with fs.open_input_file(path) as remote:
+            if remote.size() != size:
+                return None
+            start = max(0, size - FINGERPRINT_BYTES)
+            return digest(remote.read_at(size - start, start))
+    except NotImplementedError as exc:
+        raise DestinationFailure(f"cannot read {path}: no random access") from exc
 
 
 def _write_spans(
@@ -575,7 +608,7 @@ def write_ledger(dest: Destination, key: str, state: RollState, temps: TempNames
     try:
         with fs.open_output_stream(tmp, compression=None) as out:
             out.write(payload)
-        _move_over(fs, tmp, final)
+        _move_over(fs, tmp, final, len(payload), digest(payload[-FINGERPRINT_BYTES:]))
     except (OSError, pyarrow.ArrowException) as exc:
         discard(fs, tmp)
         raise DestinationFailure(f"cannot write {final}: {exc}") from exc

@@ -563,3 +563,49 @@ async def test_numbered_rotation_whatever_the_order_files_are_seen_in(renv: Roll
     renamed = {"app.log.2": sources["app.log.1"], "app.log.1": sources["app.log"]}
     got = {Path(p).name for p in renv.manifest()["rollup"]["sources"]}
     assert got == set(renamed)
+
+
+class MoveThenFail(LocalHandler):
+    """A destination whose move of a matching temporary file happens, but the
+    call raises all the same (an RPC timeout, a failover that reports the
+    source missing): once for each name ``when`` picks."""
+
+    def __init__(self, root: Path, when: Any) -> None:
+        super().__init__(root)
+        self.when = when
+        self.failed: list[str] = []
+
+    def move(self, src: str, dest: str) -> None:
+        super().move(src, dest)
+        if self.when(src) and src not in self.failed:
+            self.failed.append(src)
+            raise OSError(f"timed out moving {src}")
+
+
+async def test_repair_whose_move_happened_but_raised_keeps_the_roll(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repaired copy was moved over the roll file, but the call failed:
+    the roll file is the repair (never deleted), and the next cycle goes on."""
+    sources = await rolled_then_crashed(renv, monkeypatch, "gzip")
+    (name,) = renv.rolls()
+    with open(renv.dst / name, "ab") as f:
+        f.write(b"\x1f\x8b half a member")  # not the pending append: repaired
+    handler = MoveThenFail(renv.dst, lambda src: "aiologship-repair" in src)
+    restarted = await renv.roller(resolver=handler.resolver, compression="gzip")
+    await restarted.flush()
+    assert handler.failed
+    await restarted.flush()
+    assert_exactly_once(renv, sources, "gzip")
+    assert not [p for p in renv.dst.rglob("*") if "aiologship-repair" in p.name]
+
+
+async def test_ledger_whose_move_happened_but_raised_is_kept(renv: RollEnv) -> None:
+    handler = MoveThenFail(renv.dst, lambda src: LEDGER_SUFFIX in src)
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller(resolver=handler.resolver)
+    result = await engine.flush()
+    assert handler.failed and result.ok
+    assert [k for k in renv.dest_files() if LEDGER_SUFFIX in k]
+    assert_exactly_once(renv, sources)
