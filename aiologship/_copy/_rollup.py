@@ -294,7 +294,7 @@ def append(
         except (OSError, pyarrow.ArrowException) as exc:
             raise DestinationFailure(f"cannot append to {final}: {exc}") from exc
         try:
-            sent = _write_spans(out, pending.spans, files, compression)
+            sent = _write_spans(out, pending.spans, _sources_of(pending, files), compression)
         finally:
             with contextlib.suppress(OSError, pyarrow.ArrowException):
                 out.close()
@@ -327,7 +327,11 @@ def _rewrite(
                             raise DestinationFailure(f"{final} is shorter than {base} bytes")
                         out.write(chunk)
                         left -= len(chunk)
-            sent = 0 if files is None else _write_spans(out, pending.spans, files, io.compression)
+            sent = (
+                0
+                if files is None
+                else _write_spans(out, pending.spans, _sources_of(pending, files), io.compression)
+            )
         finally:
             with contextlib.suppress(OSError, pyarrow.ArrowException):
                 out.close()
@@ -394,14 +398,14 @@ def _tail_hash(fs: pafs.FileSystem, path: str, size: int) -> str | None:
 def _write_spans(
     out: Any,
     spans: Sequence[Span],
-    files: Mapping[str, SourceFile],
+    sources: Sequence[SourceFile | None],
     compression: Compression | None,
 ) -> int:
-    """Each span's bytes (members/frames when compressed) to ``out``: bytes written."""
+    """Each span's bytes (members/frames when compressed) from its source
+    (``sources[i]`` for ``spans[i]``) to ``out``: bytes written."""
     encode = encoder(compression)
     written = 0
-    for span in spans:
-        f = source_of(span, files)
+    for span, f in zip(spans, sources, strict=True):
         if f is None:
             raise SourceVanished(f"{span.source} is gone")
         try:
@@ -415,6 +419,38 @@ def _write_spans(
                 raise SourceVanished(f"{span.source} is another file now")
             written += copy_range(fh, out, span.start, span.end, None, CHUNK_SIZE, encode)[1]
     return written
+
+
+def _sources_of(pending: Pending, files: Mapping[str, SourceFile]) -> list[SourceFile | None]:
+    """The scanned file each span of ``pending`` is read from (same device and
+    inode as when it was planned), or None."""
+    recs = dict(pending.sources)
+    out: list[SourceFile | None] = []
+    for span in pending.spans:
+        f = source_of(span, files)
+        rec = recs.get(span.source)
+        out.append(None if f is None or (rec is not None and rec.dev != f.dev) else f)
+    return out
+
+
+def _verified_sources(pending: Pending, files: Mapping[str, SourceFile]) -> list[SourceFile | None]:
+    """As :func:`_sources_of`, after a crash: a file counts only while it still
+    holds what the append read (its fingerprints at the span's end are the
+    ones the pending record took), else None (gone: an inode reused by a new
+    file, or the file rewritten). Raises ``SourceUnreadable``."""
+    recs = dict(pending.sources)
+    out = _sources_of(pending, files)
+    for i, (span, f) in enumerate(zip(pending.spans, out, strict=True)):
+        rec = recs.get(span.source)
+        if f is None or rec is None:
+            out[i] = None
+            continue
+        held = _holds_prefix(f, rec)
+        if held is None:
+            raise SourceUnreadable(f"cannot read {f.path} to check it")
+        if not held:
+            out[i] = None
+    return out
 
 
 def append_settled(
@@ -521,11 +557,12 @@ def _is_append(
     library version; a newer one only costs a repair). A source gone since:
     the bytes must decode whole to as many bytes as the append's ranges."""
     try:
+        sources = _verified_sources(pending, files)
         with io.dest.filesystem.open_input_file(final) as remote:
-            if any(source_of(span, files) is None for span in pending.spans):
+            if any(f is None for f in sources):
                 return _decoded_size(remote, base, io.compression) == pending.source_bytes
             sink = _Compare(remote, base)
-            _write_spans(sink, pending.spans, files, io.compression)
+            _write_spans(sink, pending.spans, sources, io.compression)
             return sink.pos == size
     except (_Differs, SourceVanished, SourceUnreadable, NotImplementedError):
         return False

@@ -609,3 +609,36 @@ async def test_ledger_whose_move_happened_but_raised_is_kept(renv: RollEnv) -> N
     assert handler.failed and result.ok
     assert [k for k in renv.dest_files() if LEDGER_SUFFIX in k]
     assert_exactly_once(renv, sources)
+
+
+async def test_inode_reused_since_the_crash_does_not_cut_a_whole_append(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b.log's pending append is at the destination whole; b.log is deleted and
+    a new file gets its inode (and name). Its bytes are not the append's: the
+    source counts as gone, and the append is adopted by its decoded size."""
+    sources = await rolled_then_crashed(renv, monkeypatch, "gzip")
+    (renv.src / "b.log").unlink()
+    new_b = text("B", 30)  # as long as the old one, other bytes
+    path = renv.put("b.log", new_b)
+    st = path.stat()
+    # The inode reuse, made certain: the pending append records the new inode.
+    (folder,) = [p for p in renv.state.iterdir() if (p / MANIFEST_NAME).exists()]
+    manifest = renv.manifest()
+    pending = manifest["rollup"]["pending"]
+    for span in pending["spans"]:
+        if span["source"].endswith("b.log"):
+            span["ino"] = st.st_ino
+    for rec in pending["sources"].values():
+        rec["ino"], rec["dev"] = st.st_ino, st.st_dev
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    restarted = await renv.roller(compression="gzip")
+    await restarted.flush()
+    (roll,) = renv.ranges().values()
+    assert [(Path(s).name, a, b) for s, _, a, b in roll] == [
+        ("a.log", 0, len(sources["a.log"])),
+        ("b.log", 0, len(sources["b.log"])),
+        ("b.log", 0, len(new_b)),
+    ]
+    (data,) = renv.rolls().values()
+    assert decompress(data, "gzip") == sources["a.log"] + sources["b.log"] + new_b
