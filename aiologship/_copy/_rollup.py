@@ -555,17 +555,30 @@ def _is_append(
     """Are bytes ``[base, size)`` of ``final`` exactly the pending append?
     Encoded again and compared (the encoders are deterministic for one
     library version; a newer one only costs a repair). A source gone since:
-    the bytes must decode whole to as many bytes as the append's ranges."""
+    the bytes must decode whole to as many bytes as the append's ranges.
+    Raises ``DestinationFailure`` when it cannot be told (a source unreadable
+    or changing meanwhile, no random reads): "no" would roll ranges twice, or
+    cut away a whole append."""
+    fs = io.dest.filesystem
     try:
+        # Not decoding whole to as many bytes is proof enough, sources or not.
+        with fs.open_input_file(final) as remote:
+            if _decoded_size(remote, base, io.compression) != pending.source_bytes:
+                return False
         sources = _verified_sources(pending, files)
-        with io.dest.filesystem.open_input_file(final) as remote:
-            if any(f is None for f in sources):
-                return _decoded_size(remote, base, io.compression) == pending.source_bytes
+        if any(f is None for f in sources):
+            return True
+        with fs.open_input_file(final) as remote:
             sink = _Compare(remote, base)
             _write_spans(sink, pending.spans, sources, io.compression)
             return sink.pos == size
-    except (_Differs, SourceVanished, SourceUnreadable, NotImplementedError):
+    except _Differs:
         return False
+    except (SourceVanished, SourceUnreadable, NotImplementedError) as exc:
+        raise DestinationFailure(
+            f"cannot tell whether {final} holds the append interrupted before its "
+            f"commit ({exc or type(exc).__name__}): retried later"
+        ) from exc
 
 
 def _decoded_size(remote: Any, base: int, compression: Compression | None) -> int | None:

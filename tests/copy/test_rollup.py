@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from aiologship._copy import CopyEngine, CopySpec, _rollrun
+from aiologship._copy import CopyEngine, CopySpec, _rollrun, _rollup
 from aiologship._copy._manifest import MANIFEST_NAME
 from aiologship._copy._rollstate import LEDGER_SUFFIX
 from aiologship._copy._spec import RollUp
@@ -642,3 +642,29 @@ async def test_inode_reused_since_the_crash_does_not_cut_a_whole_append(
     ]
     (data,) = renv.rolls().values()
     assert decompress(data, "gzip") == sources["a.log"] + sources["b.log"] + new_b
+
+
+async def test_new_roll_that_cannot_be_checked_waits_instead_of_rolling_again(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new roll file written whole before the crash, its source unreadable
+    at the restart: whether it is the pending append is not known, so the
+    cycle fails and retries; its ranges are not planned again meanwhile."""
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    await crash_after_append(renv, monkeypatch)
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    restarted = await renv.roller()
+    with monkeypatch.context() as m:
+        m.setattr(_rollup, "open_source", unreadable)
+        result = await restarted.flush()
+    assert not result.ok
+    assert renv.manifest()["rollup"]["pending"] is not None
+    assert len(renv.rolls()) == 1
+    result = await restarted.flush()
+    assert result.ok and result.bytes_shipped == 0  # adopted
+    assert len(renv.rolls()) == 1
+    assert_exactly_once(renv, sources)
