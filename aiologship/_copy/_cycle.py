@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import anyio
 import anyio.to_thread
 
-from .._exceptions import ConfigError, DestinationError
+from .._exceptions import ConfigError, CopyError, DestinationError
 from .._fs import Destination
 from ._engine_state import EngineState
 from ._engine_status import StatusBook
@@ -137,7 +137,9 @@ class Cycles:
                 await self._plan_and_ship(result, tally, file_errors, scanned_result)
             except (DestinationError, DestinationFailure) as exc:
                 tally.dest_error = str(exc)
-            except ConfigError as exc:  # e.g. the URI itself (cannot get better by retrying)
+            except (ConfigError, CopyError) as exc:
+                # e.g. the URI itself, a roll-up ledger that cannot be used: not
+                # better by retrying, but reported each cycle until fixed
                 tally.dest_error = str(exc)
             finally:
                 if tally.unsaved_bytes or tally.shipped or self._store.unsaved:

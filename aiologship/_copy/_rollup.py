@@ -36,9 +36,10 @@ from typing import Any
 import pyarrow
 import pyarrow.fs as pafs
 
+from .._exceptions import CopyError
 from .._fs import Destination
 from ._encode import encoder
-from ._manifest import FINGERPRINT_BYTES, digest, fingerprints, load_rollup
+from ._manifest import FINGERPRINT_BYTES, ManifestCorrupt, digest, fingerprints, load_rollup
 from ._rollstate import LEDGER_SUFFIX, Pending, Roll, Rolled, RollState, Span
 from ._scan import SourceFile
 from ._source import SourceChanged, SourceNotRegular, open_source
@@ -57,6 +58,9 @@ from ._transfer import (
 )
 
 _REPAIR_MARK = ".aiologship-repair"
+# The ledger's layout (``"version"``; a ledger without one is version 1). One
+# of another version is refused, never taken for "no ledger".
+LEDGER_VERSION = 1
 _SLUG_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -654,7 +658,8 @@ def write_ledger(dest: Destination, key: str, state: RollState, temps: TempNames
     final = ledger_path(dest, key)
     tmp = temps.next_for(final)
     fs = dest.filesystem
-    payload = json.dumps(state.to_json(), separators=(",", ":")).encode()
+    data = {"version": LEDGER_VERSION, **state.to_json()}
+    payload = json.dumps(data, separators=(",", ":")).encode()
     try:
         with fs.open_output_stream(tmp, compression=None) as out:
             out.write(payload)
@@ -665,7 +670,9 @@ def write_ledger(dest: Destination, key: str, state: RollState, temps: TempNames
 
 
 def read_ledger(dest: Destination, key: str) -> RollState | None:
-    """The ledger's roll state; None when there is none. Raises ``ManifestCorrupt``."""
+    """The ledger's roll state; None when there is none. Raises ``CopyError``
+    naming it when it cannot be used (corrupt, another version): falling back
+    to "no ledger" would roll every source again."""
     final = ledger_path(dest, key)
     try:
         with dest.filesystem.open_input_stream(final, compression=None) as src:
@@ -676,4 +683,25 @@ def read_ledger(dest: Destination, key: str) -> RollState | None:
         if _size_of(dest.filesystem, final) is None:
             return None
         raise DestinationFailure(f"cannot read {final}: {exc}") from exc
-    return load_rollup(json.loads(raw))
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise _unusable(dest, final, f"not JSON ({exc})") from exc
+    if isinstance(data, dict):
+        version = data.pop("version", 1)
+        if version != LEDGER_VERSION or isinstance(version, bool):
+            raise _unusable(
+                dest, final, f"format version {version!r} (this version reads {LEDGER_VERSION})"
+            )
+    try:
+        return load_rollup(data)
+    except ManifestCorrupt as exc:
+        raise _unusable(dest, final, str(exc)) from exc
+
+
+def _unusable(dest: Destination, final: str, reason: str) -> CopyError:
+    return CopyError(
+        f"roll-up ledger {posixpath.basename(final)} at {dest.uri} cannot be used: {reason}; "
+        "with the manifest lost, the copy waits: restore the manifest, or repair or remove "
+        "the ledger (removed, every source is rolled again from its start)"
+    )

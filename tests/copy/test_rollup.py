@@ -668,3 +668,37 @@ async def test_new_roll_that_cannot_be_checked_waits_instead_of_rolling_again(
     assert result.ok and result.bytes_shipped == 0  # adopted
     assert len(renv.rolls()) == 1
     assert_exactly_once(renv, sources)
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        (b'{"sources": {', "not JSON"),
+        (b'{"version": 1, "sources": []}', "rollup"),
+        (b'{"version": 99}', "version 99"),
+    ],
+)
+async def test_unusable_ledger_fails_each_cycle_clearly(
+    renv: RollEnv, payload: bytes, words: str
+) -> None:
+    """A lost manifest and a ledger that cannot be read: every cycle fails with
+    an error naming the ledger (never "no ledger": that would roll it all again)."""
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller()
+    await engine.flush()
+    await engine.stop(final_cycle=False)
+    renv.engines.remove(engine)
+    for p in renv.state.rglob(MANIFEST_NAME):
+        p.unlink()
+    (ledger,) = [p for p in renv.dst.iterdir() if p.name.endswith(LEDGER_SUFFIX)]
+    ledger.write_bytes(payload)
+    before = renv.rolls()
+    restarted = await renv.roller()
+    for _ in range(2):
+        result = await restarted.flush()
+        assert result.destination_error is not None
+        assert ledger.name in result.destination_error and words in result.destination_error
+    status = restarted.status()
+    assert status.last_error is not None and ledger.name in status.last_error
+    assert renv.rolls() == before
