@@ -702,3 +702,35 @@ async def test_unusable_ledger_fails_each_cycle_clearly(
     status = restarted.status()
     assert status.last_error is not None and ledger.name in status.last_error
     assert renv.rolls() == before
+
+
+async def test_manifest_format_is_3_without_rollup_and_4_with_it(renv: RollEnv) -> None:
+    """A copy without roll-up keeps writing format 3, which older releases read."""
+    from aiologship._copy._manifest import Manifest
+
+    renv.put("a.log", b"abc\n")
+    engine = await renv.roller(rollup=False)
+    await engine.flush()
+    await engine.stop(final_cycle=False)
+    renv.engines.remove(engine)
+    assert renv.manifest()["version"] == 3
+    again = await renv.roller(rollup=False)
+    assert (await again.flush()).bytes_shipped == 0  # format 3 read back
+    await again.stop(final_cycle=False)
+    renv.engines.remove(again)
+    for p in renv.state.rglob(MANIFEST_NAME):
+        assert Manifest.load(p, copy_name="app", destination=str(renv.dst)) is not None
+
+    (renv.src.parent / "other").mkdir()
+    rolled = RollEnv(renv.src.parent / "other")
+    try:
+        rolled.put("a.log", b"abc\n")
+        engine = await rolled.roller()
+        await engine.flush()
+        assert rolled.manifest()["version"] == 4
+        (p,) = rolled.state.rglob(MANIFEST_NAME)
+        loaded = Manifest.load(p, copy_name="app", destination=str(rolled.dst))
+        assert loaded is not None and loaded.rollup
+    finally:
+        for e in rolled.engines:
+            await e.stop(final_cycle=False)
