@@ -40,7 +40,7 @@ from .._exceptions import CopyError
 from .._fs import Destination
 from ._encode import encoder
 from ._manifest import FINGERPRINT_BYTES, ManifestCorrupt, digest, fingerprints, load_rollup
-from ._rollstate import LEDGER_SUFFIX, Pending, Roll, Rolled, RollState, Span
+from ._rollstate import LEDGER_SUFFIX, Pending, Retired, Roll, Rolled, RollState, Span
 from ._scan import SourceFile
 from ._source import SourceChanged, SourceNotRegular, open_source
 from ._spec import Compression, RollUp
@@ -106,7 +106,9 @@ def plan_rollup(
     Every file is judged against the records as they were before this cycle,
     and the moves are applied after: with numbered rotation (``app.log.1`` ->
     ``app.log.2``, ``app.log`` -> ``app.log.1``) one file's new name is another's
-    old one, whatever order they are looked at in."""
+    old one, whatever order they are looked at in. A file no record follows is
+    looked at last, against the retired records (a truncated source's old
+    version, a source gone from the scans), whose bytes it may hold already."""
     out = RollPlan([], [], False)
     live = {f.path: f for f in files}
     by_ident: dict[tuple[int, int], list[str]] = {}
@@ -116,16 +118,35 @@ def plan_rollup(
             by_ident.setdefault((known.dev, known.ino), []).append(path)
     moved_from: list[str] = []
     updated: dict[str, Rolled] = {}
-    for f in sorted(files, key=lambda g: (g.mtime_ns, g.path)):
+    changed = False
+    ordered = sorted(files, key=lambda g: (g.mtime_ns, g.path))
+    starts: dict[str, int | None] = {}
+    for f in ordered:
         rec: Rolled | None = state.sources.get(f.path)
         if rec is None or (rec.dev, rec.ino) != (f.dev, f.ino):
             old, rec = _follow_rename(state, f, by_ident)
             if old is not None and rec is not None:
                 moved_from.append(old)
                 updated[f.path] = rec
+        if rec is None:
+            continue  # judged below
         start, touched = _rolled_up_to(f, rec)
         if touched is not None:
             updated[f.path] = touched
+        if start == 0 and rec.size:
+            # Truncated or rewritten in place (copytruncate): its copy, a new
+            # file, may hold the rolled bytes. Followed on as a new version.
+            state.retire(Retired(f.path, rec, now, same_file=False))
+            updated[f.path] = _new_version(f, rec)
+        starts[f.path] = start
+    for f in ordered:
+        if f.path not in starts:
+            taken = _take_up_retired(state, f)
+            starts[f.path] = 0 if taken is None else taken.size
+            if taken is not None:
+                updated[f.path] = taken
+                changed = True
+        start = starts[f.path]
         if start is None or start >= f.size:
             continue
         if now - f.mtime_ns / 1e9 >= settle:
@@ -135,17 +156,50 @@ def plan_rollup(
     for old in moved_from:
         del state.sources[old]
     state.sources.update(updated)
-    out.changed = bool(moved_from or updated)
+    out.changed = bool(changed or moved_from or updated)
     absent = {path for path in state.sources if path not in live}
     for path in absent & state.absent:  # absent two cycles in a row: gone
-        del state.sources[path]
+        # Kept retired: back (same file, its bytes still there), it resumes.
+        state.retire(Retired(path, state.sources.pop(path), now, same_file=True))
         out.changed = True
     if state.absent != absent - state.absent:
         state.absent = absent - state.absent
         out.changed = True
+    if state.prune_retired(now):
+        out.changed = True
     if state.prune():
         out.changed = True
     return out
+
+
+def _new_version(f: SourceFile, rec: Rolled) -> Rolled:
+    """The record of ``f`` rewritten in place: nothing of it rolled yet."""
+    empty = digest(b"")
+    return dataclasses.replace(
+        rec, size=0, mtime_ns=-1, ctime_ns=-1, head=empty, tail=empty, part=f.part
+    )
+
+
+def _take_up_retired(state: RollState, f: SourceFile) -> Rolled | None:
+    """The record for ``f``, which no record follows, if it holds a retired
+    record's bytes (that record is then used up); None otherwise."""
+    for item in reversed(state.retired):  # the newest first
+        rec = item.rec
+        if rec.size > f.size or (item.same_file and (rec.dev, rec.ino) != (f.dev, f.ino)):
+            continue
+        if not _holds_prefix(f, rec):
+            continue
+        state.retired.remove(item)
+        same = f.size == rec.size
+        return dataclasses.replace(
+            rec,
+            mtime_ns=f.mtime_ns if same else -1,
+            ctime_ns=f.ctime_ns if same else -1,
+            ino=f.ino,
+            dev=f.dev,
+            part=f.part,
+        )
+    return None
 
 
 def _follow_rename(

@@ -734,3 +734,51 @@ async def test_manifest_format_is_3_without_rollup_and_4_with_it(renv: RollEnv) 
     finally:
         for e in rolled.engines:
             await e.stop(final_cycle=False)
+
+
+async def test_copytruncate_copy_of_rolled_bytes_is_not_rolled_again(renv: RollEnv) -> None:
+    """A quiet app.log rolled whole; logrotate copytruncate copies it to
+    app.log.1 (a new inode, the same bytes) and truncates app.log: app.log.1
+    starts where app.log's rolled bytes ended, app.log's new bytes from 0."""
+    first = text("q", 20)
+    renv.put("app.log", first)
+    engine = await renv.roller()
+    await engine.flush()
+    extra = text("late", 3)  # written to app.log between the copy and the truncate
+    renv.put("app.log.1", first + extra, age=700.0)  # looked at before app.log
+    with open(renv.src / "app.log", "r+b") as f:
+        f.truncate(0)
+    renv.put("app.log", b"after\n", mode="ab")
+    await engine.flush()
+    await engine.flush()
+    spans = [(Path(s).name, a, b) for spans in renv.ranges().values() for s, _, a, b in spans]
+    assert sorted(spans) == sorted(
+        [
+            ("app.log", 0, len(first)),
+            ("app.log.1", len(first), len(first) + len(extra)),
+            ("app.log", 0, 6),
+        ]
+    )
+    (data,) = renv.rolls().values()
+    assert data.count(first) == 1 and data.count(extra) == 1
+
+
+async def test_file_back_after_being_forgotten_is_not_rolled_again(renv: RollEnv) -> None:
+    """Out of the pattern for more than two scans (forgotten), then back: its
+    rolled bytes are not rolled again; what it gained meanwhile is."""
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller()
+    await engine.flush()
+    away = renv.src.parent / "away.txt"
+    os.rename(renv.src / "a.log", away)
+    for _ in range(3):
+        await engine.flush()
+    assert renv.manifest()["rollup"]["sources"] == {}
+    os.rename(away, renv.src / "a.log")
+    assert (await engine.flush()).bytes_shipped == 0
+    more = text("b", 5)
+    renv.put("a.log", more, mode="ab")
+    sources["a.log"] += more
+    await engine.flush()
+    assert_exactly_once(renv, sources)
