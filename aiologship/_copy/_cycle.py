@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 import anyio
@@ -24,7 +24,7 @@ from ._scan import ScanResult, SourceFile, scan
 from ._ship import ShipRun, ShipTools, Tally
 from ._spec import CopySpec
 from ._status import CycleResult
-from ._template import Placer
+from ._template import Placed, Placer
 from ._tempwatch import TempWatch
 from ._transfer import DestinationFailure, DirCache, Progress, TempNames
 
@@ -191,7 +191,13 @@ class Cycles:
         the manifest, or rendered now (see ``_template.Placer``)."""
         if not self._spec.template:
             return result
-        known = self._manifest.rollup.sources if self._roller else self._manifest.entries
+        if self._roller is not None:
+            # A file being written has no record yet: the partition it was
+            # first seen in is kept apart (``RollState.seen``).
+            rollup = self._manifest.rollup
+            known: Mapping[str, Placed] = {**rollup.seen, **rollup.sources}
+        else:
+            known = self._manifest.entries
         place = functools.partial(self._placer.place, result.files, known, self._clock())
         files = await anyio.to_thread.run_sync(place, limiter=self._limiter)
         return dataclasses.replace(result, files=files)

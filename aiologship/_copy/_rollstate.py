@@ -57,6 +57,16 @@ class Retired:
     same_file: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A file of a templated copy that no record follows yet (still being
+    written): the partition it was first seen in, which its spans go to."""
+
+    dev: int
+    ino: int
+    part: str
+
+
 # Retired records kept: (how many, for how long), truncated ones and gone ones.
 RETIRED_TRUNCATED = (64, 86400.0)
 RETIRED_GONE = (1024, 30 * 86400.0)
@@ -113,9 +123,12 @@ class RollState:
     seq: int = 0  # roll files opened by this copy: a name never repeats
     absent: set[str] = field(default_factory=set)  # sources absent from the last scan
     retired: list[Retired] = field(default_factory=list)  # oldest first
+    seen: dict[str, Seen] = field(default_factory=dict)  # partitions of files not rolled yet
 
     def __bool__(self) -> bool:
-        return bool(self.sources or self.rolls or self.pending or self.seq)
+        return bool(
+            self.sources or self.rolls or self.pending or self.seq or self.retired or self.seen
+        )
 
     def copy(self) -> RollState:
         return RollState(
@@ -125,6 +138,7 @@ class RollState:
             self.seq,
             set(self.absent),
             list(self.retired),
+            dict(self.seen),
         )
 
     def retire(self, item: Retired) -> bool:
@@ -165,6 +179,8 @@ class RollState:
         )
         self.rolls[roll.name] = roll
         self.sources.update(pending.sources)
+        for path, _ in pending.sources:
+            self.seen.pop(path, None)  # its record keeps the partition now
         self.pending = None
         return roll
 
@@ -200,6 +216,7 @@ class RollState:
                 {"path": r.path, "rec": _plain(r.rec), "at": r.at, "same_file": r.same_file}
                 for r in self.retired
             ],
+            "seen": {k: _plain(v) for k, v in sorted(self.seen.items())},
         }
 
     @classmethod
@@ -230,7 +247,8 @@ class RollState:
                 raise RollStateCorrupt(f"seq {seq!r} is not a count")
             retired = [_retired(item) for item in _list(data.get("retired", []))]
             absent_known = {_path(p) for p in absent} & sources.keys()
-            return cls(sources, rolls, pending, seq, absent_known, retired)
+            seen = {_path(k): _record(Seen, v) for k, v in _mapping(data.get("seen", {})).items()}
+            return cls(sources, rolls, pending, seq, absent_known, retired, seen)
         except RollStateCorrupt:
             raise
         except (KeyError, TypeError, ValueError) as exc:

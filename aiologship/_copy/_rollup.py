@@ -40,7 +40,7 @@ from .._exceptions import CopyError
 from .._fs import Destination
 from ._encode import encoder
 from ._manifest import FINGERPRINT_BYTES, ManifestCorrupt, digest, fingerprints, load_rollup
-from ._rollstate import LEDGER_SUFFIX, Pending, Retired, Roll, Rolled, RollState, Span
+from ._rollstate import LEDGER_SUFFIX, Pending, Retired, Roll, Rolled, RollState, Seen, Span
 from ._scan import SourceFile
 from ._source import SourceChanged, SourceNotRegular, open_source
 from ._spec import Compression, RollUp
@@ -165,11 +165,29 @@ def plan_rollup(
     if state.absent != absent - state.absent:
         state.absent = absent - state.absent
         out.changed = True
+    if _note_seen(state, files):
+        out.changed = True
     if state.prune_retired(now):
         out.changed = True
     if state.prune():
         out.changed = True
     return out
+
+
+def _note_seen(state: RollState, files: Sequence[SourceFile]) -> bool:
+    """Keep the partition of each file of a templated copy that no record
+    follows (one being written: placed again each cycle, it would take the
+    partition of the day it is rolled); forget it once a record does or the
+    file is gone. True when changed."""
+    seen: dict[str, Seen] = {}
+    for f in files:
+        rec = state.sources.get(f.path)
+        if f.part and (rec is None or (rec.dev, rec.ino) != (f.dev, f.ino)):
+            seen[f.path] = Seen(f.dev, f.ino, f.part)
+    if seen == state.seen:
+        return False
+    state.seen = seen
+    return True
 
 
 def _new_version(f: SourceFile, rec: Rolled) -> Rolled:

@@ -782,3 +782,21 @@ async def test_file_back_after_being_forgotten_is_not_rolled_again(renv: RollEnv
     sources["a.log"] += more
     await engine.flush()
     assert_exactly_once(renv, sources)
+
+
+async def test_date_partition_is_the_day_a_file_was_first_seen(renv: RollEnv) -> None:
+    """A log written all day D (live, waiting) that seals after midnight goes
+    to D's partition, and keeps it across a restart and a rename."""
+    dest = str(renv.dst) + "/{date:%Y-%m-%d}"
+    renv.put("app.log", text("d", 10), age=1.0)  # live on day D
+    engine = await renv.roller(hdfs_destination=dest, timezone=None)
+    day = "2027-01-15"
+    assert (await engine.flush()).pending_files == 1
+    await engine.stop(final_cycle=False)
+    renv.engines.remove(engine)
+    renv.clock.now += 86400  # D+1: sealed now
+    os.rename(renv.src / "app.log", renv.src / "app.log.1")
+    restarted = await renv.roller(hdfs_destination=dest, timezone=None)
+    await restarted.flush()
+    assert [str(Path(k).parent) for k in renv.rolls()] == [day]
+    assert renv.manifest()["rollup"].get("seen", {}) == {}  # pruned once rolled
