@@ -24,6 +24,7 @@ from ._rollup import (
     append_settled,
     budget,
     build_pending,
+    cut_at_line,
     plan_rollup,
     read_ledger,
     recover,
@@ -159,6 +160,12 @@ class Roller:
         while claims:
             roll = self._next_roll(part)
             taken, rest = take(claims, budget(self._rollup, roll))
+            if rest:  # a size cut: at a line end if there is one
+                taken, rest = await self._thread(cut_at_line, taken, rest, roll.dest_size > 0)
+                if not taken:  # not a whole line fits: the next roll takes it
+                    self._state.close(roll.name)
+                    self._store.unsaved = True
+                    continue
             try:
                 pending = await self._thread(build_pending, roll, taken)
             except SourceVanished:

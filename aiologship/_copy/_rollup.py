@@ -301,6 +301,38 @@ def take(claims: list[Claim], limit: int) -> tuple[list[tuple[Claim, int]], list
     return taken, []
 
 
+# How far back from a size cut a line end is looked for: a longer line is cut.
+LINE_SEARCH = 1 << 20
+
+
+def cut_at_line(
+    taken: list[tuple[Claim, int]], rest: list[Claim], may_leave: bool
+) -> tuple[list[tuple[Claim, int]], list[Claim]]:
+    """:func:`take`'s result with its cut (if any) moved back to just after the
+    last ``\\n`` before it (within ``LINE_SEARCH`` bytes). Without one, the cut
+    claim is left for the next roll when something else is taken or
+    ``may_leave`` (the roll holds bytes already: it is closed rather than a line
+    split); else (a line longer than a roll) it stays cut mid-line."""
+    if not taken or not rest:
+        return taken, rest
+    claim, end = taken[-1]
+    if end >= claim.f.size or rest[0].f is not claim.f:
+        return taken, rest
+    low = max(claim.start, end - LINE_SEARCH)
+    try:
+        with open_source(claim.f) as fh:
+            data = os.pread(fh.fileno(), end - low, low)
+    except (OSError, SourceChanged, SourceNotRegular):
+        return taken, rest  # build_pending tells
+    nl = data.rfind(b"\n")
+    if nl >= 0:
+        cut = low + nl + 1
+        return [*taken[:-1], (claim, cut)], [Claim(claim.f, cut), *rest[1:]]
+    if len(taken) > 1 or may_leave:
+        return taken[:-1], [claim, *rest[1:]]
+    return taken, rest
+
+
 def build_pending(roll: Roll, taken: Sequence[tuple[Claim, int]]) -> Pending:
     """The pending append of ``taken`` to ``roll``: spans, and each source's
     record after it (fingerprints of the bytes rolled by then). Raises

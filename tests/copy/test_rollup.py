@@ -156,10 +156,22 @@ async def test_rolls_by_size_splitting_a_source(renv: RollEnv) -> None:
     engine = await renv.roller({"size": 30_000, "settle": SETTLE})
     await engine.flush()
     rolls = renv.rolls()
-    assert sorted(len(v) for v in rolls.values()) == [21_600, 30_000, 30_000]
+    # Cut at the last line end within the size (51-byte lines): 588 lines each,
+    # and a roll with no room for a whole line is closed, not cut mid-line.
+    assert sorted(len(v) for v in rolls.values()) == [21_624, 29_988, 29_988]
+    assert all(v.endswith(b"\n") for v in rolls.values())
     assert_exactly_once(renv, sources)
     closed = [r["closed"] for r in renv.manifest()["rollup"]["rolls"]]
     assert closed.count(True) == 2
+
+
+async def test_a_line_longer_than_a_roll_is_still_split(renv: RollEnv) -> None:
+    sources = {"a.log": b"x" * 2500 + b"\n"}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller({"size": 1000, "settle": SETTLE})
+    await engine.flush()
+    assert sorted(len(v) for v in renv.rolls().values()) == [501, 1000, 1000]
+    assert_exactly_once(renv, sources)
 
 
 async def test_rolls_by_interval(renv: RollEnv) -> None:
