@@ -95,6 +95,7 @@ class Cycles:
                 book=book,
                 limiter=limiter,
                 temps=temps,
+                watch=self.watch,
                 dirs=self._dirs,
                 clock=clock,
                 retry_sleep=retry_sleep,

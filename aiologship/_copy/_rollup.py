@@ -44,6 +44,7 @@ from ._rollstate import LEDGER_SUFFIX, Pending, Retired, Roll, Rolled, RollState
 from ._scan import SourceFile
 from ._source import SourceChanged, SourceNotRegular, open_source
 from ._spec import Compression, RollUp
+from ._tempwatch import TempWatch
 from ._transfer import (
     CHUNK_SIZE,
     DestinationFailure,
@@ -67,12 +68,14 @@ _SLUG_RE = re.compile(r"[^A-Za-z0-9._-]+")
 @dataclass(frozen=True, slots=True)
 class RollIO:
     """What writing and settling roll files needs: the destination, the codec,
-    the copy's temporary names and its cache of destination folders."""
+    the copy's temporary names, its cache of destination folders, and the watch
+    on temporary files that failed writes may leave."""
 
     dest: Destination
     compression: Compression | None
     temps: TempNames
     dirs: DirCache
+    watch: TempWatch
 
 
 class RollChanged(Exception):
@@ -421,6 +424,7 @@ def _rewrite(
     """The first ``base`` bytes of ``final`` then the spans (none when
     ``files`` is None: a repair) into ``tmp``, moved over ``final``."""
     fs = io.dest.filesystem
+    watched = tmp is None  # a repair's copy is recover()'s to settle, never swept
     tmp = tmp or io.temps.next_for(final)
     try:
         io.dirs.ensure(fs, posixpath.dirname(final))
@@ -452,6 +456,8 @@ def _rewrite(
         with contextlib.suppress(OSError, pyarrow.ArrowException):
             if base == 0 or _size_of(fs, final) is not None:
                 discard(fs, tmp)
+                if watched:
+                    io.watch.add(tmp)  # the delete may have failed, or it may appear again
         if isinstance(exc, OSError | pyarrow.ArrowException):
             raise DestinationFailure(f"cannot write {final}: {exc}") from exc
         raise
@@ -758,7 +764,9 @@ def ledger_path(dest: Destination, key: str) -> str:
     return dest.path_of(f".{key}{LEDGER_SUFFIX}")
 
 
-def write_ledger(dest: Destination, key: str, state: RollState, temps: TempNames) -> None:
+def write_ledger(
+    dest: Destination, key: str, state: RollState, temps: TempNames, watch: TempWatch
+) -> None:
     final = ledger_path(dest, key)
     tmp = temps.next_for(final)
     fs = dest.filesystem
@@ -770,6 +778,7 @@ def write_ledger(dest: Destination, key: str, state: RollState, temps: TempNames
         _move_over(fs, tmp, final, len(payload), digest(payload[-FINGERPRINT_BYTES:]))
     except (OSError, pyarrow.ArrowException) as exc:
         discard(fs, tmp)
+        watch.add(tmp)  # the delete may have failed, or it may appear again
         raise DestinationFailure(f"cannot write {final}: {exc}") from exc
 
 

@@ -812,3 +812,44 @@ async def test_date_partition_is_the_day_a_file_was_first_seen(renv: RollEnv) ->
     await restarted.flush()
     assert [str(Path(k).parent) for k in renv.rolls()] == [day]
     assert renv.manifest()["rollup"].get("seen", {}) == {}  # pruned once rolled
+
+
+class MoveAndDeleteFail(LocalHandler):
+    """The first move of a temporary file ``when`` picks fails (not moved), and
+    so does the first delete of it: the failed write's temporary file stays."""
+
+    def __init__(self, root: Path, when: Any) -> None:
+        super().__init__(root)
+        self.when = when
+        self.moves: list[str] = []
+        self.deletes: list[str] = []
+
+    def move(self, src: str, dest: str) -> None:
+        if TMP_MARK in src and self.when(src) and not self.moves:
+            self.moves.append(src)
+            raise OSError(f"cannot move {src}")
+        super().move(src, dest)
+
+    def delete_file(self, path: str) -> None:
+        if path in self.moves and not self.deletes:
+            self.deletes.append(path)
+            raise OSError(f"cannot delete {path}")
+        super().delete_file(path)
+
+
+@pytest.mark.parametrize("which", ["roll", "ledger"])
+async def test_temporary_file_of_a_failed_roll_or_ledger_write_is_swept(
+    renv: RollEnv, which: str
+) -> None:
+    def when(src: str) -> bool:
+        return (LEDGER_SUFFIX in src) == (which == "ledger")
+
+    handler = MoveAndDeleteFail(renv.dst, when)
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller(resolver=handler.resolver)
+    await engine.flush()
+    await engine.flush()
+    assert handler.moves and handler.deletes
+    assert renv.temp_files() == []
+    assert_exactly_once(renv, sources)
