@@ -163,7 +163,9 @@ def plan_rollup(
     absent = {path for path in state.sources if path not in live}
     for path in absent & state.absent:  # absent two cycles in a row: gone
         # Kept retired: back (same file, its bytes still there), it resumes.
-        state.retire(Retired(path, state.sources.pop(path), now, same_file=True))
+        rec = state.sources.pop(path)
+        if rec.size:
+            state.retire(Retired(path, rec, now, same_file=True))
         out.changed = True
     if state.absent != absent - state.absent:
         state.absent = absent - state.absent
