@@ -364,8 +364,8 @@ async def test_other_file_at_a_new_roll_name_is_left_alone(
     assert len(renv.rolls()) == 1
 
 
-async def test_lost_manifest_reads_the_ledger(renv: RollEnv) -> None:
-    sources = {f"app.log.{i}": text(f"l{i}", 30) for i in range(3)}
+async def rolled_then_manifest_lost(renv: RollEnv, sources: dict[str, bytes]) -> None:
+    """``sources`` written sealed and rolled, the engine stopped, its manifest lost."""
     for name, data in sources.items():
         renv.put(name, data)
     engine = await renv.roller()
@@ -374,6 +374,11 @@ async def test_lost_manifest_reads_the_ledger(renv: RollEnv) -> None:
     renv.engines.remove(engine)
     for p in renv.state.rglob(MANIFEST_NAME):
         p.unlink()
+
+
+async def test_lost_manifest_reads_the_ledger(renv: RollEnv) -> None:
+    sources = {f"app.log.{i}": text(f"l{i}", 30) for i in range(3)}
+    await rolled_then_manifest_lost(renv, sources)
     restarted = await renv.roller()
     result = await restarted.flush()
     assert result.bytes_shipped == 0
@@ -695,14 +700,7 @@ async def test_unusable_ledger_fails_each_cycle_clearly(
 ) -> None:
     """A lost manifest and a ledger that cannot be read: every cycle fails with
     an error naming the ledger (never "no ledger": that would roll it all again)."""
-    sources = {"a.log": text("a", 30)}
-    renv.put("a.log", sources["a.log"])
-    engine = await renv.roller()
-    await engine.flush()
-    await engine.stop(final_cycle=False)
-    renv.engines.remove(engine)
-    for p in renv.state.rglob(MANIFEST_NAME):
-        p.unlink()
+    await rolled_then_manifest_lost(renv, {"a.log": text("a", 30)})
     (ledger,) = [p for p in renv.dst.iterdir() if p.name.endswith(LEDGER_SUFFIX)]
     ledger.write_bytes(payload)
     before = renv.rolls()
