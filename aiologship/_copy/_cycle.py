@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import anyio
 import anyio.to_thread
 
-from .._exceptions import ConfigError, CopyError, DestinationError
+from .._exceptions import ConfigError, DestinationError
 from .._fs import Destination
 from ._engine_state import EngineState
 from ._engine_status import StatusBook
@@ -20,6 +20,7 @@ from ._identity import reconcile
 from ._manifest import Entry, Manifest
 from ._plan import bytes_to_send, lag, plan, prepare_destination
 from ._rollrun import Roller
+from ._rollup import LedgerUnusable
 from ._scan import ScanResult, SourceFile, scan
 from ._ship import ShipRun, ShipTools, Tally
 from ._spec import CopySpec
@@ -138,7 +139,7 @@ class Cycles:
                 await self._plan_and_ship(result, tally, file_errors, scanned_result)
             except (DestinationError, DestinationFailure) as exc:
                 tally.dest_error = str(exc)
-            except (ConfigError, CopyError) as exc:
+            except (ConfigError, LedgerUnusable) as exc:
                 # e.g. the URI itself, a roll-up ledger that cannot be used: not
                 # better by retrying, but reported each cycle until fixed
                 tally.dest_error = str(exc)

@@ -78,6 +78,11 @@ class RollIO:
     watch: TempWatch
 
 
+class LedgerUnusable(CopyError):
+    """The ledger, needed after a lost manifest, cannot be used (corrupt, or of
+    another version): each cycle fails with this until it is dealt with."""
+
+
 class RollChanged(Exception):
     """The roll file is not what the state says (someone else wrote, cut or
     removed it): it is closed, never appended to, and a new one is opened."""
@@ -785,9 +790,9 @@ def write_ledger(
 
 
 def read_ledger(dest: Destination, key: str) -> RollState | None:
-    """The ledger's roll state; None when there is none. Raises ``CopyError``
-    naming it when it cannot be used (corrupt, another version): falling back
-    to "no ledger" would roll every source again."""
+    """The ledger's roll state; None when there is none. Raises
+    ``LedgerUnusable`` (a ``CopyError``) naming it when it cannot be used
+    (corrupt, another version): "no ledger" would roll every source again."""
     final = ledger_path(dest, key)
     try:
         with dest.filesystem.open_input_stream(final, compression=None) as src:
@@ -814,8 +819,8 @@ def read_ledger(dest: Destination, key: str) -> RollState | None:
         raise _unusable(dest, final, str(exc)) from exc
 
 
-def _unusable(dest: Destination, final: str, reason: str) -> CopyError:
-    return CopyError(
+def _unusable(dest: Destination, final: str, reason: str) -> LedgerUnusable:
+    return LedgerUnusable(
         f"roll-up ledger {posixpath.basename(final)} at {dest.uri} cannot be used: {reason}; "
         "with the manifest lost, the copy waits: restore the manifest, or repair or remove "
         "the ledger (removed, every source is rolled again from its start)"

@@ -712,6 +712,12 @@ async def test_unusable_ledger_fails_each_cycle_clearly(
     status = restarted.status()
     assert status.last_error is not None and ledger.name in status.last_error
     assert renv.rolls() == before
+    from aiologship._exceptions import CopyError
+    from aiologship._fs import Destination
+
+    dest = Destination(pafs.LocalFileSystem(), str(renv.dst), str(renv.dst), True)
+    with pytest.raises(CopyError, match="cannot be used"):
+        _rollup.read_ledger(dest, ledger.name[1 : -len(LEDGER_SUFFIX)])
 
 
 async def test_manifest_format_is_3_without_rollup_and_4_with_it(renv: RollEnv) -> None:
