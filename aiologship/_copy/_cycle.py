@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 import anyio
@@ -20,11 +20,12 @@ from ._identity import reconcile
 from ._manifest import Entry, Manifest
 from ._plan import bytes_to_send, lag, plan, prepare_destination
 from ._rollrun import Roller
+from ._rollup import LedgerUnusable
 from ._scan import ScanResult, SourceFile, scan
 from ._ship import ShipRun, ShipTools, Tally
 from ._spec import CopySpec
 from ._status import CycleResult
-from ._template import Placer
+from ._template import Placed, Placer
 from ._tempwatch import TempWatch
 from ._transfer import DestinationFailure, DirCache, Progress, TempNames
 
@@ -95,6 +96,7 @@ class Cycles:
                 book=book,
                 limiter=limiter,
                 temps=temps,
+                watch=self.watch,
                 dirs=self._dirs,
                 clock=clock,
                 retry_sleep=retry_sleep,
@@ -137,7 +139,9 @@ class Cycles:
                 await self._plan_and_ship(result, tally, file_errors, scanned_result)
             except (DestinationError, DestinationFailure) as exc:
                 tally.dest_error = str(exc)
-            except ConfigError as exc:  # e.g. the URI itself (cannot get better by retrying)
+            except (ConfigError, LedgerUnusable) as exc:
+                # e.g. the URI itself, a roll-up ledger that cannot be used: not
+                # better by retrying, but reported each cycle until fixed
                 tally.dest_error = str(exc)
             finally:
                 if tally.unsaved_bytes or tally.shipped or self._store.unsaved:
@@ -189,7 +193,13 @@ class Cycles:
         the manifest, or rendered now (see ``_template.Placer``)."""
         if not self._spec.template:
             return result
-        known = self._manifest.rollup.sources if self._roller else self._manifest.entries
+        if self._roller is not None:
+            # A file being written has no record yet: the partition it was
+            # first seen in is kept apart (``RollState.seen``).
+            rollup = self._manifest.rollup
+            known: Mapping[str, Placed] = {**rollup.seen, **rollup.sources}
+        else:
+            known = self._manifest.entries
         place = functools.partial(self._placer.place, result.files, known, self._clock())
         files = await anyio.to_thread.run_sync(place, limiter=self._limiter)
         return dataclasses.replace(result, files=files)

@@ -33,7 +33,10 @@ from ._statedir import MANIFEST_NAME as MANIFEST_NAME  # the name lives with the
 # destination (a read, no upload). 3: entries carry dest_size and dest_tail
 # (compressed copies); a version-2 entry reads as uncompressed. 4: "rollup",
 # the roll files of a roll-up copy (``_rollstate``); absent, nothing is rolled.
+# Format 4 is written only with a "rollup" section: a copy without roll-up
+# writes format 3, which releases before roll-up read (downgrade-safe).
 FORMAT_VERSION = 4
+_FORMAT_WITHOUT_ROLLUP = 3
 _OLDEST_USABLE = 2
 # Bytes hashed at each end of the shipped range: enough to tell a truncated and
 # rewritten log (copytruncate) from one that only grew, at O(1) cost per cycle.
@@ -160,7 +163,7 @@ class Manifest:
 
     def snapshot(self) -> bytes:
         data = {
-            "version": FORMAT_VERSION,
+            "version": FORMAT_VERSION if self.rollup else _FORMAT_WITHOUT_ROLLUP,
             "copy_name": self.copy_name,
             "destination": self.destination,
             "files": {

@@ -24,6 +24,7 @@ from ._rollup import (
     append_settled,
     budget,
     build_pending,
+    cut_at_line,
     plan_rollup,
     read_ledger,
     recover,
@@ -34,6 +35,7 @@ from ._rollup import (
 from ._scan import SourceFile
 from ._ship import Tally
 from ._spec import CopySpec, RollUp
+from ._tempwatch import TempWatch
 from ._transfer import (
     DirCache,
     SourceUnreadable,
@@ -60,6 +62,7 @@ class Roller:
         book: StatusBook,
         limiter: anyio.CapacityLimiter,
         temps: TempNames,
+        watch: TempWatch,
         dirs: DirCache,
         clock: Callable[[], float],
         retry_sleep: Callable[[float], Awaitable[None]],
@@ -73,11 +76,12 @@ class Roller:
         self._book = book
         self._limiter = limiter
         self._temps = temps
+        self._watch = watch
         self._dirs = dirs
         self._clock = clock
 
     def _io(self, dest: Destination) -> RollIO:
-        return RollIO(dest, self._spec.compression, self._temps, self._dirs)
+        return RollIO(dest, self._spec.compression, self._temps, self._dirs, self._watch)
 
     @property
     def _state(self) -> RollState:
@@ -159,6 +163,12 @@ class Roller:
         while claims:
             roll = self._next_roll(part)
             taken, rest = take(claims, budget(self._rollup, roll))
+            if rest:  # a size cut: at a line end if there is one
+                taken, rest = await self._thread(cut_at_line, taken, rest, roll.dest_size > 0)
+                if not taken:  # not a whole line fits: the next roll takes it
+                    self._state.close(roll.name)
+                    self._store.unsaved = True
+                    continue
             try:
                 pending = await self._thread(build_pending, roll, taken)
             except SourceVanished:
@@ -166,7 +176,9 @@ class Roller:
             state = self._state
             state.pending = pending
             await self._store.save()
-            await self._thread(write_ledger, dest, self._spec.state_key, state, self._temps)
+            await self._thread(
+                write_ledger, dest, self._spec.state_key, state, self._temps, self._watch
+            )
             attempt = functools.partial(append_settled, self._io(dest), pending, files)
             try:
                 size, tail, sent = await ship_with_retry(

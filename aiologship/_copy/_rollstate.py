@@ -44,6 +44,35 @@ class Rolled:
 
 
 @dataclass(frozen=True, slots=True)
+class Retired:
+    """A record no file is followed by any more, kept a while so a file that
+    turns up holding its bytes starts after them: a source truncated in place
+    (copytruncate: its copy, a new inode, holds the rolled bytes; any file whose
+    fingerprints match takes it up) or one gone from the scans (``same_file``:
+    only the same device and inode, back again, takes it up)."""
+
+    path: str
+    rec: Rolled
+    at: float  # clock seconds when it was retired
+    same_file: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A file of a templated copy that no record follows yet (still being
+    written): the partition it was first seen in, which its spans go to."""
+
+    dev: int
+    ino: int
+    part: str
+
+
+# Retired records kept: (how many, for how long), truncated ones and gone ones.
+RETIRED_TRUNCATED = (64, 86400.0)
+RETIRED_GONE = (1024, 30 * 86400.0)
+
+
+@dataclass(frozen=True, slots=True)
 class Span:
     """Source bytes ``[start, end)`` of ``source`` (inode ``ino``)."""
 
@@ -93,14 +122,43 @@ class RollState:
     pending: Pending | None = None
     seq: int = 0  # roll files opened by this copy: a name never repeats
     absent: set[str] = field(default_factory=set)  # sources absent from the last scan
+    retired: list[Retired] = field(default_factory=list)  # oldest first
+    seen: dict[str, Seen] = field(default_factory=dict)  # partitions of files not rolled yet
 
     def __bool__(self) -> bool:
-        return bool(self.sources or self.rolls or self.pending or self.seq)
+        return bool(
+            self.sources or self.rolls or self.pending or self.seq or self.retired or self.seen
+        )
 
     def copy(self) -> RollState:
         return RollState(
-            dict(self.sources), dict(self.rolls), self.pending, self.seq, set(self.absent)
+            dict(self.sources),
+            dict(self.rolls),
+            self.pending,
+            self.seq,
+            set(self.absent),
+            list(self.retired),
+            dict(self.seen),
         )
+
+    def retire(self, item: Retired) -> bool:
+        """Keep ``item`` (once); False when it is kept already."""
+        if any(r.rec == item.rec and r.same_file == item.same_file for r in self.retired):
+            return False
+        self.retired.append(item)
+        return True
+
+    def prune_retired(self, now: float) -> bool:
+        """Drop retired records past their time, and the oldest past the count."""
+        kept: list[Retired] = []
+        for same_file, (count, ttl) in ((False, RETIRED_TRUNCATED), (True, RETIRED_GONE)):
+            group = [r for r in self.retired if r.same_file == same_file and now - r.at < ttl]
+            kept += group[-count:]
+        kept.sort(key=lambda r: r.at)
+        if len(kept) == len(self.retired):
+            return False
+        self.retired = kept
+        return True
 
     def open_roll(self, part: str) -> Roll | None:
         for roll in self.rolls.values():
@@ -121,6 +179,8 @@ class RollState:
         )
         self.rolls[roll.name] = roll
         self.sources.update(pending.sources)
+        for path, _ in pending.sources:
+            self.seen.pop(path, None)  # its record keeps the partition now
         self.pending = None
         return roll
 
@@ -152,6 +212,11 @@ class RollState:
             "pending": None if self.pending is None else _pending_json(self.pending),
             "seq": self.seq,
             "absent": sorted(self.absent),
+            "retired": [
+                {"path": r.path, "rec": _plain(r.rec), "at": r.at, "same_file": r.same_file}
+                for r in self.retired
+            ],
+            "seen": {k: _plain(v) for k, v in sorted(self.seen.items())},
         }
 
     @classmethod
@@ -180,7 +245,10 @@ class RollState:
             absent = _list(data["absent"])
             if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
                 raise RollStateCorrupt(f"seq {seq!r} is not a count")
-            return cls(sources, rolls, pending, seq, {_path(p) for p in absent} & sources.keys())
+            retired = [_retired(item) for item in _list(data.get("retired", []))]
+            absent_known = {_path(p) for p in absent} & sources.keys()
+            seen = {_path(k): _record(Seen, v) for k, v in _mapping(data.get("seen", {})).items()}
+            return cls(sources, rolls, pending, seq, absent_known, retired, seen)
         except RollStateCorrupt:
             raise
         except (KeyError, TypeError, ValueError) as exc:
@@ -203,6 +271,16 @@ def _pending_json(p: Pending) -> dict[str, Any]:
         "spans": [_plain(s) for s in p.spans],
         "sources": {k: _plain(v) for k, v in p.sources},
     }
+
+
+def _retired(item: Any) -> Retired:
+    item = _mapping(item)
+    at, same_file = item["at"], item["same_file"]
+    if not isinstance(at, int | float) or isinstance(at, bool):
+        raise RollStateCorrupt(f"retired: at {at!r} is not a time")
+    if not isinstance(same_file, bool):
+        raise RollStateCorrupt(f"retired: same_file {same_file!r} is not a bool")
+    return Retired(_path(item["path"]), _record(Rolled, item["rec"]), float(at), same_file)
 
 
 def _roll(item: Any) -> Roll:

@@ -36,13 +36,15 @@ from typing import Any
 import pyarrow
 import pyarrow.fs as pafs
 
+from .._exceptions import CopyError
 from .._fs import Destination
 from ._encode import encoder
-from ._manifest import FINGERPRINT_BYTES, digest, fingerprints, load_rollup
-from ._rollstate import LEDGER_SUFFIX, Pending, Roll, Rolled, RollState, Span
+from ._manifest import FINGERPRINT_BYTES, ManifestCorrupt, digest, fingerprints, load_rollup
+from ._rollstate import LEDGER_SUFFIX, Pending, Retired, Roll, Rolled, RollState, Seen, Span
 from ._scan import SourceFile
 from ._source import SourceChanged, SourceNotRegular, open_source
 from ._spec import Compression, RollUp
+from ._tempwatch import TempWatch
 from ._transfer import (
     CHUNK_SIZE,
     DestinationFailure,
@@ -57,18 +59,28 @@ from ._transfer import (
 )
 
 _REPAIR_MARK = ".aiologship-repair"
+# The ledger's layout (``"version"``; a ledger without one is version 1). One
+# of another version is refused, never taken for "no ledger".
+LEDGER_VERSION = 1
 _SLUG_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True, slots=True)
 class RollIO:
     """What writing and settling roll files needs: the destination, the codec,
-    the copy's temporary names and its cache of destination folders."""
+    the copy's temporary names, its cache of destination folders, and the watch
+    on temporary files that failed writes may leave."""
 
     dest: Destination
     compression: Compression | None
     temps: TempNames
     dirs: DirCache
+    watch: TempWatch
+
+
+class LedgerUnusable(CopyError):
+    """The ledger, needed after a lost manifest, cannot be used (corrupt, or of
+    another version): each cycle fails with this until it is dealt with."""
 
 
 class RollChanged(Exception):
@@ -102,7 +114,9 @@ def plan_rollup(
     Every file is judged against the records as they were before this cycle,
     and the moves are applied after: with numbered rotation (``app.log.1`` ->
     ``app.log.2``, ``app.log`` -> ``app.log.1``) one file's new name is another's
-    old one, whatever order they are looked at in."""
+    old one, whatever order they are looked at in. A file no record follows is
+    looked at last, against the retired records (a truncated source's old
+    version, a source gone from the scans), whose bytes it may hold already."""
     out = RollPlan([], [], False)
     live = {f.path: f for f in files}
     by_ident: dict[tuple[int, int], list[str]] = {}
@@ -112,16 +126,35 @@ def plan_rollup(
             by_ident.setdefault((known.dev, known.ino), []).append(path)
     moved_from: list[str] = []
     updated: dict[str, Rolled] = {}
-    for f in sorted(files, key=lambda g: (g.mtime_ns, g.path)):
+    changed = False
+    ordered = sorted(files, key=lambda g: (g.mtime_ns, g.path))
+    starts: dict[str, int | None] = {}
+    for f in ordered:
         rec: Rolled | None = state.sources.get(f.path)
         if rec is None or (rec.dev, rec.ino) != (f.dev, f.ino):
             old, rec = _follow_rename(state, f, by_ident)
             if old is not None and rec is not None:
                 moved_from.append(old)
                 updated[f.path] = rec
+        if rec is None:
+            continue  # judged below
         start, touched = _rolled_up_to(f, rec)
         if touched is not None:
             updated[f.path] = touched
+        if start == 0 and rec.size:
+            # Truncated or rewritten in place (copytruncate): its copy, a new
+            # file, may hold the rolled bytes. Followed on as a new version.
+            state.retire(Retired(f.path, rec, now, same_file=False))
+            updated[f.path] = _new_version(f, rec)
+        starts[f.path] = start
+    for f in ordered:
+        if f.path not in starts:
+            taken = _take_up_retired(state, f)
+            starts[f.path] = 0 if taken is None else taken.size
+            if taken is not None:
+                updated[f.path] = taken
+                changed = True
+        start = starts[f.path]
         if start is None or start >= f.size:
             continue
         if now - f.mtime_ns / 1e9 >= settle:
@@ -131,17 +164,70 @@ def plan_rollup(
     for old in moved_from:
         del state.sources[old]
     state.sources.update(updated)
-    out.changed = bool(moved_from or updated)
+    out.changed = bool(changed or moved_from or updated)
     absent = {path for path in state.sources if path not in live}
     for path in absent & state.absent:  # absent two cycles in a row: gone
-        del state.sources[path]
+        # Kept retired: back (same file, its bytes still there), it resumes.
+        rec = state.sources.pop(path)
+        if rec.size:
+            state.retire(Retired(path, rec, now, same_file=True))
         out.changed = True
     if state.absent != absent - state.absent:
         state.absent = absent - state.absent
         out.changed = True
+    if _note_seen(state, files):
+        out.changed = True
+    if state.prune_retired(now):
+        out.changed = True
     if state.prune():
         out.changed = True
     return out
+
+
+def _note_seen(state: RollState, files: Sequence[SourceFile]) -> bool:
+    """Keep the partition of each file of a templated copy that no record
+    follows (one being written: placed again each cycle, it would take the
+    partition of the day it is rolled); forget it once a record does or the
+    file is gone. True when changed."""
+    seen: dict[str, Seen] = {}
+    for f in files:
+        rec = state.sources.get(f.path)
+        if f.part and (rec is None or (rec.dev, rec.ino) != (f.dev, f.ino)):
+            seen[f.path] = Seen(f.dev, f.ino, f.part)
+    if seen == state.seen:
+        return False
+    state.seen = seen
+    return True
+
+
+def _new_version(f: SourceFile, rec: Rolled) -> Rolled:
+    """The record of ``f`` rewritten in place: nothing of it rolled yet."""
+    empty = digest(b"")
+    return dataclasses.replace(
+        rec, size=0, mtime_ns=-1, ctime_ns=-1, head=empty, tail=empty, part=f.part
+    )
+
+
+def _take_up_retired(state: RollState, f: SourceFile) -> Rolled | None:
+    """The record for ``f``, which no record follows, if it holds a retired
+    record's bytes (that record is then used up); None otherwise."""
+    for item in reversed(state.retired):  # the newest first
+        rec = item.rec
+        if rec.size > f.size or (item.same_file and (rec.dev, rec.ino) != (f.dev, f.ino)):
+            continue
+        if not _holds_prefix(f, rec):
+            continue
+        state.retired.remove(item)
+        same = f.size == rec.size
+        return dataclasses.replace(
+            rec,
+            mtime_ns=f.mtime_ns if same else -1,
+            ctime_ns=f.ctime_ns if same else -1,
+            ino=f.ino,
+            dev=f.dev,
+            part=f.part,
+        )
+    return None
 
 
 def _follow_rename(
@@ -225,6 +311,38 @@ def take(claims: list[Claim], limit: int) -> tuple[list[tuple[Claim, int]], list
     return taken, []
 
 
+# How far back from a size cut a line end is looked for: a longer line is cut.
+LINE_SEARCH = 1 << 20
+
+
+def cut_at_line(
+    taken: list[tuple[Claim, int]], rest: list[Claim], may_leave: bool
+) -> tuple[list[tuple[Claim, int]], list[Claim]]:
+    """:func:`take`'s result with its cut (if any) moved back to just after the
+    last ``\\n`` before it (within ``LINE_SEARCH`` bytes). Without one, the cut
+    claim is left for the next roll when something else is taken or
+    ``may_leave`` (the roll holds bytes already: it is closed rather than a line
+    split); else (a line longer than a roll) it stays cut mid-line."""
+    if not taken or not rest:
+        return taken, rest
+    claim, end = taken[-1]
+    if end >= claim.f.size or rest[0].f is not claim.f:
+        return taken, rest
+    low = max(claim.start, end - LINE_SEARCH)
+    try:
+        with open_source(claim.f) as fh:
+            data = os.pread(fh.fileno(), end - low, low)
+    except (OSError, SourceChanged, SourceNotRegular):
+        return taken, rest  # build_pending tells
+    nl = data.rfind(b"\n")
+    if nl >= 0:
+        cut = low + nl + 1
+        return [*taken[:-1], (claim, cut)], [Claim(claim.f, cut), *rest[1:]]
+    if len(taken) > 1 or may_leave:
+        return taken[:-1], [claim, *rest[1:]]
+    return taken, rest
+
+
 def build_pending(roll: Roll, taken: Sequence[tuple[Claim, int]]) -> Pending:
     """The pending append of ``taken`` to ``roll``: spans, and each source's
     record after it (fingerprints of the bytes rolled by then). Raises
@@ -294,7 +412,7 @@ def append(
         except (OSError, pyarrow.ArrowException) as exc:
             raise DestinationFailure(f"cannot append to {final}: {exc}") from exc
         try:
-            sent = _write_spans(out, pending.spans, files, compression)
+            sent = _write_spans(out, pending.spans, _sources_of(pending, files), compression)
         finally:
             with contextlib.suppress(OSError, pyarrow.ArrowException):
                 out.close()
@@ -313,6 +431,7 @@ def _rewrite(
     """The first ``base`` bytes of ``final`` then the spans (none when
     ``files`` is None: a repair) into ``tmp``, moved over ``final``."""
     fs = io.dest.filesystem
+    watched = tmp is None  # a repair's copy is recover()'s to settle, never swept
     tmp = tmp or io.temps.next_for(final)
     try:
         io.dirs.ensure(fs, posixpath.dirname(final))
@@ -327,48 +446,87 @@ def _rewrite(
                             raise DestinationFailure(f"{final} is shorter than {base} bytes")
                         out.write(chunk)
                         left -= len(chunk)
-            sent = 0 if files is None else _write_spans(out, pending.spans, files, io.compression)
+            sent = (
+                0
+                if files is None
+                else _write_spans(out, pending.spans, _sources_of(pending, files), io.compression)
+            )
         finally:
             with contextlib.suppress(OSError, pyarrow.ArrowException):
                 out.close()
-        if _size_of(fs, tmp) != base + sent:
+        tail = _tail_hash(fs, tmp, base + sent)
+        if tail is None:
             raise DestinationFailure(f"{tmp} is not {base + sent} bytes after the write")
-        _move_over(fs, tmp, final)
+        _move_over(fs, tmp, final, base + sent, tail)
     except BaseException as exc:
         # Past the delete of _move_over only ``tmp`` holds the committed bytes.
         with contextlib.suppress(OSError, pyarrow.ArrowException):
             if base == 0 or _size_of(fs, final) is not None:
                 discard(fs, tmp)
+                if watched:
+                    io.watch.add(tmp)  # the delete may have failed, or it may appear again
         if isinstance(exc, OSError | pyarrow.ArrowException):
             raise DestinationFailure(f"cannot write {final}: {exc}") from exc
         raise
     return sent
 
 
-def _move_over(fs: pafs.FileSystem, tmp: str, final: str) -> None:
+def _move_over(fs: pafs.FileSystem, tmp: str, final: str, size: int, tail: str) -> None:
+    """Move ``tmp`` (``size`` bytes ending in bytes hashing to ``tail``) over
+    ``final``. A move that raised but happened (an RPC timeout, a failover
+    reporting its source missing) is done: ``final`` is deleted only while
+    ``tmp`` still holds the bytes, never when it may be the only copy."""
     try:
         fs.move(tmp, final)
     except (OSError, pyarrow.ArrowException):
+        if _moved(fs, tmp, final, size, tail):
+            return
         # HDFS refuses to rename over a file. Between the two calls only the
         # temporary file holds the bytes: a repair uses a name that the sweep
         # of stale temporary files leaves alone, and recover() finishes it.
-        if _size_of(fs, final) is None:
+        if _size_of(fs, tmp) is None or _size_of(fs, final) is None:
             raise
         fs.delete_file(final)
-        fs.move(tmp, final)
+        try:
+            fs.move(tmp, final)
+        except (OSError, pyarrow.ArrowException):
+            if not _moved(fs, tmp, final, size, tail):
+                raise
+
+
+def _moved(fs: pafs.FileSystem, tmp: str, final: str, size: int, tail: str) -> bool:
+    """Is ``tmp`` gone and ``final`` what it held (size and tail hash)?"""
+    try:
+        return _size_of(fs, tmp) is None and _tail_hash(fs, final, size) == tail
+    except (OSError, pyarrow.ArrowException, DestinationFailure):
+        return False
+
+
+def _tail_hash(fs: pafs.FileSystem, path: str, size: int) -> str | None:
+    """Hash of the last ``FINGERPRINT_BYTES`` of ``path`` if it is ``size`` bytes."""
+    if _size_of(fs, path) != size:
+        return None
+    try:
+        with fs.open_input_file(path) as remote:
+            if remote.size() != size:
+                return None
+            start = max(0, size - FINGERPRINT_BYTES)
+            return digest(remote.read_at(size - start, start))
+    except NotImplementedError as exc:
+        raise DestinationFailure(f"cannot read {path}: no random access") from exc
 
 
 def _write_spans(
     out: Any,
     spans: Sequence[Span],
-    files: Mapping[str, SourceFile],
+    sources: Sequence[SourceFile | None],
     compression: Compression | None,
 ) -> int:
-    """Each span's bytes (members/frames when compressed) to ``out``: bytes written."""
+    """Each span's bytes (members/frames when compressed) from its source
+    (``sources[i]`` for ``spans[i]``) to ``out``: bytes written."""
     encode = encoder(compression)
     written = 0
-    for span in spans:
-        f = source_of(span, files)
+    for span, f in zip(spans, sources, strict=True):
         if f is None:
             raise SourceVanished(f"{span.source} is gone")
         try:
@@ -382,6 +540,38 @@ def _write_spans(
                 raise SourceVanished(f"{span.source} is another file now")
             written += copy_range(fh, out, span.start, span.end, None, CHUNK_SIZE, encode)[1]
     return written
+
+
+def _sources_of(pending: Pending, files: Mapping[str, SourceFile]) -> list[SourceFile | None]:
+    """The scanned file each span of ``pending`` is read from (same device and
+    inode as when it was planned), or None."""
+    recs = dict(pending.sources)
+    out: list[SourceFile | None] = []
+    for span in pending.spans:
+        f = source_of(span, files)
+        rec = recs.get(span.source)
+        out.append(None if f is None or (rec is not None and rec.dev != f.dev) else f)
+    return out
+
+
+def _verified_sources(pending: Pending, files: Mapping[str, SourceFile]) -> list[SourceFile | None]:
+    """As :func:`_sources_of`, after a crash: a file counts only while it still
+    holds what the append read (its fingerprints at the span's end are the
+    ones the pending record took), else None (gone: an inode reused by a new
+    file, or the file rewritten). Raises ``SourceUnreadable``."""
+    recs = dict(pending.sources)
+    out = _sources_of(pending, files)
+    for i, (span, f) in enumerate(zip(pending.spans, out, strict=True)):
+        rec = recs.get(span.source)
+        if f is None or rec is None:
+            out[i] = None
+            continue
+        held = _holds_prefix(f, rec)
+        if held is None:
+            raise SourceUnreadable(f"cannot read {f.path} to check it")
+        if not held:
+            out[i] = None
+    return out
 
 
 def append_settled(
@@ -486,16 +676,30 @@ def _is_append(
     """Are bytes ``[base, size)`` of ``final`` exactly the pending append?
     Encoded again and compared (the encoders are deterministic for one
     library version; a newer one only costs a repair). A source gone since:
-    the bytes must decode whole to as many bytes as the append's ranges."""
+    the bytes must decode whole to as many bytes as the append's ranges.
+    Raises ``DestinationFailure`` when it cannot be told (a source unreadable
+    or changing meanwhile, no random reads): "no" would roll ranges twice, or
+    cut away a whole append."""
+    fs = io.dest.filesystem
     try:
-        with io.dest.filesystem.open_input_file(final) as remote:
-            if any(source_of(span, files) is None for span in pending.spans):
-                return _decoded_size(remote, base, io.compression) == pending.source_bytes
+        # Not decoding whole to as many bytes is proof enough, sources or not.
+        with fs.open_input_file(final) as remote:
+            if _decoded_size(remote, base, io.compression) != pending.source_bytes:
+                return False
+        sources = _verified_sources(pending, files)
+        if any(f is None for f in sources):
+            return True
+        with fs.open_input_file(final) as remote:
             sink = _Compare(remote, base)
-            _write_spans(sink, pending.spans, files, io.compression)
+            _write_spans(sink, pending.spans, sources, io.compression)
             return sink.pos == size
-    except (_Differs, SourceVanished, SourceUnreadable, NotImplementedError):
+    except _Differs:
         return False
+    except (SourceVanished, SourceUnreadable, NotImplementedError) as exc:
+        raise DestinationFailure(
+            f"cannot tell whether {final} holds the append interrupted before its "
+            f"commit ({exc or type(exc).__name__}): retried later"
+        ) from exc
 
 
 def _decoded_size(remote: Any, base: int, compression: Compression | None) -> int | None:
@@ -567,22 +771,28 @@ def ledger_path(dest: Destination, key: str) -> str:
     return dest.path_of(f".{key}{LEDGER_SUFFIX}")
 
 
-def write_ledger(dest: Destination, key: str, state: RollState, temps: TempNames) -> None:
+def write_ledger(
+    dest: Destination, key: str, state: RollState, temps: TempNames, watch: TempWatch
+) -> None:
     final = ledger_path(dest, key)
     tmp = temps.next_for(final)
     fs = dest.filesystem
-    payload = json.dumps(state.to_json(), separators=(",", ":")).encode()
+    data = {"version": LEDGER_VERSION, **state.to_json()}
+    payload = json.dumps(data, separators=(",", ":")).encode()
     try:
         with fs.open_output_stream(tmp, compression=None) as out:
             out.write(payload)
-        _move_over(fs, tmp, final)
+        _move_over(fs, tmp, final, len(payload), digest(payload[-FINGERPRINT_BYTES:]))
     except (OSError, pyarrow.ArrowException) as exc:
         discard(fs, tmp)
+        watch.add(tmp)  # the delete may have failed, or it may appear again
         raise DestinationFailure(f"cannot write {final}: {exc}") from exc
 
 
 def read_ledger(dest: Destination, key: str) -> RollState | None:
-    """The ledger's roll state; None when there is none. Raises ``ManifestCorrupt``."""
+    """The ledger's roll state; None when there is none. Raises
+    ``LedgerUnusable`` (a ``CopyError``) naming it when it cannot be used
+    (corrupt, another version): "no ledger" would roll every source again."""
     final = ledger_path(dest, key)
     try:
         with dest.filesystem.open_input_stream(final, compression=None) as src:
@@ -593,4 +803,25 @@ def read_ledger(dest: Destination, key: str) -> RollState | None:
         if _size_of(dest.filesystem, final) is None:
             return None
         raise DestinationFailure(f"cannot read {final}: {exc}") from exc
-    return load_rollup(json.loads(raw))
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise _unusable(dest, final, f"not JSON ({exc})") from exc
+    if isinstance(data, dict):
+        version = data.pop("version", 1)
+        if version != LEDGER_VERSION or isinstance(version, bool):
+            raise _unusable(
+                dest, final, f"format version {version!r} (this version reads {LEDGER_VERSION})"
+            )
+    try:
+        return load_rollup(data)
+    except ManifestCorrupt as exc:
+        raise _unusable(dest, final, str(exc)) from exc
+
+
+def _unusable(dest: Destination, final: str, reason: str) -> LedgerUnusable:
+    return LedgerUnusable(
+        f"roll-up ledger {posixpath.basename(final)} at {dest.uri} cannot be used: {reason}; "
+        "with the manifest lost, the copy waits: restore the manifest, or repair or remove "
+        "the ledger (removed, every source is rolled again from its start)"
+    )

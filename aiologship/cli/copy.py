@@ -84,8 +84,10 @@ def add_copy_command(subparsers: Any) -> None:
         const="",
         metavar="LIMITS",
         help="concatenate sealed files (not modified for a while) into few large roll "
-        "files per destination folder instead of one file per source; LIMITS like "
-        "'size=256MiB,interval=1h,settle=60s' (default: those), live files wait",
+        "files per destination folder instead of one file per source; live files wait. "
+        "Alone, the limits size=256MiB,interval=1h,settle=60s; LIMITS like "
+        "'size=64MiB,interval=1h,settle=30s': a size or interval left out is no limit "
+        "(one of them is needed), settle defaults to 60s",
     )
     p.add_argument("--hdfs-driver", choices=[d.value for d in HdfsDriver], default="auto")
     bar = p.add_mutually_exclusive_group()

@@ -250,3 +250,20 @@ def test_status_after_copy_once_says_stopped_and_caught_up(tree: Path) -> None:
     assert status["running_now"] is False
     assert status["bytes_behind"] == 0 and status["oldest_unshipped_age"] == 0
     assert status["cycles"] == 1 and status["last_success_at"] is not None
+
+
+def test_rollup_help_says_what_a_left_out_limit_means(
+    tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Alone, --rollup means the default limits; with LIMITS, a size or interval
+    left out is no limit, so settle alone is refused."""
+    with pytest.raises(SystemExit) as shown:
+        main(["copy", "--help"])
+    assert shown.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: those)" not in text
+    assert "a size or interval left out is no limit" in text
+    args = ["copy", str(tree / "src" / "*.log"), "--to", str(tree / "dst")]
+    args += ["--state-dir", str(tree / "state"), "--rollup", "settle=30s"]
+    assert main(args) == 2
+    assert "needs a size or an interval" in capsys.readouterr().err

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from aiologship._copy import CopyEngine, CopySpec, _rollrun
+from aiologship._copy import CopyEngine, CopySpec, _rollrun, _rollup
 from aiologship._copy._manifest import MANIFEST_NAME
 from aiologship._copy._rollstate import LEDGER_SUFFIX
 from aiologship._copy._spec import RollUp
@@ -156,10 +156,22 @@ async def test_rolls_by_size_splitting_a_source(renv: RollEnv) -> None:
     engine = await renv.roller({"size": 30_000, "settle": SETTLE})
     await engine.flush()
     rolls = renv.rolls()
-    assert sorted(len(v) for v in rolls.values()) == [21_600, 30_000, 30_000]
+    # Cut at the last line end within the size (51-byte lines): 588 lines each,
+    # and a roll with no room for a whole line is closed, not cut mid-line.
+    assert sorted(len(v) for v in rolls.values()) == [21_624, 29_988, 29_988]
+    assert all(v.endswith(b"\n") for v in rolls.values())
     assert_exactly_once(renv, sources)
     closed = [r["closed"] for r in renv.manifest()["rollup"]["rolls"]]
     assert closed.count(True) == 2
+
+
+async def test_a_line_longer_than_a_roll_is_still_split(renv: RollEnv) -> None:
+    sources = {"a.log": b"x" * 2500 + b"\n"}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller({"size": 1000, "settle": SETTLE})
+    await engine.flush()
+    assert sorted(len(v) for v in renv.rolls().values()) == [501, 1000, 1000]
+    assert_exactly_once(renv, sources)
 
 
 async def test_rolls_by_interval(renv: RollEnv) -> None:
@@ -352,8 +364,8 @@ async def test_other_file_at_a_new_roll_name_is_left_alone(
     assert len(renv.rolls()) == 1
 
 
-async def test_lost_manifest_reads_the_ledger(renv: RollEnv) -> None:
-    sources = {f"app.log.{i}": text(f"l{i}", 30) for i in range(3)}
+async def rolled_then_manifest_lost(renv: RollEnv, sources: dict[str, bytes]) -> None:
+    """``sources`` written sealed and rolled, the engine stopped, its manifest lost."""
     for name, data in sources.items():
         renv.put(name, data)
     engine = await renv.roller()
@@ -362,6 +374,11 @@ async def test_lost_manifest_reads_the_ledger(renv: RollEnv) -> None:
     renv.engines.remove(engine)
     for p in renv.state.rglob(MANIFEST_NAME):
         p.unlink()
+
+
+async def test_lost_manifest_reads_the_ledger(renv: RollEnv) -> None:
+    sources = {f"app.log.{i}": text(f"l{i}", 30) for i in range(3)}
+    await rolled_then_manifest_lost(renv, sources)
     restarted = await renv.roller()
     result = await restarted.flush()
     assert result.bytes_shipped == 0
@@ -563,3 +580,280 @@ async def test_numbered_rotation_whatever_the_order_files_are_seen_in(renv: Roll
     renamed = {"app.log.2": sources["app.log.1"], "app.log.1": sources["app.log"]}
     got = {Path(p).name for p in renv.manifest()["rollup"]["sources"]}
     assert got == set(renamed)
+
+
+class MoveThenFail(LocalHandler):
+    """A destination whose move of a matching temporary file happens, but the
+    call raises all the same (an RPC timeout, a failover that reports the
+    source missing): once for each name ``when`` picks."""
+
+    def __init__(self, root: Path, when: Any) -> None:
+        super().__init__(root)
+        self.when = when
+        self.failed: list[str] = []
+
+    def move(self, src: str, dest: str) -> None:
+        super().move(src, dest)
+        if self.when(src) and src not in self.failed:
+            self.failed.append(src)
+            raise OSError(f"timed out moving {src}")
+
+
+async def test_repair_whose_move_happened_but_raised_keeps_the_roll(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repaired copy was moved over the roll file, but the call failed:
+    the roll file is the repair (never deleted), and the next cycle goes on."""
+    sources = await rolled_then_crashed(renv, monkeypatch, "gzip")
+    (name,) = renv.rolls()
+    with open(renv.dst / name, "ab") as f:
+        f.write(b"\x1f\x8b half a member")  # not the pending append: repaired
+    handler = MoveThenFail(renv.dst, lambda src: "aiologship-repair" in src)
+    restarted = await renv.roller(resolver=handler.resolver, compression="gzip")
+    await restarted.flush()
+    assert handler.failed
+    await restarted.flush()
+    assert_exactly_once(renv, sources, "gzip")
+    assert not [p for p in renv.dst.rglob("*") if "aiologship-repair" in p.name]
+
+
+async def test_ledger_whose_move_happened_but_raised_is_kept(renv: RollEnv) -> None:
+    handler = MoveThenFail(renv.dst, lambda src: LEDGER_SUFFIX in src)
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller(resolver=handler.resolver)
+    result = await engine.flush()
+    assert handler.failed and result.ok
+    assert [k for k in renv.dest_files() if LEDGER_SUFFIX in k]
+    assert_exactly_once(renv, sources)
+
+
+async def test_inode_reused_since_the_crash_does_not_cut_a_whole_append(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b.log's pending append is at the destination whole; b.log is deleted and
+    a new file gets its inode (and name). Its bytes are not the append's: the
+    source counts as gone, and the append is adopted by its decoded size."""
+    sources = await rolled_then_crashed(renv, monkeypatch, "gzip")
+    (renv.src / "b.log").unlink()
+    new_b = text("B", 30)  # as long as the old one, other bytes
+    path = renv.put("b.log", new_b)
+    st = path.stat()
+    # The inode reuse, made certain: the pending append records the new inode.
+    (folder,) = [p for p in renv.state.iterdir() if (p / MANIFEST_NAME).exists()]
+    manifest = renv.manifest()
+    pending = manifest["rollup"]["pending"]
+    for span in pending["spans"]:
+        if span["source"].endswith("b.log"):
+            span["ino"] = st.st_ino
+    for rec in pending["sources"].values():
+        rec["ino"], rec["dev"] = st.st_ino, st.st_dev
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    restarted = await renv.roller(compression="gzip")
+    await restarted.flush()
+    (roll,) = renv.ranges().values()
+    assert [(Path(s).name, a, b) for s, _, a, b in roll] == [
+        ("a.log", 0, len(sources["a.log"])),
+        ("b.log", 0, len(sources["b.log"])),
+        ("b.log", 0, len(new_b)),
+    ]
+    (data,) = renv.rolls().values()
+    assert decompress(data, "gzip") == sources["a.log"] + sources["b.log"] + new_b
+
+
+async def test_new_roll_that_cannot_be_checked_waits_instead_of_rolling_again(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new roll file written whole before the crash, its source unreadable
+    at the restart: whether it is the pending append is not known, so the
+    cycle fails and retries; its ranges are not planned again meanwhile."""
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    await crash_after_append(renv, monkeypatch)
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    restarted = await renv.roller()
+    with monkeypatch.context() as m:
+        m.setattr(_rollup, "open_source", unreadable)
+        result = await restarted.flush()
+    assert not result.ok
+    assert renv.manifest()["rollup"]["pending"] is not None
+    assert len(renv.rolls()) == 1
+    result = await restarted.flush()
+    assert result.ok and result.bytes_shipped == 0  # adopted
+    assert len(renv.rolls()) == 1
+    assert_exactly_once(renv, sources)
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        (b'{"sources": {', "not JSON"),
+        (b'{"version": 1, "sources": []}', "rollup"),
+        (b'{"version": 99}', "version 99"),
+    ],
+)
+async def test_unusable_ledger_fails_each_cycle_clearly(
+    renv: RollEnv, payload: bytes, words: str
+) -> None:
+    """A lost manifest and a ledger that cannot be read: every cycle fails with
+    an error naming the ledger (never "no ledger": that would roll it all again)."""
+    await rolled_then_manifest_lost(renv, {"a.log": text("a", 30)})
+    (ledger,) = [p for p in renv.dst.iterdir() if p.name.endswith(LEDGER_SUFFIX)]
+    ledger.write_bytes(payload)
+    before = renv.rolls()
+    restarted = await renv.roller()
+    for _ in range(2):
+        result = await restarted.flush()
+        assert result.destination_error is not None
+        assert ledger.name in result.destination_error and words in result.destination_error
+    status = restarted.status()
+    assert status.last_error is not None and ledger.name in status.last_error
+    assert renv.rolls() == before
+    from aiologship._exceptions import CopyError
+    from aiologship._fs import Destination
+
+    dest = Destination(pafs.LocalFileSystem(), str(renv.dst), str(renv.dst), True)
+    with pytest.raises(CopyError, match="cannot be used"):
+        _rollup.read_ledger(dest, ledger.name[1 : -len(LEDGER_SUFFIX)])
+
+
+async def test_manifest_format_is_3_without_rollup_and_4_with_it(renv: RollEnv) -> None:
+    """A copy without roll-up keeps writing format 3, which older releases read."""
+    from aiologship._copy._manifest import Manifest
+
+    renv.put("a.log", b"abc\n")
+    engine = await renv.roller(rollup=False)
+    await engine.flush()
+    await engine.stop(final_cycle=False)
+    renv.engines.remove(engine)
+    assert renv.manifest()["version"] == 3
+    again = await renv.roller(rollup=False)
+    assert (await again.flush()).bytes_shipped == 0  # format 3 read back
+    await again.stop(final_cycle=False)
+    renv.engines.remove(again)
+    for p in renv.state.rglob(MANIFEST_NAME):
+        assert Manifest.load(p, copy_name="app", destination=str(renv.dst)) is not None
+
+    (renv.src.parent / "other").mkdir()
+    rolled = RollEnv(renv.src.parent / "other")
+    try:
+        rolled.put("a.log", b"abc\n")
+        engine = await rolled.roller()
+        await engine.flush()
+        assert rolled.manifest()["version"] == 4
+        (p,) = rolled.state.rglob(MANIFEST_NAME)
+        loaded = Manifest.load(p, copy_name="app", destination=str(rolled.dst))
+        assert loaded is not None and loaded.rollup
+    finally:
+        for e in rolled.engines:
+            await e.stop(final_cycle=False)
+
+
+async def test_copytruncate_copy_of_rolled_bytes_is_not_rolled_again(renv: RollEnv) -> None:
+    """A quiet app.log rolled whole; logrotate copytruncate copies it to
+    app.log.1 (a new inode, the same bytes) and truncates app.log: app.log.1
+    starts where app.log's rolled bytes ended, app.log's new bytes from 0."""
+    first = text("q", 20)
+    renv.put("app.log", first)
+    engine = await renv.roller()
+    await engine.flush()
+    extra = text("late", 3)  # written to app.log between the copy and the truncate
+    renv.put("app.log.1", first + extra, age=700.0)  # looked at before app.log
+    with open(renv.src / "app.log", "r+b") as f:
+        f.truncate(0)
+    renv.put("app.log", b"after\n", mode="ab")
+    await engine.flush()
+    await engine.flush()
+    spans = [(Path(s).name, a, b) for spans in renv.ranges().values() for s, _, a, b in spans]
+    assert sorted(spans) == sorted(
+        [
+            ("app.log", 0, len(first)),
+            ("app.log.1", len(first), len(first) + len(extra)),
+            ("app.log", 0, 6),
+        ]
+    )
+    (data,) = renv.rolls().values()
+    assert data.count(first) == 1 and data.count(extra) == 1
+
+
+async def test_file_back_after_being_forgotten_is_not_rolled_again(renv: RollEnv) -> None:
+    """Out of the pattern for more than two scans (forgotten), then back: its
+    rolled bytes are not rolled again; what it gained meanwhile is."""
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller()
+    await engine.flush()
+    away = renv.src.parent / "away.txt"
+    os.rename(renv.src / "a.log", away)
+    for _ in range(3):
+        await engine.flush()
+    assert renv.manifest()["rollup"]["sources"] == {}
+    os.rename(away, renv.src / "a.log")
+    assert (await engine.flush()).bytes_shipped == 0
+    more = text("b", 5)
+    renv.put("a.log", more, mode="ab")
+    sources["a.log"] += more
+    await engine.flush()
+    assert_exactly_once(renv, sources)
+
+
+async def test_date_partition_is_the_day_a_file_was_first_seen(renv: RollEnv) -> None:
+    """A log written all day D (live, waiting) that seals after midnight goes
+    to D's partition, and keeps it across a restart and a rename."""
+    dest = str(renv.dst) + "/{date:%Y-%m-%d}"
+    renv.put("app.log", text("d", 10), age=1.0)  # live on day D
+    engine = await renv.roller(hdfs_destination=dest, timezone=None)
+    day = "2027-01-15"
+    assert (await engine.flush()).pending_files == 1
+    await engine.stop(final_cycle=False)
+    renv.engines.remove(engine)
+    renv.clock.now += 86400  # D+1: sealed now
+    os.rename(renv.src / "app.log", renv.src / "app.log.1")
+    restarted = await renv.roller(hdfs_destination=dest, timezone=None)
+    await restarted.flush()
+    assert [str(Path(k).parent) for k in renv.rolls()] == [day]
+    assert renv.manifest()["rollup"].get("seen", {}) == {}  # pruned once rolled
+
+
+class MoveAndDeleteFail(LocalHandler):
+    """The first move of a temporary file ``when`` picks fails (not moved), and
+    so does the first delete of it: the failed write's temporary file stays."""
+
+    def __init__(self, root: Path, when: Any) -> None:
+        super().__init__(root)
+        self.when = when
+        self.moves: list[str] = []
+        self.deletes: list[str] = []
+
+    def move(self, src: str, dest: str) -> None:
+        if TMP_MARK in src and self.when(src) and not self.moves:
+            self.moves.append(src)
+            raise OSError(f"cannot move {src}")
+        super().move(src, dest)
+
+    def delete_file(self, path: str) -> None:
+        if path in self.moves and not self.deletes:
+            self.deletes.append(path)
+            raise OSError(f"cannot delete {path}")
+        super().delete_file(path)
+
+
+@pytest.mark.parametrize("which", ["roll", "ledger"])
+async def test_temporary_file_of_a_failed_roll_or_ledger_write_is_swept(
+    renv: RollEnv, which: str
+) -> None:
+    def when(src: str) -> bool:
+        return (LEDGER_SUFFIX in src) == (which == "ledger")
+
+    handler = MoveAndDeleteFail(renv.dst, when)
+    sources = {"a.log": text("a", 30)}
+    renv.put("a.log", sources["a.log"])
+    engine = await renv.roller(resolver=handler.resolver)
+    await engine.flush()
+    await engine.flush()
+    assert handler.moves and handler.deletes
+    assert renv.temp_files() == []
+    assert_exactly_once(renv, sources)
