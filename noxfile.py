@@ -33,7 +33,8 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test,ray]")
     # One xdist worker per CPU; the tests sharing the Ray cluster or the HDFS
     # mini-cluster each stay in one worker (tests/conftest.py). On this project's
-    # 2-core machine: 275 s against 374 s for the whole suite on 3.11.
+    # 2-core machine, whole suite on 3.11: 234 s against 394 s in one process (.ci/run:
+    # 217-236 s per Python, 786 s for all three with the installs).
     # The slowest tests in every run's output: where the 20-minute budget goes.
     session.run(
         "python", "-m", "pytest", "-n", "auto", "--durations=15",
