@@ -197,7 +197,9 @@ class Cycles:
             # A file being written has no record yet: the partition it was
             # first seen in is kept apart (``RollState.seen``).
             rollup = self._manifest.rollup
-            known: Mapping[str, Placed] = {**rollup.seen, **rollup.sources}
+            # ``seen`` holds only paths whose record is missing or follows another
+            # inode (an old file still under the live path): it wins.
+            known: Mapping[str, Placed] = {**rollup.sources, **rollup.seen}
         else:
             known = self._manifest.entries
         place = functools.partial(self._placer.place, result.files, known, self._clock())

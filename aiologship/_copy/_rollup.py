@@ -150,8 +150,12 @@ def plan_rollup(
     for f in ordered:
         if f.path not in starts:
             taken = _take_up_retired(state, f)
-            starts[f.path] = 0 if taken is None else taken.size
-            if taken is not None:
+            if taken is _UNSURE:
+                starts[f.path] = None  # could not be read: judged next cycle
+            elif taken is None:
+                starts[f.path] = 0
+            else:
+                starts[f.path] = taken.size
                 updated[f.path] = taken
                 changed = True
         start = starts[f.path]
@@ -208,14 +212,32 @@ def _new_version(f: SourceFile, rec: Rolled) -> Rolled:
     )
 
 
+_UNSURE: Any = object()  # _take_up_retired could not read a candidate
+
+
 def _take_up_retired(state: RollState, f: SourceFile) -> Rolled | None:
     """The record for ``f``, which no record follows, if it holds a retired
-    record's bytes (that record is then used up); None otherwise."""
+    record's bytes (that record is then used up); None otherwise; ``_UNSURE``
+    when a file that may hold them could not be read (starting it at 0 could
+    roll its bytes twice).
+
+    A truncated file's record goes only to a file of the same folder whose name
+    starts with its name (``app.log.1``, ``app.log-20270115``: what logrotate's
+    copytruncate makes): any other file that merely starts with the same bytes
+    (a fixed banner or CSV header as a whole small file) must not skip them."""
     for item in reversed(state.retired):  # the newest first
         rec = item.rec
-        if rec.size > f.size or (item.same_file and (rec.dev, rec.ino) != (f.dev, f.ino)):
+        if rec.size > f.size:
             continue
-        if not _holds_prefix(f, rec):
+        if item.same_file:
+            if (rec.dev, rec.ino) != (f.dev, f.ino):
+                continue
+        elif not _copy_of(item.path, f.path):
+            continue
+        held = _holds_prefix(f, rec)
+        if held is None:
+            return _UNSURE  # type: ignore[no-any-return]
+        if not held:
             continue
         state.retired.remove(item)
         same = f.size == rec.size
@@ -260,6 +282,14 @@ def _rolled_up_to(f: SourceFile, rec: Rolled | None) -> tuple[int | None, Rolled
     if f.size == rec.size:  # touched: only the times changed
         return rec.size, dataclasses.replace(rec, mtime_ns=f.mtime_ns, ctime_ns=f.ctime_ns)
     return rec.size, None
+
+
+def _copy_of(original: str, candidate: str) -> bool:
+    """Could ``candidate`` be a rotated copy of ``original`` (same folder, its
+    name plus a suffix)?"""
+    folder, name = os.path.split(original)
+    other_folder, other = os.path.split(candidate)
+    return folder == other_folder and other != name and other.startswith(name)
 
 
 def _holds_prefix(f: SourceFile, rec: Rolled) -> bool | None:

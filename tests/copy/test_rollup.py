@@ -779,6 +779,49 @@ async def test_copytruncate_copy_of_rolled_bytes_is_not_rolled_again(renv: RollE
     assert data.count(first) == 1 and data.count(extra) == 1
 
 
+async def test_a_file_that_only_starts_like_a_truncated_one_is_rolled_whole(
+    renv: RollEnv,
+) -> None:
+    """a.log, a small file holding only a banner, is rolled and then rewritten in
+    place (its record retired, as for copytruncate). b.log, an unrelated new file
+    that starts with the same banner, is no copy of a.log (not ``a.log`` plus a
+    suffix): all of it is rolled, banner included. (Second review: b.log's first
+    bytes never reached a roll.)"""
+    banner = b"# service log v1\n"
+    renv.put("a.log", banner)
+    engine = await renv.roller()
+    await engine.flush()
+    renv.put("a.log", b"#\n")  # rewritten in place, shorter: a new version
+    b = banner + text("b", 3)
+    renv.put("b.log", b)
+    await engine.flush()
+    await engine.flush()
+    spans = sorted((Path(s).name, a, z) for sp in renv.ranges().values() for s, _, a, z in sp)
+    assert ("b.log", 0, len(b)) in spans, spans
+
+
+async def test_a_possible_copy_that_cannot_be_read_waits_a_cycle(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """copytruncate, but app.log.1 cannot be read when it is first seen: it is not
+    started at 0 (that would roll app.log's rolled bytes again), it waits a
+    cycle, and then starts after them."""
+    first = text("q", 20)
+    renv.put("app.log", first)
+    engine = await renv.roller()
+    await engine.flush()
+    renv.put("app.log.1", first, age=700.0)
+    with open(renv.src / "app.log", "r+b") as f:
+        f.truncate(0)
+    monkeypatch.setattr(_rollup, "_holds_prefix", lambda f, rec: None)
+    await engine.flush()
+    monkeypatch.undo()
+    await engine.flush()
+    await engine.flush()
+    (data,) = renv.rolls().values()
+    assert data.count(first) == 1
+
+
 async def test_file_back_after_being_forgotten_is_not_rolled_again(renv: RollEnv) -> None:
     """Out of the pattern for more than two scans (forgotten), then back: its
     rolled bytes are not rolled again; what it gained meanwhile is."""
