@@ -482,13 +482,16 @@ async def _ticked(ad: Adapter, rate: float, duration: float) -> dict[str, Any]:
     ticker = LagTicker(0.001)
     ticker.start()
     t0 = time.perf_counter()
+    c0 = time.process_time()  # every thread of this process: loop, pump, writers
     sent = await _paced(ad, rate, duration)
     t_prod = time.perf_counter() - t0
     await ticker.stop()
+    cpu = time.process_time() - c0
     lag = ticker.summary()
     await ad.close()
     return {
         **lag,
+        "cpu_ms": cpu * 1000,
         "sent": sent,
         "achieved_rate": sent / t_prod,
         "stats": ad.stats(),
@@ -809,6 +812,7 @@ def report_stall(
                 median([r["missed_ticks"] for r in res]),
                 median([r["over_5ms"] for r in res]),
                 median([r["achieved_rate"] for r in res]),
+                median([r.get("cpu_ms", float("nan")) for r in res]),
                 " ".join(f"{r.get('steal_ms', float('nan')):.0f}" for r in res),
                 _loads(res),
             ]
@@ -825,6 +829,7 @@ def report_stall(
             "missed ticks",
             "lags>5ms",
             "rec/s",
+            "CPU ms",
             "steal ms",
             "load 1m",
         ],
@@ -833,8 +838,9 @@ def report_stall(
     print(
         "  worst adj: worst lag minus the time the loop thread sat runnable waiting for a"
         " CPU\n  (other processes; /proc/thread-self/schedstat); GIL waits and blocking"
-        " writes stay in it\n  steal ms: CPU time the hypervisor took from this machine"
-        " during each run (/proc/stat)"
+        " writes stay in it\n  CPU ms: the process's CPU time (all its threads) while it"
+        " logged, ticker included\n  steal ms: CPU time the hypervisor took from this"
+        " machine during each run (/proc/stat)"
     )
     _print_failures(outs)
 

@@ -89,9 +89,12 @@ class RecordQueue:
         self.overflow = overflow
         self.overflow_timeout = overflow_timeout
         self._wake = wake
-        # True while a wake-up is scheduled or the pump is awake; the pump clears it
-        # before it drains, so a record appended after the drain sees False.
+        # True while a wake-up is scheduled or the pump is awake (or lingering); the
+        # pump clears it, then looks at the queue once more, before it sleeps.
         self.wake_pending = False
+        # True while the pump lets a trickle gather (Pump.run): a queue past half
+        # full, or full, wakes it at once.
+        self.lingering = False
         self.closed = False
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
@@ -130,8 +133,15 @@ class RecordQueue:
         self.wake_pending = True
         self._wake()
 
+    def wake_lingering(self) -> None:
+        """The queue is filling while the pump lets records gather: wake it now."""
+        if self.lingering:
+            self.lingering = False
+            self._wake()
+
     def put_overflow(self, item: tuple[SinkHandler, logging.LogRecord]) -> None:
         """The queue looked full: wait (threads only), evict or drop, and count it."""
+        self.wake_lingering()
         policy = self.overflow
         if policy is Overflow.WAIT and asyncio._get_running_loop() is None:
             deadline = time.monotonic() + self.overflow_timeout
@@ -200,6 +210,7 @@ class RecordQueue:
         # The parent writes what was queued at fork time; the child starts empty.
         self.items.clear()
         self.wake_pending = False
+        self.lingering = False
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
         self._waiters = 0
@@ -264,6 +275,8 @@ class SinkHandler(logging.Handler):
                 self._items.append((self, record))
             elif queued < self._maxsize:
                 self._items.append((self, record))
+                if queue.lingering:
+                    queue.wake_lingering()
                 if not queued & 63:
                     # Soft back-pressure: the pump is falling behind (usually starved
                     # of the GIL by a busy producer), so every 64th record hands it
@@ -295,8 +308,11 @@ class SinkHandler(logging.Handler):
                 self.emit(build(item))
                 return
             self._items.append(item)
-            if queued >= self._high_water and not queued & 63:
-                _yield_gil(0)  # soft back-pressure, as in emit
+            if queued >= self._high_water:
+                if queue.lingering:
+                    queue.wake_lingering()
+                if not queued & 63:
+                    _yield_gil(0)  # soft back-pressure, as in emit
             if not queue.wake_pending:
                 queue.request_wake()
         except RecursionError:
