@@ -167,6 +167,17 @@ def plan_rollup(
             out.waiting.append(f)
     for old in moved_from:
         del state.sources[old]
+    for path, rec in list(state.sources.items()):
+        g = live.get(path)
+        if g is not None and (g.dev, g.ino) != (rec.dev, rec.ino):
+            # Another file holds the path now, and no file here is the old one
+            # renamed: it was moved out of the pattern or deleted. Kept retired,
+            # as a file gone from the scans is, so back under a matching name
+            # it resumes where it stopped instead of being rolled again.
+            del state.sources[path]
+            if rec.size:
+                state.retire(Retired(path, rec, now, same_file=True))
+            changed = True
     state.sources.update(updated)
     out.changed = bool(changed or moved_from or updated)
     absent = {path for path in state.sources if path not in live}

@@ -900,3 +900,32 @@ async def test_temporary_file_of_a_failed_roll_or_ledger_write_is_swept(
     assert handler.moves and handler.deletes
     assert renv.temp_files() == []
     assert_exactly_once(renv, sources)
+
+
+async def test_file_moved_away_while_a_new_one_takes_its_path_is_not_rolled_again(
+    renv: RollEnv,
+) -> None:
+    """a.log rolled, moved out of the pattern while a new a.log is written at its
+    path, then back under a matching name (a.log.1): its rolled bytes are not
+    rolled again (the record of the old file at that path is kept retired, as
+    for a file gone from the scans); what it gained meanwhile is."""
+    old, new = text("o", 30), text("n", 20)
+    renv.put("a.log", old)
+    engine = await renv.roller()
+    await engine.flush()
+    away = renv.src.parent / "away.txt"
+    os.rename(renv.src / "a.log", away)
+    renv.put("a.log", new)
+    await engine.flush()
+    renv.clock.now += 10
+    await engine.flush()
+    os.rename(away, renv.src / "a.log.1")
+    assert (await engine.flush()).bytes_shipped == 0
+    gained = text("g", 5)
+    with open(renv.src / "a.log.1", "ab") as f:
+        f.write(gained)
+    t = renv.clock.now - 600
+    os.utime(renv.src / "a.log.1", (t, t))
+    await engine.flush()
+    rolled = b"".join(renv.rolls()[name] for name in sorted(renv.rolls()))
+    assert sorted(rolled.splitlines()) == sorted((old + new + gained).splitlines())
