@@ -57,6 +57,7 @@ class RollupModel(RuleBasedStateMachine):
         self.src.mkdir()
         self.now = 1_800_000_000.0
         self.content: dict[int, bytes] = {}  # inode -> every byte written to it
+        self.parked: dict[int, Path] = {}  # inode -> where it waits, out of the pattern
         self.rotations = 0
         self.lines = 0
         self.spec = CopySpec.from_params(
@@ -120,7 +121,7 @@ class RollupModel(RuleBasedStateMachine):
                 assert a == pos, f"inode {ino}: a gap or an overlap at {pos}"
                 pos = b
             assert pos <= len(data)
-            if sealed:
+            if sealed and ino not in self.parked:
                 assert pos == len(data), f"inode {ino}: rolled {pos} of {len(data)}"
         hidden = [p.name for p in self.dst.iterdir() if p.name.startswith(".")]
         assert [n for n in hidden if not n.endswith(LEDGER_SUFFIX)] == []
@@ -168,6 +169,25 @@ class RollupModel(RuleBasedStateMachine):
         if same_mtime:
             for path in self.src.iterdir():
                 os.utime(path, (self.now - 1, self.now - 1))
+
+    @precondition(lambda self: (self.src / "app.log").exists())
+    @rule()
+    def move_away(self) -> None:
+        """app.log moved out of the pattern (an operator's mv); the next write
+        starts a new app.log at its path."""
+        away = self.tmp / "away"
+        away.mkdir(exist_ok=True)
+        ino = os.stat(self.src / "app.log").st_ino
+        os.rename(self.src / "app.log", away / str(ino))
+        self.parked[ino] = away / str(ino)
+
+    @precondition(lambda self: bool(self.parked))
+    @rule()
+    def bring_back(self) -> None:
+        """A file moved away returns under a matching (dated) name."""
+        ino, path = self.parked.popitem()
+        self.rotations += 1
+        os.rename(path, self.src / f"app.log-{self.rotations:04d}")
 
     @rule(seconds=st.sampled_from([1.0, SETTLE, 400.0]))
     def time_passes(self, seconds: float) -> None:
