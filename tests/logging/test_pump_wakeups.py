@@ -201,8 +201,8 @@ def test_no_record_waits_for_a_lost_wake_up(
     monkeypatch.setattr(_pump, "LINGER_SECONDS", 0.02)
     monkeypatch.setattr(WakeUps, "folder", tmp_path)
     run = settings(
-        max_examples=25,
-        stateful_step_count=20,
+        max_examples=15,
+        stateful_step_count=15,
         suppress_health_check=[HealthCheck.too_slow],
     )(WakeUps).TestCase
     run("runTest").runTest()
