@@ -50,7 +50,10 @@ def main() -> None:
     accepted, written, dropped = ray.get(
         log_task.options(scheduling_strategy=strategy).remote(token), timeout=120
     )
-    print(f"task done accepted={accepted} written={written} dropped={dropped}", flush=True)
+    # One write: print() writes its text and its newline separately, and Ray's log
+    # monitor thread writes forwarded lines to this stdout in between.
+    sys.stdout.write(f"task done accepted={accepted} written={written} dropped={dropped}\n")
+    sys.stdout.flush()
     sys.stdin.read()  # the test closes stdin once it saw the forwarded lines
     ray.shutdown()
 

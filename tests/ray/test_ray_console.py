@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ import uuid
 from conftest import HERE, ROOT, RayCluster
 
 WAIT = 120.0
+DONE = re.compile(r"task done accepted=(\d+) written=(\d+) dropped=(\d+)")
 
 
 def test_task_records_reach_the_driver_console(ray_cluster: RayCluster) -> None:
@@ -50,8 +52,8 @@ def test_task_records_reach_the_driver_console(ray_cluster: RayCluster) -> None:
                 break
             seen.append(line)
             wanted = {w for w in wanted if not line.rstrip().endswith(w)}
-            if line.startswith("task done"):
-                done = line
+            if m := DONE.search(line):  # a forwarded line may share its line
+                done = m.group(0)
     finally:
         assert driver.stdin is not None
         driver.stdin.close()
@@ -70,5 +72,7 @@ def test_task_records_reach_the_driver_console(ray_cluster: RayCluster) -> None:
     forwarded = [ln for ln in seen if f"INFO raytask stdout-{token}-0" in ln]
     assert "(log_task pid=" in forwarded[0], forwarded
     # Nothing lost in the task: every accepted record was written.
-    counts = dict(part.split("=") for part in done.split()[2:])
-    assert counts["written"] == counts["accepted"] and counts["dropped"] == "0", done
+    m = DONE.fullmatch(done)
+    assert m is not None, f"no 'task done' line:\n{output}"
+    accepted, written, dropped = m.groups()
+    assert written == accepted and dropped == "0", done
