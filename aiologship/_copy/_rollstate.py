@@ -70,6 +70,10 @@ class Seen:
 # Retired records kept: (how many, for how long), truncated ones and gone ones.
 RETIRED_TRUNCATED = (64, 86400.0)
 RETIRED_GONE = (1024, 30 * 86400.0)
+# Gone records retired this recently are all kept, past the count: a mount outage
+# takes every followed file away at once, and each must resume when it is back.
+# (They were all in ``sources`` a cycle before: the manifest is no bigger.)
+RETIRED_GONE_GRACE = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,17 +147,31 @@ class RollState:
 
     def retire(self, item: Retired) -> bool:
         """Keep ``item`` (once); False when it is kept already."""
-        if any(r.rec == item.rec and r.same_file == item.same_file for r in self.retired):
-            return False
-        self.retired.append(item)
-        return True
+        return bool(self.retire_all([item]))
+
+    def retire_all(self, items: list[Retired]) -> int:
+        """``retire`` for many (a mount outage retires every followed file at
+        once: one pass, not one per item); how many were new."""
+        known = {(r.rec, r.same_file) for r in self.retired}
+        added = 0
+        for item in items:
+            key = (item.rec, item.same_file)
+            if key not in known:
+                known.add(key)
+                self.retired.append(item)
+                added += 1
+        return added
 
     def prune_retired(self, now: float) -> bool:
-        """Drop retired records past their time, and the oldest past the count."""
+        """Drop retired records past their time, and the oldest past the count
+        (gone ones retired within RETIRED_GONE_GRACE are all kept)."""
         kept: list[Retired] = []
         for same_file, (count, ttl) in ((False, RETIRED_TRUNCATED), (True, RETIRED_GONE)):
             group = [r for r in self.retired if r.same_file == same_file and now - r.at < ttl]
-            kept += group[-count:]
+            if same_file:
+                recent = sum(1 for r in group if now - r.at < RETIRED_GONE_GRACE)
+                count = max(count, recent)
+            kept += group[len(group) - count :] if count < len(group) else group
         kept.sort(key=lambda r: r.at)
         if len(kept) == len(self.retired):
             return False

@@ -167,6 +167,7 @@ def plan_rollup(
             out.waiting.append(f)
     for old in moved_from:
         del state.sources[old]
+    replaced: list[Retired] = []
     for path, rec in list(state.sources.items()):
         g = live.get(path)
         if g is not None and (g.dev, g.ino) != (rec.dev, rec.ino):
@@ -176,17 +177,20 @@ def plan_rollup(
             # it resumes where it stopped instead of being rolled again.
             del state.sources[path]
             if rec.size:
-                state.retire(Retired(path, rec, now, same_file=True))
+                replaced.append(Retired(path, rec, now, same_file=True))
             changed = True
+    state.retire_all(replaced)
     state.sources.update(updated)
     out.changed = bool(changed or moved_from or updated)
     absent = {path for path in state.sources if path not in live}
-    for path in absent & state.absent:  # absent two cycles in a row: gone
+    gone: list[Retired] = []
+    for path in sorted(absent & state.absent):  # absent two cycles in a row: gone
         # Kept retired: back (same file, its bytes still there), it resumes.
         rec = state.sources.pop(path)
         if rec.size:
-            state.retire(Retired(path, rec, now, same_file=True))
+            gone.append(Retired(path, rec, now, same_file=True))
         out.changed = True
+    state.retire_all(gone)
     if state.absent != absent - state.absent:
         state.absent = absent - state.absent
         out.changed = True

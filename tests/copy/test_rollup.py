@@ -929,3 +929,30 @@ async def test_file_moved_away_while_a_new_one_takes_its_path_is_not_rolled_agai
     await engine.flush()
     rolled = b"".join(renv.rolls()[name] for name in sorted(renv.rolls()))
     assert sorted(rolled.splitlines()) == sorted((old + new + gained).splitlines())
+
+
+async def test_more_files_than_the_cap_vanishing_at_once_are_not_rolled_again(
+    renv: RollEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mount outage: every followed file gone from the scans for more than two
+    cycles, more of them than the cap on remembered gone files (shrunk to 4
+    here; 1024 in use), then back. None is rolled again: gone records retired
+    within the last day are all kept, whatever the cap."""
+    from aiologship._copy import _rollstate
+
+    monkeypatch.setattr(_rollstate, "RETIRED_GONE", (4, 30 * 86400.0))
+    sources = {f"s{i}.log": text(f"s{i}", 10 + i) for i in range(7)}
+    for name, data in sources.items():
+        renv.put(name, data)
+    engine = await renv.roller()
+    await engine.flush()
+    away = renv.src.parent / "mount-away"
+    os.rename(renv.src, away)
+    renv.src.mkdir()
+    for _ in range(3):
+        renv.clock.now += 60
+        await engine.flush()
+    renv.src.rmdir()
+    os.rename(away, renv.src)
+    assert (await engine.flush()).bytes_shipped == 0
+    assert_exactly_once(renv, sources)

@@ -185,7 +185,7 @@ class RollupModel(RuleBasedStateMachine):
     @rule()
     def bring_back(self) -> None:
         """A file moved away returns under a matching (dated) name."""
-        ino, path = self.parked.popitem()
+        _ino, path = self.parked.popitem()
         self.rotations += 1
         os.rename(path, self.src / f"app.log-{self.rotations:04d}")
 
