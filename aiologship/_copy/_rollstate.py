@@ -171,7 +171,7 @@ class RollState:
             if same_file:
                 recent = sum(1 for r in group if now - r.at < RETIRED_GONE_GRACE)
                 count = max(count, recent)
-            kept += group[len(group) - count :] if count < len(group) else group
+            kept += group[max(len(group) - count, 0) :]
         kept.sort(key=lambda r: r.at)
         if len(kept) == len(self.retired):
             return False

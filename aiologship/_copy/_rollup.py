@@ -167,7 +167,9 @@ def plan_rollup(
             out.waiting.append(f)
     for old in moved_from:
         del state.sources[old]
-    replaced: list[Retired] = []
+    # Records no file follows any more, kept retired (same file: device, inode):
+    # back again, each resumes where it stopped.
+    retiring: list[Retired] = []
     for path, rec in list(state.sources.items()):
         g = live.get(path)
         if g is not None and (g.dev, g.ino) != (rec.dev, rec.ino):
@@ -177,20 +179,17 @@ def plan_rollup(
             # it resumes where it stopped instead of being rolled again.
             del state.sources[path]
             if rec.size:
-                replaced.append(Retired(path, rec, now, same_file=True))
+                retiring.append(Retired(path, rec, now, same_file=True))
             changed = True
-    state.retire_all(replaced)
     state.sources.update(updated)
     out.changed = bool(changed or moved_from or updated)
     absent = {path for path in state.sources if path not in live}
-    gone: list[Retired] = []
     for path in sorted(absent & state.absent):  # absent two cycles in a row: gone
-        # Kept retired: back (same file, its bytes still there), it resumes.
         rec = state.sources.pop(path)
         if rec.size:
-            gone.append(Retired(path, rec, now, same_file=True))
+            retiring.append(Retired(path, rec, now, same_file=True))
         out.changed = True
-    state.retire_all(gone)
+    state.retire_all(retiring)
     if state.absent != absent - state.absent:
         state.absent = absent - state.absent
         out.changed = True

@@ -43,7 +43,6 @@ _yield_gil = time.sleep  # sleep(0) releases the GIL and lets a waiting thread t
 class Pump:
     def __init__(self, queue: RecordQueue) -> None:
         self._queue = queue
-        self._running = False
         self._woken = False  # wake() was called since the pump last looked
         self._waiter: asyncio.Future[None] | None = None
         self._stopping = False
@@ -54,12 +53,9 @@ class Pump:
 
     def wake(self) -> None:
         """Called on the runtime loop (through ``call_soon_threadsafe``)."""
-        if not self._running:
-            return
         self._woken = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._waiter is not None:
+            _resolve(self._waiter)
 
     def request_stop(self) -> None:
         self._stopping = True
@@ -83,7 +79,6 @@ class Pump:
     async def run(self) -> None:
         queue = self._queue
         items = queue.items
-        self._running = True
         try:
             while True:
                 if not items and not self._stopping:
@@ -110,7 +105,6 @@ class Pump:
                     finally:
                         queue.lingering = False
         finally:
-            self._running = False
             self._woken = False
 
     async def _drain_batch(self) -> int:

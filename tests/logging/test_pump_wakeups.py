@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +104,6 @@ def test_flush_and_close_end_the_linger(tmp_path: Path, long_waits: None, end: s
     t0 = time.monotonic()
     if end == "flush":
         assert lm.flush(timeout=BOUND)
-        lm_close: Callable[[], None] = lm.close
     else:
         finished = threading.Event()
 
@@ -115,10 +113,9 @@ def test_flush_and_close_end_the_linger(tmp_path: Path, long_waits: None, end: s
 
         threading.Thread(target=close, daemon=True).start()
         assert finished.wait(BOUND), "close waited out the linger"
-        lm_close = lm.close
     assert time.monotonic() - t0 < BOUND
     assert read_lines(path) == ["first", "second"]
-    lm_close()
+    lm.close()
 
 
 def test_a_trickle_is_written_within_the_linger_without_a_flush(tmp_path: Path) -> None:
