@@ -178,6 +178,10 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
                 if sinks:
                     if extra:
                         fields = fields + tuple(extra.items())
+                    needs = sinks[0]._queue.needs
+                    if len(sinks) > 1:
+                        for sink in sinks:
+                            needs |= sink._queue.needs  # another manager's sinks
                     item = capture(
                         sinks[0].index,
                         logger,
@@ -186,6 +190,7 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
                         args,
                         sys._getframe(2),
                         fields or None,
+                        needs,
                     )
                     sinks[0].put_captured(item)
                     if len(sinks) > 1:

@@ -129,6 +129,7 @@ class Pump:
         # Consecutive records usually share a handler: keep its formatter and its
         # writer's line list at hand instead of looking them up per record.
         last: SinkHandler | None = None
+        last_index = -1  # last's number when it takes captured calls, else -1
         fmt: Any = None
         fmt_captured: Any = None
         lines: list[str] = []
@@ -139,35 +140,40 @@ class Pump:
                 # loop-stall scenario).
                 _yield_gil(0)
             item = pop()
-            if type(item) is not tuple:
+            record: logging.LogRecord | None = None
+            if type(item) is tuple and item[0] == last_index:
+                pass  # the usual item: a captured call for the same sink as the last
+            elif type(item) is not tuple:
                 assert isinstance(item, FlushMarker)
                 markers.append(item)
                 self.in_flight -= 1
                 continue
-            head = item[0]
-            record: logging.LogRecord | None = None
-            if type(head) is int:  # a captured call (_records.capture)
-                sink = sinks.get(head)
-                if sink is None:
-                    self._lost_to_removed_sink()
-                    continue
-                handler = sink
             else:
-                handler, record = item
-            if handler is not last:
-                last = handler
-                formatter = handler.formatter or _DEFAULT_FORMATTER
-                fmt = formatter.format
-                fmt_captured = captured_formatter(formatter)
-                lines = groups.setdefault(handler.writer, [])
+                head = item[0]
+                if type(head) is int:  # a captured call (_records.capture)
+                    sink = sinks.get(head)
+                    if sink is None:
+                        self._lost_to_removed_sink()
+                        continue
+                    handler = sink
+                else:
+                    handler, record = item
+                if handler is not last:
+                    last = handler
+                    formatter = handler.formatter or _DEFAULT_FORMATTER
+                    fmt = formatter.format
+                    fmt_captured = captured_formatter(formatter)
+                    # Only ever compared with a captured call's int head.
+                    last_index = handler.index if fmt_captured is not None else -1
+                    lines = groups.setdefault(handler.writer, [])
             if record is None:
                 if fmt_captured is not None:
-                    try:  # the JSON line without a LogRecord
+                    try:  # the line without a LogRecord
                         line = fmt_captured(item)
                     except Exception:  # the record path reports it
                         line = None
                     if line is not None:
-                        lines.append(line + "\n")
+                        lines.append(line)
                         continue
                 record = build(item)
             try:

@@ -29,8 +29,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._config import Overflow
+from . import _records
 from ._context import add_to_record
-from ._formatting import format_filling
+from ._formatting import format_filling, needs_of
 from ._records import all_immutable, build, snapshot_extras
 
 if TYPE_CHECKING:
@@ -106,15 +107,32 @@ class RecordQueue:
         # reference the garbage collector would have to follow (see capture).
         self.sinks: dict[int, SinkHandler] = {}
         self._sink_numbers = itertools.count()
+        # What a captured call must collect of its caller's context for the
+        # formats of these sinks (_records.capture's ``needs``).
+        self.needs = 0
+        self._needs_lock = threading.Lock()  # two threads changing sinks at once
 
     def register(self, handler: SinkHandler) -> int:
         index = next(self._sink_numbers)
         self.sinks[index] = handler
+        self.update_needs()
         return index
 
     def unregister(self, handler: SinkHandler) -> None:
         if self.sinks.get(handler.index) is handler:
             del self.sinks[handler.index]
+            self.update_needs()
+
+    def update_needs(self) -> None:
+        """After a sink came, went or changed its formatter. A call captured just
+        before a format that prints more (``%(lineno)d`` where none did) prints
+        what the stdlib prints for a context it does not collect: line 0,
+        ``None`` for a thread name."""
+        with self._needs_lock:
+            needs = 0
+            for sink in list(self.sinks.values()):
+                needs |= sink.needs
+            self.needs = needs
 
     def owner(self, item: tuple[Any, ...]) -> SinkHandler | None:
         """The sink of a queued item; None for a captured call whose sink was removed.
@@ -240,6 +258,22 @@ class SinkHandler(logging.Handler):
         self._high_water = queue.maxsize // 2
         self._after_close = after_close
         self.index = queue.register(self)
+
+    # The formatter is a property so that every way of setting it (setFormatter,
+    # dictConfig, a plain assignment) updates what callers capture for it.
+    needs = _records.EVERYTHING
+
+    @property
+    def formatter(self) -> logging.Formatter | None:
+        return self._formatter
+
+    @formatter.setter
+    def formatter(self, formatter: logging.Formatter | None) -> None:
+        self._formatter = formatter
+        self.needs = needs_of(formatter)
+        queue: RecordQueue | None = self.__dict__.get("_queue")
+        if queue is not None:
+            queue.update_needs()
 
     def handle(self, record: logging.LogRecord) -> bool:
         if self.filters:

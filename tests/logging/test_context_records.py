@@ -461,7 +461,14 @@ record_fields = st.sampled_from(
     ]
 )  # fmt: skip
 specs = st.sampled_from(["s", "r", "d", "5s", "-8s", "03d", ".2f", "x", "*d", "E"])
-separators = st.sampled_from([" ", ": ", " | ", "%%", " [", "] ", "", "%s", "%"])
+# Braces, quotes, backslashes and a newline: the compiled format of bare %s
+# fields is an f-string, which must print them as they are.
+separators = st.sampled_from(
+    [
+        " ", ": ", " | ", "%%", " [", "] ", "", "%s", "%",
+        "{", "}}", "{v0!s}", "\\", "'", '"', "\n", "é",
+    ]
+)  # fmt: skip
 
 
 @settings(max_examples=400, deadline=None)
@@ -506,3 +513,24 @@ def test_text_line_is_the_same_on_both_paths(
     fast = formatter.format_captured(item)
     if fast is not None:
         assert fast == expected
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        "%(name)s %% 100%% %(message)s",
+        "{%(name)s} {{x}} }{ {v0!s} %(message)s",
+        "%(levelname)s \\ ' \" \n é\t%(message)s",
+        "%(asctime)s%(asctime)s|%(request_id)s|%(lineno)s",
+    ],
+)
+def test_compiled_plain_formats_print_their_literal_text_as_is(fmt: str) -> None:
+    """Formats whose fields are all bare ``%s`` compile to an f-string: ``%%``,
+    braces, quotes and backslashes around the fields come out as ``format``
+    prints them, and the format is compiled (not declined)."""
+    formatter = TextFormatter(fmt, tz=UTC)
+    std = logging.getLogger("text.literal")
+    item = capture(0, std, 20, "m %s", ("a",), sys._getframe(0), (("request_id", "r-1"),))
+    fast = formatter.format_captured(item)
+    assert fast is not None
+    assert fast == formatter.format(build(item))
