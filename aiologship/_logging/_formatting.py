@@ -8,15 +8,22 @@ than the rest of a short text line.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import re
 import sys
 from collections.abc import Callable
 from datetime import datetime, tzinfo
+from math import isfinite
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
+
+try:  # the [fast] extra: JSON lines through orjson, compact (see _make_encoder)
+    import orjson as _orjson
+except ImportError:
+    _orjson = None  # type: ignore[assignment]
 
 from .._config import DEFAULT_TEXT_FORMAT
 from . import _records
@@ -310,13 +317,19 @@ class JsonFormatter(_JsonFormatter):
     """
 
     def __init__(self, *, tz: tzinfo) -> None:
-        super().__init__("%(message)s", json_ensure_ascii=False, json_default=_json_default)
+        compact = _orjson is not None
+        super().__init__(
+            "%(message)s",
+            json_ensure_ascii=False,
+            json_default=_json_default,
+            json_serializer=_compact_dumps if compact else json.dumps,
+        )
         self._clock = _Clock(tz)
         self._skip = frozenset(self._skip_fields)
         # Whether the record path writes taskName (python-json-logger skips it on
         # the Pythons whose LogRecord has it, from its own attribute list).
         self._task_name = _TASK_NAME and "taskName" not in self._skip
-        self._encode = _make_encoder()
+        self._encode = _make_encoder(compact=compact)
 
     def format(self, record: logging.LogRecord) -> str:
         """python-json-logger's ``format`` for the usual record, in one pass: the
@@ -434,27 +447,56 @@ _LEVEL_NAMES: dict[int, str] = logging._levelToName
 _TASK_NAME = sys.version_info >= (3, 12)
 
 
-def _make_encoder() -> Callable[[Any], str]:
+def _make_encoder(*, compact: bool = False) -> Callable[[Any], str]:
     """``json.dumps(obj, ensure_ascii=False, default=_json_default)`` (what
     jsonify_log_record does), made once. ``json.dumps`` with any option builds an
     encoder per call, and the C encoder's check for circular structures costs as
     much again: 3.8 -> 1.9 us for a 7-key line (timeit, Python 3.11). A circular
     structure then recurses until RecursionError, which the callers catch and
-    hand to jsonify_log_record (its repr)."""
+    hand to jsonify_log_record (its repr).
+
+    ``compact`` (orjson is installed): no spaces after ``:`` and ``,``, and a
+    line whose values are all strings, integers, booleans, ``None`` or finite
+    floats is encoded by orjson (0.3 against 2.2 us for a 6-key line). Anything
+    else (a nested structure, an enum, a datetime, an integer past 64 bits, a
+    lone surrogate) takes the json encoder, whose rules (``_json_default``)
+    orjson does not share: the same value parses back either way."""
+    separators = (":", ",") if compact else (": ", ", ")
     c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
     if c_make_encoder is None:  # an interpreter without the C accelerator
-        encode_: Callable[[Any], str] = json.JSONEncoder(
-            ensure_ascii=False, default=_json_default
+        encode_json: Callable[[Any], str] = json.JSONEncoder(
+            ensure_ascii=False, default=_json_default, separators=(separators[1], separators[0])
         ).encode
-        return encode_
-    encoder = c_make_encoder(
-        None, _json_default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True
-    )
+    else:
+        encoder = c_make_encoder(
+            None, _json_default, json.encoder.encode_basestring, None, *separators,
+            False, False, True,
+        )  # fmt: skip
 
-    def encode(obj: Any) -> str:
-        return "".join(encoder(obj, 0))
+        def encode_json(obj: Any) -> str:
+            return "".join(encoder(obj, 0))
+
+    if not compact or _orjson is None:
+        return encode_json
+    dumps = _orjson.dumps
+    refused = _orjson.JSONEncodeError
+
+    def encode(obj: dict[str, Any]) -> str:
+        for value in obj.values():
+            kind = type(value)
+            if kind not in _ORJSON_AS_JSON and not (kind is float and isfinite(value)):
+                return encode_json(obj)
+        try:
+            return dumps(obj).decode()
+        except refused:  # an int past 64 bits, a lone surrogate
+            return encode_json(obj)
 
     return encode
+
+
+# Values orjson writes as the json module does (floats: when finite).
+_ORJSON_AS_JSON = frozenset({str, int, bool, type(None)})
+_compact_dumps = functools.partial(json.dumps, separators=(",", ":"))
 
 
 def needs_of(formatter: logging.Formatter | None) -> int:
