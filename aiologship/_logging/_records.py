@@ -195,6 +195,11 @@ def capture(
     ``logThreads = False``...): that saves most of this function's time when the
     formats print only the time, level, name and message.
     """
+    if not needs:  # the usual formats; the same tuple as below, in one step
+        return (
+            index, logger.name, level, msg, args, _time(), _UNKNOWN_FILE, 0,
+            _UNKNOWN_FUNCTION, None, None, None, None, None, extra,
+        )  # fmt: skip
     pathname = _UNKNOWN_FILE
     lineno = 0
     func_name = _UNKNOWN_FUNCTION
