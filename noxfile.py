@@ -88,9 +88,10 @@ def soak(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff, mypy strict, and the import contracts of pyproject.toml (the layers).
+    """ruff (lint and format), mypy strict, and the import contracts of pyproject.toml.
     ``[test]``: mypy checks the pytest plugin against pytest's own types."""
     session.install("-e", ".[test]", "ruff", "mypy", "types-PyYAML", "import-linter")
     session.run("ruff", "check", "aiologship", "tests", "benchmarks", "examples")
+    session.run("ruff", "format", "--check", "aiologship", "tests", "benchmarks", "examples")
     session.run("mypy", "aiologship")
     session.run("lint-imports")

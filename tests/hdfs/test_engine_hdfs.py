@@ -776,9 +776,7 @@ async def test_roll_left_under_construction_by_a_killed_writer(env: Env) -> None
     try:
         await _roll_left_under_construction(env)
     finally:
-        await anyio.to_thread.run_sync(
-            env.cluster.command, f"lease-period 60000 {_HARD_LIMIT_MS}"
-        )
+        await anyio.to_thread.run_sync(env.cluster.command, f"lease-period 60000 {_HARD_LIMIT_MS}")
 
 
 _HARD_LIMIT_MS = 20 * 60 * 1000  # dfs.namenode.lease-hard-limit-sec's default

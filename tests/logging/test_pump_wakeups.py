@@ -72,9 +72,7 @@ def test_a_queue_past_half_full_ends_the_linger(tmp_path: Path, long_waits: None
     assert read_lines(path) == ["first"] + [f"r{i}" for i in range(33)]
 
 
-def test_a_waiting_thread_on_a_full_queue_ends_the_linger(
-    tmp_path: Path, long_waits: None
-) -> None:
+def test_a_waiting_thread_on_a_full_queue_ends_the_linger(tmp_path: Path, long_waits: None) -> None:
     """queue_size 2: half full is one record, full is two; a thread on the ``wait``
     policy must get room long before its 30 s bound."""
     lm, log, path = _manager(tmp_path, queue_size=2, overflow="wait", overflow_timeout=30)

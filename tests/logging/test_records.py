@@ -180,7 +180,7 @@ def test_line_numbers_of_call_sites_in_fresh_code(offsets: list[int], traced: bo
             sys.settrace(lambda *a: None)
         try:
             for off in offsets:
-                src = "\n" * off + "def f(here):\n    out = [here()]\n    for _ in range(2):\n        out.append(here())\n    return out, here()\n"  # noqa: E501
+                src = "\n" * off + "def f(here):\n    out = [here()]\n    for _ in range(2):\n        out.append(here())\n    return out, here()\n"  # noqa: E501  # fmt: skip
                 module = compile(src, "<generated>", "exec")
                 code = next(c for c in module.co_consts if isinstance(c, types.CodeType))
                 f = types.FunctionType(code, {"range": range})
