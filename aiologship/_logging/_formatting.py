@@ -15,7 +15,6 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import datetime, tzinfo
-from math import isfinite
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
@@ -456,11 +455,12 @@ def _make_encoder(*, compact: bool = False) -> Callable[[Any], str]:
     hand to jsonify_log_record (its repr).
 
     ``compact`` (orjson is installed): no spaces after ``:`` and ``,``, and a
-    line whose values are all strings, integers, booleans, ``None`` or finite
-    floats is encoded by orjson (0.3 against 2.2 us for a 6-key line). Anything
-    else (a nested structure, an enum, a datetime, an integer past 64 bits, a
-    lone surrogate) takes the json encoder, whose rules (``_json_default``)
-    orjson does not share: the same value parses back either way."""
+    line whose values are all strings, integers, booleans or ``None`` is encoded
+    by orjson (0.3 against 2.2 us for a 6-key line), which writes those exactly as
+    the json module does. Anything else takes the json encoder: a float (orjson
+    writes ``6.1e-05`` as ``0.000061``), a nested structure, an enum, a datetime
+    (``_json_default``'s rules, not orjson's), an integer past 64 bits, a lone
+    surrogate. So a line is the same text whichever encoder wrote it."""
     separators = (":", ",") if compact else (": ", ", ")
     c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
     if c_make_encoder is None:  # an interpreter without the C accelerator
@@ -483,8 +483,7 @@ def _make_encoder(*, compact: bool = False) -> Callable[[Any], str]:
 
     def encode(obj: dict[str, Any]) -> str:
         for value in obj.values():
-            kind = type(value)
-            if kind not in _ORJSON_AS_JSON and not (kind is float and isfinite(value)):
+            if type(value) not in _ORJSON_AS_JSON:
                 return encode_json(obj)
         try:
             return dumps(obj).decode()
@@ -494,7 +493,7 @@ def _make_encoder(*, compact: bool = False) -> Callable[[Any], str]:
     return encode
 
 
-# Values orjson writes as the json module does (floats: when finite).
+# Values orjson writes as the json module does, to the byte.
 _ORJSON_AS_JSON = frozenset({str, int, bool, type(None)})
 _compact_dumps = functools.partial(json.dumps, separators=(",", ":"))
 
