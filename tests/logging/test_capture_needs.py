@@ -11,6 +11,7 @@ what the stdlib prints for the same call.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import threading
 from datetime import UTC
@@ -207,9 +208,16 @@ class CaptureNeedsModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         if self.lm is None:
             return
-        self.lm.close()
-        for path, lines in self.expected.items():
-            assert read_lines(path) == lines if lines else not path.exists() or not read_lines(path)
+        try:
+            self.lm.close()
+            for path, lines in self.expected.items():
+                if lines:
+                    assert read_lines(path) == lines
+                else:
+                    assert not path.exists() or not read_lines(path)
+        finally:
+            if self.dir is not None:
+                shutil.rmtree(self.dir, ignore_errors=True)  # one folder per example
 
 
 TestCaptureNeeds = CaptureNeedsModel.TestCase
