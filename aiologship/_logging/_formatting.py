@@ -461,15 +461,15 @@ def _make_encoder(*, compact: bool = False) -> Callable[[Any], str]:
     writes ``6.1e-05`` as ``0.000061``), a nested structure, an enum, a datetime
     (``_json_default``'s rules, not orjson's), an integer past 64 bits, a lone
     surrogate. So a line is the same text whichever encoder wrote it."""
-    separators = (":", ",") if compact else (": ", ", ")
+    item_sep, key_sep = (",", ":") if compact else (", ", ": ")
     c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
     if c_make_encoder is None:  # an interpreter without the C accelerator
         encode_json: Callable[[Any], str] = json.JSONEncoder(
-            ensure_ascii=False, default=_json_default, separators=(separators[1], separators[0])
+            ensure_ascii=False, default=_json_default, separators=(item_sep, key_sep)
         ).encode
     else:
         encoder = c_make_encoder(
-            None, _json_default, json.encoder.encode_basestring, None, *separators,
+            None, _json_default, json.encoder.encode_basestring, None, key_sep, item_sep,
             False, False, True,
         )  # fmt: skip
 

@@ -223,16 +223,17 @@ def capture(
             thread_name = _current_thread().name
     process_name: str | None = None
     pid: int | None = None
-    if needs & PROCESS and logging.logProcesses:
-        pid = _pid
-    if needs & PROCESS and logging.logMultiprocessing:
-        process_name = "MainProcess"
-        mp = _modules.get("multiprocessing")
-        if mp is not None:
-            try:
-                process_name = mp.current_process().name
-            except Exception:
-                pass
+    if needs & PROCESS:
+        if logging.logProcesses:
+            pid = _pid
+        if logging.logMultiprocessing:
+            process_name = "MainProcess"
+            mp = _modules.get("multiprocessing")
+            if mp is not None:
+                try:
+                    process_name = mp.current_process().name
+                except Exception:
+                    pass
     task_name: str | None = None
     if needs & TASK and _TASK_NAME and logging.logAsyncioTasks:  # type: ignore[attr-defined]
         task_name = _task_name()

@@ -128,8 +128,8 @@ class CaptureNeedsModel(RuleBasedStateMachine):
         self.files = 0
         self.calls = 0
 
-    @initialize(tmp=st.just(None))
-    def start(self, tmp: None) -> None:
+    @initialize()
+    def start(self) -> None:
         import tempfile
 
         self.dir = Path(tempfile.mkdtemp(prefix="aiologship-needs-"))
