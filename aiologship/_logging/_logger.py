@@ -12,8 +12,8 @@ from typing import IO, Any, Protocol
 
 from . import _context
 from ._context import Pairs, merge_pairs, snapshot, snapshot_pairs, source_pairs
-from ._queue import direct_sinks
-from ._records import RESERVED, all_immutable, capture, fast_path_ok, make_record
+from ._queue import emit_captured
+from ._records import RESERVED, all_immutable, fast_path_ok, make_record
 
 _current_fields = _context.current
 
@@ -170,33 +170,10 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
             frozen
             and exc_info is None
             and type(msg) is str
-            and (not args or all_immutable(args))
             and (extra is None or _plain_extra(extra))
+            and emit_captured(logger, level, msg, args, fields, extra)
         ):
-            sinks = direct_sinks(logger, level)
-            if sinks is not None:
-                if sinks:
-                    if extra:
-                        fields = fields + tuple(extra.items())
-                    needs = sinks[0]._queue.needs
-                    if len(sinks) > 1:
-                        for sink in sinks:
-                            needs |= sink._queue.needs  # another manager's sinks
-                    item = capture(
-                        sinks[0].index,
-                        logger,
-                        level,
-                        msg,
-                        args,
-                        sys._getframe(2),
-                        fields or None,
-                        needs,
-                    )
-                    sinks[0].put_captured(item)
-                    if len(sinks) > 1:
-                        for sink in sinks[1:]:
-                            sink.put_captured((sink.index, *item[1:]))
-                return
+            return
         record = make_record(logger, level, msg, args, sys._getframe(2), exc_info, extra, fields)
         logger.handle(record)
 

@@ -22,17 +22,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._config import Overflow
 from . import _records
 from ._context import add_to_record
 from ._formatting import format_filling, needs_of
-from ._records import all_immutable, build, snapshot_extras
+from ._records import all_immutable, build, capture, snapshot_extras
 
 if TYPE_CHECKING:
     from ._writers import Writer
@@ -354,11 +357,23 @@ class SinkHandler(logging.Handler):
         except Exception:
             self.handleError(build(item))
 
+    def _put_failed(self, item: tuple[Any, ...]) -> None:
+        """``put_captured``'s error report, for the C version's failures."""
+        self.handleError(build(item))
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.writer.name} ({logging.getLevelName(self.level)})>"
 
 
 _direct: dict[type, bool] = {}
+
+
+def _classify(cls: type) -> bool:
+    """Whether handlers of ``cls`` queue exactly as ``SinkHandler`` does (cached)."""
+    plain = _direct[cls] = issubclass(cls, SinkHandler) and (
+        cls.handle is SinkHandler.handle and cls.emit is SinkHandler.emit
+    )
+    return plain
 
 
 def direct_sinks(logger: logging.Logger, level: int) -> list[SinkHandler] | None:
@@ -373,12 +388,9 @@ def direct_sinks(logger: logging.Logger, level: int) -> list[SinkHandler] | None
     c: logging.Logger | None = logger
     while c is not None:
         for h in c.handlers:
-            cls = type(h)
-            plain = _direct.get(cls)
+            plain = _direct.get(type(h))
             if plain is None:
-                plain = _direct[cls] = issubclass(cls, SinkHandler) and (
-                    cls.handle is SinkHandler.handle and cls.emit is SinkHandler.emit
-                )
+                plain = _classify(type(h))
             if not plain or h.filters:
                 return None
             found = True
@@ -388,3 +400,62 @@ def direct_sinks(logger: logging.Logger, level: int) -> list[SinkHandler] | None
             break
         c = c.parent
     return sinks if found else None  # no handler at all: stdlib's lastResort
+
+
+_getframe = sys._getframe
+
+
+def py_emit_captured(
+    logger: logging.Logger,
+    level: int,
+    msg: str,
+    args: tuple[Any, ...],
+    fields: tuple[tuple[str, Any], ...],
+    extra: dict[str, Any] | None,
+) -> bool:
+    """Queue a log call of ``aiologship.Logger._emit`` as a captured tuple
+    (``_records.capture``) for each sink of ``direct_sinks``. False when the call
+    must take the record path: a mutable argument, or something up the chain that
+    needs a ``LogRecord``. ``extra`` is a dict of plain values (``_plain_extra``).
+
+    ``_speedups.emit_captured`` is this function in C, used when it was built
+    (``emit_captured``, below); ``tests/logging/test_speedups.py`` holds the two
+    to the same lines.
+    """
+    if args and not all_immutable(args):
+        return False
+    sinks = direct_sinks(logger, level)
+    if sinks is None:
+        return False
+    if sinks:
+        if extra:
+            fields = fields + tuple(extra.items())
+        first = sinks[0]
+        needs = first._queue.needs
+        for sink in sinks[1:]:
+            needs |= sink._queue.needs  # another manager's sinks
+        # The caller: above this function, _emit and the level method.
+        frame = _getframe(3)
+        item = capture(first.index, logger, level, msg, args, frame, fields or None, needs)
+        first.put_captured(item)
+        for sink in sinks[1:]:
+            sink.put_captured((sink.index, *item[1:]))
+    return True
+
+
+def _load_speedups() -> ModuleType | None:
+    """The C module, configured; None when it was not built (no C compiler at
+    install) or ``AIOLOGSHIP_PURE_PYTHON`` is set to anything but "" or "0"."""
+    if os.environ.get("AIOLOGSHIP_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from . import _speedups
+    except ImportError:
+        return None
+    _speedups.configure(_direct, _classify, capture, _records._time)
+    return _speedups
+
+
+speedups = _load_speedups()
+# What aiologship.Logger calls: the C version when there is one.
+emit_captured = speedups.emit_captured if speedups is not None else py_emit_captured
