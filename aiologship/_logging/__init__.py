@@ -26,6 +26,9 @@ travels:
   per real path and one per stream.
 - ``_sources``: automatic fields (Ray ids, OpenTelemetry trace ids) and the
   holds a manager keeps on them; read through ``sys.modules``, never imported.
+- ``_speedups`` (``_speedups.c``, optional, loaded by ``_accel``): C twins of the
+  per-record work of ``_logger``, ``_queue`` and ``_formatting``; each of those
+  keeps the Python it replaces and falls back to it.
 
 Layer rule: may import ``_config``, ``_exceptions`` (and ``_runtime``); never
 ``_copy``, ``_copiers``, ``_fs``, the manager or Ray. The manager composes these

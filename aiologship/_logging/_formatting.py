@@ -26,6 +26,7 @@ except ImportError:
 
 from .._config import DEFAULT_TEXT_FORMAT
 from . import _records
+from ._accel import speedups
 from ._records import RESERVED, safe_repr
 
 _MILLIS = tuple(f".{ms:03d}" for ms in range(1000))
@@ -104,8 +105,8 @@ class TextFormatter(logging.Formatter):
             return None
         try:
             line = lines(item)
-        except (_NotHere, TypeError, ValueError, KeyError):
-            return None
+        except (_NotHere, TypeError, ValueError, KeyError, ArithmeticError):
+            return None  # e.g. "%d" of an infinite float: OverflowError
         return line[:-1]
 
     def captured_lines(self) -> Callable[[tuple[Any, ...]], str] | None:
@@ -212,13 +213,30 @@ _FROM_ITEM = {
 _SPEC = re.compile(r"%%|%\((\w+)\)([#0+ -]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxXeEfFgGcrsa])|%")
 
 
-def _compile_text(text: str, clock: _Clock) -> Callable[[tuple[Any, ...]], str] | None:
+# The fields _speedups.CompiledText computes: an index of the captured tuple
+# (_records.capture), or one of its own codes. Any other field of _FROM_ITEM
+# (filename, msecs...) leaves the format to the Python function.
+_C_FIELDS = {
+    "name": 1, "levelno": 2, "msg": 3, "args": 4, "created": 5, "pathname": 6, "lineno": 7,
+    "funcName": 8, "thread": 9, "threadName": 10, "processName": 11, "process": 12,
+    "taskName": 13, "levelname": 100, "message": 101, "asctime": 102,
+}  # fmt: skip
+
+
+def _compile_text(
+    text: str, clock: _Clock, *, accel: bool = True
+) -> Callable[[tuple[Any, ...]], str] | None:
     """``text`` (a %-style format) as a function of a captured call: each
     ``%(field)spec`` becomes a positional ``%spec`` and the function computes
     just those fields, in order, into one tuple. None for a format that names no
-    field (no gain) or a ``taskName`` where records have none (Python 3.11)."""
+    field (no gain) or a ``taskName`` where records have none (Python 3.11).
+
+    A format of bare ``%s`` fields, all of ``_C_FIELDS`` or context fields, is
+    ``_speedups.CompiledText`` when the C module is there (and ``accel``): the
+    same text from the same call, or the same exception (``test_speedups.py``)."""
     parts: list[str] = []
     exprs: list[str] = []
+    fields: list[str] = []
     plain = True  # every field printed with a bare %s
     pos = 0
     # Left to right as the % operator reads it: "%%" first, then "%(field)spec".
@@ -240,9 +258,14 @@ def _compile_text(text: str, clock: _Clock) -> Callable[[tuple[Any, ...]], str] 
                 return None
             expr = f"_field(extra, {field!r})"
         exprs.append(expr)
+        fields.append(field)
     if not exprs:
         return None
     parts.append(text[pos:])
+    if plain and accel and speedups is not None:
+        compiled_c = _compile_c(parts, fields, clock)
+        if compiled_c is not None:
+            return compiled_c
     positional = "".join(parts)
     uses_time = "asctime" in exprs
     source = [
@@ -285,6 +308,31 @@ def _compile_text(text: str, clock: _Clock) -> Callable[[tuple[Any, ...]], str] 
     }
     exec("\n".join(source), scope)  # our own source, made from a parsed format
     compiled: Callable[[tuple[Any, ...]], str] = scope["compiled"]
+    return compiled
+
+
+def _compile_c(
+    parts: list[str], fields: list[str], clock: _Clock
+) -> Callable[[tuple[Any, ...]], str] | None:
+    """``_speedups.CompiledText`` of a plain format (``parts``: literal text and
+    ``%s`` by turns); None when a field is not one it computes."""
+    assert speedups is not None
+    segments: list[str | int | tuple[str]] = []
+    for i, part in enumerate(parts):
+        if not i % 2:
+            if part:
+                segments.append(part.replace("%%", "%"))
+            continue
+        field = fields[i // 2]
+        if field in _C_FIELDS:
+            segments.append(_C_FIELDS[field])
+        elif field in _FROM_ITEM:
+            return None
+        else:
+            segments.append((field,))  # a context or extra= field
+    compiled: Callable[[tuple[Any, ...]], str] = speedups.CompiledText(
+        tuple(segments), clock, _MILLIS, _records._level_names, logging.getLevelName, _NotHere
+    )
     return compiled
 
 

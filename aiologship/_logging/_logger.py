@@ -10,12 +10,35 @@ from datetime import timedelta
 from logging import CRITICAL, DEBUG, ERROR, INFO, WARNING
 from typing import IO, Any, Protocol
 
-from . import _context
+from . import _context, _records
+from ._accel import speedups
 from ._context import Pairs, merge_pairs, snapshot, snapshot_pairs, source_pairs
 from ._queue import emit_captured
 from ._records import RESERVED, all_immutable, fast_path_ok, make_record
 
 _current_fields = _context.current
+
+# Logger classes whose isEnabledFor and makeRecord are the stdlib's: the C level
+# methods (_fast) read the first's cache and skip the second.
+_plain_loggers: dict[type, bool] = {}
+
+
+def _classify_logger(cls: type) -> bool:
+    plain = _plain_loggers[cls] = (
+        getattr(cls, "makeRecord", None) is logging.Logger.makeRecord
+        and getattr(cls, "isEnabledFor", None) is logging.Logger.isEnabledFor
+    )
+    return plain
+
+
+# speedups.log(adapter, level, msg, args, kwargs): a level method's whole call in C
+# when nothing needs the Python path below (see _speedups.c); False otherwise.
+_fast = None
+if speedups is not None:
+    speedups.configure_logger(
+        _context._current, _context, _plain_loggers, _classify_logger, logging, _records._LogRecord
+    )
+    _fast = speedups.log
 
 
 class SinkRegistry(Protocol):
@@ -94,20 +117,29 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return msg, kwargs
 
     # The level methods call _emit directly (not through LoggerAdapter.log) so the
-    # caller is always exactly two frames above _emit.
+    # caller is always exactly two frames above _emit (and one above the level
+    # method, where the C version, _fast, finds it).
     def debug(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if _fast is not None and _fast(self, DEBUG, msg, args, kwargs):
+            return
         if self.logger.isEnabledFor(DEBUG):
             self._emit(DEBUG, msg, args, kwargs)
 
     def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if _fast is not None and _fast(self, INFO, msg, args, kwargs):
+            return
         if self.logger.isEnabledFor(INFO):
             self._emit(INFO, msg, args, kwargs)
 
     def warning(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if _fast is not None and _fast(self, WARNING, msg, args, kwargs):
+            return
         if self.logger.isEnabledFor(WARNING):
             self._emit(WARNING, msg, args, kwargs)
 
     def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if _fast is not None and _fast(self, ERROR, msg, args, kwargs):
+            return
         if self.logger.isEnabledFor(ERROR):
             self._emit(ERROR, msg, args, kwargs)
 
@@ -117,6 +149,8 @@ class Logger(logging.LoggerAdapter):  # type: ignore[type-arg]
             self._emit(ERROR, msg, args, kwargs)
 
     def critical(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if _fast is not None and _fast(self, CRITICAL, msg, args, kwargs):
+            return
         if self.logger.isEnabledFor(CRITICAL):
             self._emit(CRITICAL, msg, args, kwargs)
 

@@ -22,17 +22,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._config import Overflow
 from . import _records
+from ._accel import speedups
 from ._context import add_to_record
 from ._formatting import format_filling, needs_of
 from ._records import all_immutable, build, capture, snapshot_extras
@@ -443,19 +442,7 @@ def py_emit_captured(
     return True
 
 
-def _load_speedups() -> ModuleType | None:
-    """The C module, configured; None when it was not built (no C compiler at
-    install) or ``AIOLOGSHIP_PURE_PYTHON`` is set to anything but "" or "0"."""
-    if os.environ.get("AIOLOGSHIP_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        from . import _speedups
-    except ImportError:
-        return None
-    _speedups.configure(_direct, _classify, capture, _records._time)
-    return _speedups
-
-
-speedups = _load_speedups()
+if speedups is not None:
+    speedups.configure(_direct, _classify, capture, _records._time)
 # What aiologship.Logger calls: the C version when there is one.
 emit_captured = speedups.emit_captured if speedups is not None else py_emit_captured

@@ -17,10 +17,12 @@
  * more than time, level, name and message, SinkHandler.put_captured when the
  * queue is closed or past its high-water mark.
  */
+#define SPEEDUPS_API 1
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <frameobject.h>
-#include <time.h>
+#include <math.h>
+#include <stddef.h>
 
 static PyObject *s_disabled, *s_filters, *s_handlers, *s_level, *s_propagate, *s_parent,
     *s_queue, *s_needs, *s_index, *s_name, *s_items, *s_high_water, *s_closed,
@@ -33,6 +35,17 @@ static PyObject *py_capture;     /* _records.capture */
 static PyObject *py_time;        /* _records._time (time.time) */
 static PyObject *unknown_file;   /* "(unknown file)" */
 static PyObject *unknown_func;   /* "(unknown function)" */
+
+/* Set by configure_logger() from _logger at import (log_fast). */
+static PyObject *context_var;     /* _context._current */
+static PyObject *context_module;  /* _context (its _sources) */
+static PyObject *plain_loggers;   /* _logger._plain_loggers: {Logger class: bool} */
+static PyObject *classify_logger; /* _logger._classify_logger(cls) -> bool */
+static PyObject *logging_dict;    /* the logging module's namespace */
+static PyObject *log_record_class; /* logging.LogRecord */
+static PyObject *source_pairs;     /* _context.source_pairs */
+static PyObject *s_logger, *s_cache_attr, *s_is_enabled_for, *s_sources, *s_fields,
+    *s_record_factory, *s_srcfile, *s_sole, *s_source_pairs;
 
 static int
 is_immutable(PyObject *v)
@@ -53,6 +66,23 @@ attr_true(PyObject *obj, PyObject *name)
     int r = PyObject_IsTrue(v);
     Py_DECREF(v);
     return r;
+}
+
+/* cache[type(obj)], asking classify(type(obj)) (which fills the cache) on a
+ * miss: 1 plain, 0 not, -1 error. */
+static int
+class_is_plain(PyObject *cache, PyObject *classify_fn, PyObject *obj)
+{
+    PyObject *cls = (PyObject *)Py_TYPE(obj);
+    PyObject *plain = PyDict_GetItemWithError(cache, cls); /* borrowed */
+    if (plain != NULL)
+        return PyObject_IsTrue(plain);
+    if (PyErr_Occurred())
+        return -1;
+    PyObject *r = PyObject_CallOneArg(classify_fn, cls);
+    int is_plain = r == NULL ? -1 : PyObject_IsTrue(r);
+    Py_XDECREF(r);
+    return is_plain;
 }
 
 /* _queue.direct_sinks: a new list, a new reference to None, or NULL. */
@@ -82,18 +112,7 @@ direct_sinks_impl(PyObject *logger, PyObject *level)
             goto fail;
         PyObject *h;
         while ((h = PyIter_Next(it)) != NULL) {
-            PyObject *cls = (PyObject *)Py_TYPE(h);
-            PyObject *plain = PyDict_GetItemWithError(plain_cache, cls); /* borrowed */
-            int is_plain;
-            if (plain != NULL) {
-                is_plain = PyObject_IsTrue(plain);
-            } else if (PyErr_Occurred()) {
-                is_plain = -1;
-            } else {
-                PyObject *r = PyObject_CallOneArg(classify, cls);
-                is_plain = r == NULL ? -1 : PyObject_IsTrue(r);
-                Py_XDECREF(r);
-            }
+            int is_plain = class_is_plain(plain_cache, classify, h);
             if (is_plain <= 0) {
                 Py_DECREF(h);
                 Py_DECREF(it);
@@ -262,15 +281,16 @@ needs_of(PyObject *sinks)
     return needs;
 }
 
-/* The caller of the level method: two frames above _emit, which called us. */
+/* The caller of the level method: `depth` frames above the Python frame that
+ * called us (2 above _emit, 1 above the level method itself). */
 static PyObject *
-caller_frame(void)
+caller_frame(int depth)
 {
-    PyFrameObject *f = PyEval_GetFrame(); /* borrowed: _emit's */
+    PyFrameObject *f = PyEval_GetFrame(); /* borrowed */
     if (f == NULL)
         Py_RETURN_NONE;
     Py_INCREF(f);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < depth; i++) {
         PyFrameObject *back = PyFrame_GetBack(f);
         Py_DECREF(f);
         if (back == NULL)
@@ -280,38 +300,27 @@ caller_frame(void)
     return (PyObject *)f;
 }
 
-static PyObject *
-emit_captured(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
+/* _queue.py_emit_captured: 1 queued (or no sink wants it), 0 the record path's,
+ * -1 error. depth: where the caller's frame is (caller_frame). */
+static int
+emit_impl(PyObject *logger, PyObject *level, PyObject *msg, PyObject *args, PyObject *fields,
+          PyObject *extra, int depth)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "emit_captured takes 6 arguments");
-        return NULL;
-    }
-    if (plain_cache == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure was not called");
-        return NULL;
-    }
-    PyObject *logger = argv[0], *level = argv[1], *msg = argv[2], *args = argv[3];
-    PyObject *fields = argv[4], *extra = argv[5];
-    if (!PyTuple_Check(args) || !PyTuple_Check(fields)) {
-        PyErr_SetString(PyExc_TypeError, "emit_captured: args and fields are tuples");
-        return NULL;
-    }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
         if (!is_immutable(PyTuple_GET_ITEM(args, i)))
-            Py_RETURN_FALSE;
+            return 0;
     }
     PyObject *sinks = direct_sinks_impl(logger, level);
     if (sinks == NULL)
-        return NULL;
+        return -1;
     if (sinks == Py_None) {
         Py_DECREF(sinks);
-        Py_RETURN_FALSE;
+        return 0;
     }
     Py_ssize_t n = PyList_GET_SIZE(sinks);
     if (n == 0) {
         Py_DECREF(sinks);
-        Py_RETURN_TRUE;
+        return 1;
     }
     PyObject *merged = NULL, *item = NULL, *first_index = NULL;
     if (extra != Py_None && PyObject_IsTrue(extra)) {
@@ -368,8 +377,14 @@ emit_captured(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
         for (int i = 9; i < 14; i++)
             PyTuple_SET_ITEM(item, i, Py_NewRef(Py_None));
         PyTuple_SET_ITEM(item, 14, Py_NewRef(merged));
+        /* What the collector would do on its first look at them: neither tuple
+         * can be part of a cycle (args holds only the atomic types is_immutable
+         * lets through; item holds those, args and the fields), so the queue
+         * costs the next collections nothing. */
+        PyObject_GC_UnTrack(args);
+        PyObject_GC_UnTrack(item);
     } else {
-        PyObject *frame = caller_frame();
+        PyObject *frame = caller_frame(depth);
         PyObject *needs_obj = PyLong_FromLong(needs);
         if (needs_obj == NULL) {
             Py_DECREF(frame);
@@ -407,14 +422,184 @@ emit_captured(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
     Py_DECREF(merged);
     Py_DECREF(first_index);
     Py_DECREF(sinks);
-    Py_RETURN_TRUE;
+    return 1;
 
 fail:
     Py_XDECREF(item);
     Py_XDECREF(merged);
     Py_XDECREF(first_index);
     Py_DECREF(sinks);
-    return NULL;
+    return -1;
+}
+
+static PyObject *
+emit_captured(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "emit_captured takes 6 arguments");
+        return NULL;
+    }
+    if (plain_cache == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure was not called");
+        return NULL;
+    }
+    if (!PyTuple_Check(argv[3]) || !PyTuple_Check(argv[4])) {
+        PyErr_SetString(PyExc_TypeError, "emit_captured: args and fields are tuples");
+        return NULL;
+    }
+    int r = emit_impl(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], 2);
+    if (r < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+/* Logger's level methods before their Python body (see _logger.Logger.info):
+ * log(adapter, level, msg, args, kwargs) -> True when done here (queued, or the
+ * level is off, or no sink wants it), False when the Python path must run:
+ * keyword arguments, a message that is not a str, context that needs a
+ * snapshot, a logger or record factory of its own, a handler or argument that
+ * needs a LogRecord. The same steps as Logger._emit, in C. */
+static PyObject *
+log_fast(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "log takes 5 arguments");
+        return NULL;
+    }
+    if (context_var == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure_logger was not called");
+        return NULL;
+    }
+    PyObject *adapter = argv[0], *level = argv[1], *msg = argv[2], *args = argv[3];
+    PyObject *kwargs = argv[4];
+    if (!PyTuple_Check(args) || !PyUnicode_CheckExact(msg) || !PyLong_CheckExact(level) ||
+        (kwargs != Py_None && (!PyDict_Check(kwargs) || PyDict_GET_SIZE(kwargs))))
+        Py_RETURN_FALSE;
+    PyObject *logger = PyObject_GetAttr(adapter, s_logger);
+    if (logger == NULL)
+        return NULL;
+    PyObject *fields = NULL, *own = NULL;
+    int r = 0;
+    /* A Logger class of its own (its isEnabledFor, its makeRecord): Python. */
+    int is_plain = class_is_plain(plain_loggers, classify_logger, logger);
+    if (is_plain <= 0) {
+        r = is_plain;
+        goto done;
+    }
+    /* Logger.isEnabledFor: disabled, else its per-level cache (filled by the
+     * method on a miss, cleared by setLevel and logging.disable). */
+    int t = attr_true(logger, s_disabled);
+    if (t != 0) {
+        r = t < 0 ? -1 : 1; /* disabled: nothing to do */
+        goto done;
+    }
+    PyObject *cache = PyObject_GetAttr(logger, s_cache_attr);
+    if (cache == NULL) {
+        r = -1;
+        goto done;
+    }
+    PyObject *enabled = PyDict_Check(cache) ? PyDict_GetItemWithError(cache, level) : NULL;
+    if (enabled != NULL) {
+        t = PyObject_IsTrue(enabled);
+    } else if (PyErr_Occurred()) {
+        t = -1;
+    } else {
+        PyObject *v = PyObject_CallMethodOneArg(logger, s_is_enabled_for, level);
+        t = v == NULL ? -1 : PyObject_IsTrue(v);
+        Py_XDECREF(v);
+    }
+    Py_DECREF(cache);
+    if (t <= 0) {
+        r = t < 0 ? -1 : 1; /* below the level: nothing to do */
+        goto done;
+    }
+    /* The bound context: a tuple (else it needs a snapshot: Python), no sources. */
+    if (PyContextVar_Get(context_var, NULL, &fields) < 0) {
+        r = -1;
+        goto done;
+    }
+    if (fields == NULL || !PyTuple_CheckExact(fields))
+        goto done;
+    /* The sources' automatic fields, below the bound context (as _emit). */
+    t = attr_true(context_module, s_sources);
+    if (t < 0) {
+        r = -1;
+        goto done;
+    }
+    if (t) {
+        PyObject *sole = PyObject_GetAttr(context_module, s_sole);
+        PyObject *pairs = NULL;
+        if (sole != NULL) {
+            pairs = sole != Py_None ? PyObject_CallNoArgs(sole)
+                                    : PyObject_CallNoArgs(source_pairs);
+            Py_DECREF(sole);
+        }
+        int any = pairs == NULL ? -1 : PyObject_IsTrue(pairs);
+        if (any > 0)
+            Py_SETREF(fields, PyNumber_Add(pairs, fields)); /* pairs + fields */
+        Py_XDECREF(pairs);
+        if (any < 0 || fields == NULL) {
+            r = -1;
+            goto done;
+        }
+        if (!PyTuple_CheckExact(fields))
+            goto done;
+    }
+    own = PyObject_GetAttr(adapter, s_fields);
+    if (own == NULL) {
+        r = -1;
+        goto done;
+    }
+    if (!PyTuple_CheckExact(own))
+        goto done;
+    if (PyTuple_GET_SIZE(own)) {
+        Py_SETREF(fields, PySequence_Concat(fields, own));
+        if (fields == NULL) {
+            r = -1;
+            goto done;
+        }
+    }
+    /* fast_path_ok: the stdlib's record factory, a source file to skip. */
+    PyObject *factory = PyDict_GetItemWithError(logging_dict, s_record_factory);
+    PyObject *srcfile = factory == NULL ? NULL : PyDict_GetItemWithError(logging_dict, s_srcfile);
+    if (srcfile == NULL) {
+        r = PyErr_Occurred() ? -1 : 0;
+        goto done;
+    }
+    if (factory != log_record_class || srcfile == Py_None)
+        goto done;
+    r = emit_impl(logger, level, msg, args, fields, Py_None, 1);
+done:
+    Py_XDECREF(fields);
+    Py_XDECREF(own);
+    Py_DECREF(logger);
+    if (r < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *
+configure_logger(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyDict_Check(argv[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "configure_logger(context_var, context_module, plain_loggers, "
+                        "classify_logger, logging_module, LogRecord)");
+        return NULL;
+    }
+    PyObject *ns = PyModule_GetDict(argv[4]); /* borrowed */
+    if (ns == NULL)
+        return NULL;
+    Py_XSETREF(context_var, Py_NewRef(argv[0]));
+    Py_XSETREF(context_module, Py_NewRef(argv[1]));
+    Py_XSETREF(plain_loggers, Py_NewRef(argv[2]));
+    Py_XSETREF(classify_logger, Py_NewRef(argv[3]));
+    Py_XSETREF(logging_dict, Py_NewRef(ns));
+    Py_XSETREF(log_record_class, Py_NewRef(argv[5]));
+    Py_XSETREF(source_pairs, PyObject_GetAttr(argv[1], s_source_pairs));
+    if (source_pairs == NULL)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -445,11 +630,319 @@ configure(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+
+/* ------------------------------------------------------------------------
+ * CompiledText(segments, clock, millis, level_names, get_level_name, not_here)
+ *
+ * A %-style text format whose every field is a bare %s, as the function
+ * _formatting._compile_text writes for it: called with a captured call, it
+ * returns the line, newline included, or raises as that function does.
+ * segments: str (literal text), int (a field: an index of the captured tuple,
+ * or LEVELNAME / MESSAGE / ASCTIME) or a 1-tuple (key,) (a context or extra=
+ * field, looked up as _formatting._extra_field does).
+ */
+#define F_LEVELNAME 100
+#define F_MESSAGE 101
+#define F_ASCTIME 102
+#define ITEM_SIZE 15
+#define MAX_PIECES 128
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *segments; /* tuple */
+    PyObject *clock, *millis, *level_names, *get_level_name, *not_here;
+    Py_ssize_t pieces;  /* strings a line is joined from */
+    int uses_time;      /* asctime is among the fields */
+} Compiled;
+
+static PyObject *s_cache, *s_refresh, *empty, *newline;
+
+/* The three pieces of asctime into out[0..2] (new references); -1 on error. */
+static int
+time_pieces(Compiled *self, PyObject *ct_obj, PyObject **out)
+{
+    double ct = PyFloat_AsDouble(ct_obj);
+    if (ct == -1.0 && PyErr_Occurred())
+        return -1;
+    double whole = ct < 0 ? -floor(-ct) : floor(ct); /* int(ct): toward zero */
+    PyObject *second = PyLong_FromDouble(whole);
+    if (second == NULL)
+        return -1;
+    PyObject *cache = PyObject_GetAttr(self->clock, s_cache);
+    if (cache == NULL || !PyTuple_Check(cache) || PyTuple_GET_SIZE(cache) != 3) {
+        if (cache != NULL)
+            PyErr_SetString(PyExc_TypeError, "_Clock._cache is a 3-tuple");
+        Py_XDECREF(cache);
+        Py_DECREF(second);
+        return -1;
+    }
+    int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(cache, 0), second, Py_EQ);
+    if (same == 0) {
+        Py_SETREF(cache, PyObject_CallMethodOneArg(self->clock, s_refresh, second));
+        if (cache != NULL && (!PyTuple_Check(cache) || PyTuple_GET_SIZE(cache) != 3)) {
+            PyErr_SetString(PyExc_TypeError, "_Clock._refresh returns a 3-tuple");
+            Py_CLEAR(cache);
+        }
+    }
+    Py_DECREF(second);
+    if (same < 0 || cache == NULL) {
+        Py_XDECREF(cache);
+        return -1;
+    }
+    /* _MILLIS[int((ct - second) * 1000)] */
+    double ms = (ct - whole) * 1000.0;
+    ms = ms < 0 ? -floor(-ms) : floor(ms);
+    PyObject *millis = PySequence_GetItem(self->millis, (Py_ssize_t)ms);
+    if (millis == NULL) {
+        Py_DECREF(cache);
+        return -1;
+    }
+    out[0] = Py_NewRef(PyTuple_GET_ITEM(cache, 1));
+    out[1] = millis;
+    out[2] = Py_NewRef(PyTuple_GET_ITEM(cache, 2));
+    Py_DECREF(cache);
+    return 0;
+}
+
+/* _extra_field(extra, key): the last pair named key wins; absent: not_here(key). */
+static PyObject *
+extra_field(Compiled *self, PyObject *extra, PyObject *key)
+{
+    if (extra != Py_None) {
+        if (!PyTuple_Check(extra)) {
+            PyErr_SetString(PyExc_TypeError, "a captured call's extra is a tuple");
+            return NULL;
+        }
+        for (Py_ssize_t i = PyTuple_GET_SIZE(extra) - 1; i >= 0; i--) {
+            PyObject *pair = PyTuple_GET_ITEM(extra, i);
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_TypeError, "a captured call's extra holds pairs");
+                return NULL;
+            }
+            int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(pair, 0), key, Py_EQ);
+            if (eq < 0)
+                return NULL;
+            if (eq)
+                return Py_NewRef(PyTuple_GET_ITEM(pair, 1));
+        }
+    }
+    PyErr_SetObject(self->not_here, key);
+    return NULL;
+}
+
+static PyObject *
+level_name(Compiled *self, PyObject *level)
+{
+    PyObject *name = PyDict_GetItemWithError(self->level_names, level); /* borrowed */
+    if (name == NULL && PyErr_Occurred())
+        return NULL;
+    if (name != NULL) {
+        int t = PyObject_IsTrue(name);
+        if (t < 0)
+            return NULL;
+        if (t)
+            return Py_NewRef(name);
+    }
+    return PyObject_CallOneArg(self->get_level_name, level);
+}
+
+static PyObject *
+compiled_call(PyObject *op, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
+{
+    Compiled *self = (Compiled *)op;
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "a compiled format takes one captured call");
+        return NULL;
+    }
+    PyObject *item = argv[0];
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != ITEM_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "not a captured call (a 15-tuple)");
+        return NULL;
+    }
+    PyObject *msg = PyTuple_GET_ITEM(item, 3), *args = PyTuple_GET_ITEM(item, 4);
+    /* message = msg % args if args else msg: always, as record.message is */
+    int has_args = PyObject_IsTrue(args);
+    if (has_args < 0)
+        return NULL;
+    PyObject *message = has_args ? PyNumber_Remainder(msg, args) : Py_NewRef(msg);
+    if (message == NULL)
+        return NULL;
+
+    /* As the Python function: the message, then asctime, then every field's
+     * value in order, and only then str() of each (f"{v!s}"): the same
+     * exception when more than one step would raise. */
+    PyObject *buf[MAX_PIECES];
+    PyObject *clock[3] = {NULL, NULL, NULL};
+    int is_value[MAX_PIECES];
+    Py_ssize_t k = 0;
+    PyObject *line = NULL;
+    if (self->uses_time && time_pieces(self, PyTuple_GET_ITEM(item, 5), clock) < 0)
+        goto done;
+    Py_ssize_t n = PyTuple_GET_SIZE(self->segments);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *seg = PyTuple_GET_ITEM(self->segments, i);
+        PyObject *value;
+        is_value[k] = 0;
+        if (PyUnicode_CheckExact(seg)) {
+            buf[k++] = Py_NewRef(seg);
+            continue;
+        }
+        if (PyTuple_CheckExact(seg)) {
+            value = extra_field(self, PyTuple_GET_ITEM(item, ITEM_SIZE - 1),
+                                PyTuple_GET_ITEM(seg, 0));
+        } else {
+            long code = PyLong_AsLong(seg);
+            if (code == F_ASCTIME) {
+                for (int j = 0; j < 3; j++) {
+                    is_value[k] = 0;
+                    buf[k++] = Py_NewRef(clock[j]);
+                }
+                continue;
+            }
+            if (code == F_MESSAGE)
+                value = Py_NewRef(message);
+            else if (code == F_LEVELNAME)
+                value = level_name(self, PyTuple_GET_ITEM(item, 2));
+            else
+                value = Py_NewRef(PyTuple_GET_ITEM(item, code)); /* checked at init */
+        }
+        if (value == NULL)
+            goto done;
+        is_value[k] = 1;
+        buf[k++] = value;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        if (is_value[i]) {
+            PyObject *text = PyObject_Str(buf[i]);
+            if (text == NULL)
+                goto done;
+            Py_SETREF(buf[i], text);
+        }
+    }
+    buf[k++] = Py_NewRef(newline);
+    PyObject *pieces = PyTuple_New(k);
+    if (pieces == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < k; i++)
+        PyTuple_SET_ITEM(pieces, i, buf[i]);
+    k = 0; /* the tuple owns them */
+    line = PyUnicode_Join(empty, pieces);
+    Py_DECREF(pieces);
+done:
+    while (k > 0)
+        Py_DECREF(buf[--k]);
+    for (int j = 0; j < 3; j++)
+        Py_XDECREF(clock[j]);
+    Py_DECREF(message);
+    return line;
+}
+
+static PyObject *
+compiled_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *segments, *clock, *millis, *level_names, *get_level_name, *not_here;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "CompiledText takes positional arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!OOO!OO:CompiledText", &PyTuple_Type, &segments, &clock,
+                          &millis, &PyDict_Type, &level_names, &get_level_name, &not_here))
+        return NULL;
+    Py_ssize_t pieces = 1;
+    int uses_time = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(segments); i++) {
+        PyObject *seg = PyTuple_GET_ITEM(segments, i);
+        int ok = PyUnicode_CheckExact(seg) ||
+                 (PyTuple_CheckExact(seg) && PyTuple_GET_SIZE(seg) == 1);
+        if (PyLong_CheckExact(seg)) {
+            long code = PyLong_AsLong(seg);
+            ok = (code >= 1 && code < ITEM_SIZE - 1) || code == F_LEVELNAME ||
+                 code == F_MESSAGE || code == F_ASCTIME;
+            pieces += code == F_ASCTIME ? 3 : 1;
+            uses_time |= code == F_ASCTIME;
+        } else {
+            pieces += 1;
+        }
+        if (!ok) {
+            PyErr_Format(PyExc_ValueError, "CompiledText: bad segment %R", seg);
+            return NULL;
+        }
+    }
+    if (pieces > MAX_PIECES) {
+        PyErr_SetString(PyExc_ValueError, "CompiledText: too many fields");
+        return NULL;
+    }
+    Compiled *self = (Compiled *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = compiled_call;
+    self->segments = Py_NewRef(segments);
+    self->clock = Py_NewRef(clock);
+    self->millis = Py_NewRef(millis);
+    self->level_names = Py_NewRef(level_names);
+    self->get_level_name = Py_NewRef(get_level_name);
+    self->not_here = Py_NewRef(not_here);
+    self->pieces = pieces;
+    self->uses_time = uses_time;
+    return (PyObject *)self;
+}
+
+static int
+compiled_traverse(Compiled *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->segments);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->millis);
+    Py_VISIT(self->level_names);
+    Py_VISIT(self->get_level_name);
+    Py_VISIT(self->not_here);
+    return 0;
+}
+
+static int
+compiled_clear(Compiled *self)
+{
+    Py_CLEAR(self->segments);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->millis);
+    Py_CLEAR(self->level_names);
+    Py_CLEAR(self->get_level_name);
+    Py_CLEAR(self->not_here);
+    return 0;
+}
+
+static void
+compiled_dealloc(Compiled *self)
+{
+    PyObject_GC_UnTrack(self);
+    compiled_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject CompiledType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aiologship._logging._speedups.CompiledText",
+    .tp_basicsize = sizeof(Compiled),
+    .tp_dealloc = (destructor)compiled_dealloc,
+    .tp_vectorcall_offset = offsetof(Compiled, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "A %s-only text format of a captured call, compiled.",
+    .tp_traverse = (traverseproc)compiled_traverse,
+    .tp_clear = (inquiry)compiled_clear,
+    .tp_new = compiled_new,
+};
+
 static PyMethodDef methods[] = {
     {"emit_captured", (PyCFunction)(void (*)(void))emit_captured, METH_FASTCALL,
      "Queue a captured call for the aiologship sinks that alone would see it."},
     {"direct_sinks", (PyCFunction)(void (*)(void))direct_sinks, METH_FASTCALL,
      "The aiologship sinks a record would reach, or None."},
+    {"log", (PyCFunction)(void (*)(void))log_fast, METH_FASTCALL,
+     "A level method's call, done in C when nothing needs the Python path."},
+    {"configure_logger", (PyCFunction)(void (*)(void))configure_logger, METH_FASTCALL,
+     "Hand the module what log() reads of _context, _logger and logging."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
      "Hand the module the Python objects it calls back."},
     {NULL, NULL, 0, NULL},
@@ -489,5 +982,30 @@ PyInit__speedups(void)
     INTERN(s_put_failed, "_put_failed");
     INTERN(unknown_file, "(unknown file)");
     INTERN(unknown_func, "(unknown function)");
-    return PyModule_Create(&module_def);
+    INTERN(s_cache, "_cache");
+    INTERN(s_logger, "logger");
+    INTERN(s_cache_attr, "_cache");
+    INTERN(s_is_enabled_for, "isEnabledFor");
+    INTERN(s_sources, "_sources");
+    INTERN(s_fields, "_fields");
+    INTERN(s_record_factory, "_logRecordFactory");
+    INTERN(s_srcfile, "_srcfile");
+    INTERN(s_sole, "_sole");
+    INTERN(s_source_pairs, "source_pairs");
+    INTERN(s_refresh, "_refresh");
+    INTERN(empty, "");
+    INTERN(newline, "\n");
+    if (PyType_Ready(&CompiledType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL)
+        return NULL;
+    /* _accel refuses a module whose API differs from the Python beside it (an
+     * editable install's stale build): bump with any change of signature. */
+    if (PyModule_AddIntConstant(m, "API", SPEEDUPS_API) < 0 ||
+        PyModule_AddObjectRef(m, "CompiledText", (PyObject *)&CompiledType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -11,6 +11,7 @@ The rest of the suite runs on whichever is installed; ``nox -s tests`` also runs
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -21,6 +22,7 @@ import sysconfig
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -30,8 +32,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+import aiologship
 from aiologship import LogManager
-from aiologship._logging import _logger, _queue
+from aiologship._logging import _formatting, _logger, _queue
+from aiologship._logging._context import add_source, remove_source
+from aiologship._logging._formatting import _Clock, _compile_text, _NotHere
 from aiologship._logging._queue import SinkHandler
 from tests.conftest import only_aiologship_sinks, read_lines
 
@@ -74,7 +79,6 @@ class _Foreign(SinkHandler):
 _LEVELS = [logging.NOTSET, logging.DEBUG, logging.INFO, 25, logging.WARNING, logging.ERROR]
 
 
-@needs_c
 class DirectSinksMachine(RuleBasedStateMachine):
     """Loggers a tree of four under a top that does not propagate (pytest's
     handlers sit on the root); sinks of two managers, foreign handlers, filters,
@@ -184,7 +188,7 @@ class DirectSinksMachine(RuleBasedStateMachine):
                     assert [id(h) for h in got] == [id(h) for h in want]
 
 
-TestDirectSinks = DirectSinksMachine.TestCase
+TestDirectSinks = needs_c(DirectSinksMachine.TestCase)
 TestDirectSinks.settings = settings(
     max_examples=60, stateful_step_count=25, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -222,16 +226,38 @@ _call = st.fixed_dictionaries(
             st.just({}),
         ),
         "bound": st.booleans(),
+        "str_msg": st.booleans(),
+        # A mutable value needs a snapshot at the call: the Python path.
+        "context": st.sampled_from([{}, {"req": "ctx"}, {"n": [1, 2]}]),
     }
 )
+
+
+@contextlib.contextmanager
+def _on(impl: str) -> Iterator[None]:
+    """The logger's calls go through C (``_fast``, then C ``emit_captured``) or
+    through the Python they mirror."""
+    if impl == "c":
+        assert speedups is not None
+        fast, emit = speedups.log, speedups.emit_captured
+    else:
+        fast, emit = None, _queue.py_emit_captured
+    with (
+        mock.patch.object(_logger, "_fast", fast),
+        mock.patch.object(_logger, "emit_captured", emit),
+    ):
+        yield
 
 
 def _one_call(log: Any, call: dict[str, Any]) -> None:
     """Every call from this one line: lineno and funcName are the same for both."""
     target = log.bind(req="bound") if call["bound"] else log
-    msg = "m" + " %r" * len(call["args"])
+    # A message that is not a str: the record path (it has no arguments to format).
+    msg: Any = "m" + " %r" * len(call["args"]) if call["str_msg"] else 7
+    args = call["args"] if call["str_msg"] else []
     kwargs = {} if call["extra"] is None else {"extra": call["extra"]}
-    getattr(target, call["method"])(msg, *call["args"], **kwargs)
+    with aiologship.context(**call["context"]):
+        getattr(target, call["method"])(msg, *args, **kwargs)
 
 
 @pytest.fixture
@@ -272,9 +298,9 @@ def test_c_and_python_write_the_same_lines(
     assert speedups is not None
     c_log, py_log, c_path, py_path = two_loggers(fmt)
     for call in calls:
-        with mock.patch.object(_logger, "emit_captured", speedups.emit_captured):
+        with _on("c"):
             _one_call(c_log, call)
-        with mock.patch.object(_logger, "emit_captured", _queue.py_emit_captured):
+        with _on("python"):
             _one_call(py_log, call)
     assert c_log._log_manager.flush(timeout=10)
     # split("\n"), not splitlines(): a text value may hold "\x1e" or "\u2028".
@@ -297,12 +323,17 @@ def test_the_caller_line_is_the_call_site(tmp_path: Path) -> None:
         path = tmp_path / "site.log"
         log.add(str(path), fmt="%(funcName)s:%(lineno)d %(message)s")
         line = sys._getframe().f_lineno + 1
-        log.warning("here")
+        log.warning("here")  # the level method in C (_fast)
         log.bind(k=1).error("bound")
+        log.info("extra", extra={"k": 2})  # a keyword: _emit, then C emit_captured
+        log.log(logging.INFO, "log")  # log(): _emit
         assert lm.flush(timeout=10)
+    name = "test_the_caller_line_is_the_call_site"
     assert read_lines(path) == [
-        f"test_the_caller_line_is_the_call_site:{line} here",
-        f"test_the_caller_line_is_the_call_site:{line + 1} bound",
+        f"{name}:{line} here",
+        f"{name}:{line + 1} bound",
+        f"{name}:{line + 2} extra",
+        f"{name}:{line + 3} log",
     ]
 
 
@@ -311,10 +342,9 @@ def test_the_caller_line_is_the_call_site(tmp_path: Path) -> None:
 
 @pytest.fixture(params=["c", "python"])
 def path_impl(request: pytest.FixtureRequest) -> Iterator[str]:
-    impl = speedups.emit_captured if request.param == "c" and speedups else None
-    if request.param == "c" and impl is None:
+    if request.param == "c" and speedups is None:
         pytest.skip(f"no C path to compare: {_OFF}")
-    with mock.patch.object(_logger, "emit_captured", impl or _queue.py_emit_captured):
+    with _on(request.param):
         yield request.param
 
 
@@ -432,3 +462,173 @@ def test_a_mutable_argument_prints_as_it_was_at_the_call(path_impl: str, tmp_pat
         release.set()
         assert lm.flush(timeout=10)
     assert read_lines(tmp_path / "x.log") == ["hold", "v [1]"]
+
+
+# --------------------------------------------------------------- compiled formats
+
+_PLAIN_FIELDS = [*_formatting._C_FIELDS, "req", "n", "filename", "msecs"]
+_fmt_piece = st.one_of(
+    st.text(st.characters(blacklist_characters="%", blacklist_categories=["Cs"]), max_size=4),
+    st.just("%%"),
+    st.sampled_from(_PLAIN_FIELDS).map(lambda field: f"%({field})s"),
+    st.sampled_from(["%(levelno)d", "%(name)-8s", "%(message)r"]),  # not plain: Python
+)
+_short = st.text(max_size=6)
+_scalar = st.one_of(st.integers(), st.floats(), _short, st.none(), st.booleans())
+_captured = st.tuples(
+    st.just(0),
+    _short,  # name
+    st.sampled_from([0, 5, 10, 20, 25, 30, 40, 50]),
+    st.sampled_from(["m", "m %s", "m %s %d", "%(k)s", "100%", "%%"]),
+    st.lists(_scalar, max_size=2).map(tuple),
+    st.floats(min_value=-2e9, max_value=4e9, allow_nan=False),  # created
+    _short, st.integers(0, 10**6), _short,  # pathname, lineno, funcName
+    st.one_of(st.none(), st.integers(0, 2**64)), st.one_of(st.none(), _short),
+    st.one_of(st.none(), _short), st.one_of(st.none(), st.integers(0, 2**22)),
+    st.one_of(st.none(), _short),  # taskName
+    st.one_of(
+        st.none(),
+        st.lists(st.tuples(st.sampled_from(["req", "n", "x"]), _scalar), max_size=3).map(tuple),
+    ),
+)  # fmt: skip
+
+
+def _outcome(fn: Callable[[tuple[Any, ...]], str], item: tuple[Any, ...]) -> tuple[Any, ...]:
+    try:
+        return ("line", fn(item))
+    except _NotHere as e:
+        return ("not here", e.args)
+    except Exception as e:
+        return ("error", type(e))
+
+
+@needs_c
+@settings(max_examples=400, deadline=None)
+@given(
+    pieces=st.lists(_fmt_piece, min_size=1, max_size=8),
+    items=st.lists(_captured, min_size=1, max_size=4),
+    tz=st.sampled_from(
+        [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
+    ),
+)
+def test_compiled_text_in_c_is_the_python_function(
+    pieces: list[str], items: list[tuple[Any, ...]], tz: Any
+) -> None:
+    """Every format _compile_text turns into _speedups.CompiledText gives, for any
+    captured call, the Python function's line, or the same exception (the record
+    path then decides); the formats it leaves to Python stay Python functions."""
+    text = "".join(pieces)
+    clock = _Clock(tz)
+    c = _compile_text(text, clock)
+    py = _compile_text(text, clock, accel=False)
+    assert (c is None) == (py is None)
+    if c is None or py is None:
+        return
+    for item in items:
+        assert _outcome(c, item) == _outcome(py, item), (text, item)
+
+
+@needs_c
+def test_compiled_text_is_used_for_the_usual_formats() -> None:
+    """Not a vacuous property: the default format, a context field and the thread
+    fields compile to C; a field it does not compute or a width stays Python."""
+    assert speedups is not None
+    clock = _Clock(UTC)
+    for text in (
+        "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        "%(asctime)s [%(req)s] %(message)s %(threadName)s %(lineno)s 100%%",
+    ):
+        assert isinstance(_compile_text(text, clock), speedups.CompiledText)
+    for text in ("%(filename)s %(message)s", "%(levelname)-8s %(message)s"):
+        compiled = _compile_text(text, clock)
+        assert compiled is not None and not isinstance(compiled, speedups.CompiledText)
+    line = _compile_text("%(asctime)s|%(levelname)s|%(message)s|%(req)s", clock)
+    assert line is not None
+    item = (0, "n", 25, "a %s", (1,), 1_700_000_000.25, "", 0, "", None, None, None, None,
+            None, (("req", "r1"), ("req", "r2")))  # fmt: skip
+    assert line(item) == "2023-11-14T22:13:20.250Z|Level 25|a 1|r2\n"
+
+
+@needs_c
+def test_compiled_text_refuses_what_it_cannot_format() -> None:
+    assert speedups is not None
+    args = (_Clock(UTC), _formatting._MILLIS, {}, logging.getLevelName, _NotHere)
+    for bad in ((0,), (14,), (99,), (1.5,), (("a", "b"),)):
+        with pytest.raises(ValueError, match="bad segment"):
+            speedups.CompiledText(bad, *args)
+    with pytest.raises(ValueError, match="too many fields"):
+        speedups.CompiledText((1,) * 200, *args)
+    compiled = speedups.CompiledText(("x", 101), *args)
+    with pytest.raises(ValueError, match="15-tuple"):
+        compiled((1, 2))
+    with pytest.raises(TypeError, match="one captured call"):
+        compiled()
+
+
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_levels_disable_and_logger_classes_decide_as_the_stdlib(impl: str, tmp_path: Path) -> None:
+    """What the C level methods read instead of calling isEnabledFor (the logger's
+    disabled flag and per-level cache) follows setLevel, logging.disable and
+    disabled; a Logger class with its own isEnabledFor is asked."""
+    if impl == "c" and speedups is None:
+        pytest.skip(f"no C path to compare: {_OFF}")
+
+    class Picky(logging.Logger):
+        def isEnabledFor(self, level: int) -> bool:
+            return level == logging.ERROR
+
+    with LogManager() as lm, _on(impl):
+        log = lm.get_logger(f"speedups.levels.{impl}")
+        only_aiologship_sinks(log.logger)
+        log.add(str(tmp_path / "x.log"), fmt="%(levelname)s %(message)s")
+        log.logger.setLevel(logging.WARNING)
+        log.info("1 no")
+        log.warning("2 yes")
+        log.logger.setLevel(logging.DEBUG)
+        log.debug("3 yes")
+        logging.disable(logging.INFO)
+        try:
+            log.info("4 no")
+            log.warning("5 yes")
+        finally:
+            logging.disable(logging.NOTSET)
+        log.info("6 yes")
+        log.logger.disabled = True
+        log.critical("7 no")
+        log.logger.disabled = False
+        picky = Picky(f"speedups.picky.{impl}")
+        picky.propagate = False
+        picky.handlers = list(log.logger.handlers)
+        adapter = type(log)(picky, lm)
+        adapter.critical("8 no")
+        adapter.error("9 yes")
+        assert lm.flush(timeout=10)
+    assert read_lines(tmp_path / "x.log") == [
+        "WARNING 2 yes", "DEBUG 3 yes", "WARNING 5 yes", "INFO 6 yes", "ERROR 9 yes",
+    ]  # fmt: skip
+
+
+def test_sources_then_context_then_bound_fields(path_impl: str, tmp_path: Path) -> None:
+    """The fields of a call, lowest precedence first: the sources' (here the
+    manager's own and one more, so source_pairs runs), the bound context, bind()."""
+
+    def source() -> tuple[tuple[str, Any], ...]:
+        return (("src", "s"), ("req", "from-source"))
+
+    with LogManager() as lm:
+        log = lm.get_logger("speedups.sources")
+        only_aiologship_sinks(log.logger)
+        log.add(str(tmp_path / "x.log"), fmt="%(message)s %(src)s %(req)s")
+        add_source(source)
+        try:
+            log.info("a")
+            with aiologship.context(req="ctx"):
+                log.info("b")
+                log.bind(req="bound").info("c")
+        finally:
+            remove_source(source)
+        log.info("d %s", "gone")  # no such field any more: the record path prints "-"
+        assert lm.flush(timeout=10)
+    assert read_lines(tmp_path / "x.log") == [
+        "a s from-source", "b s ctx", "c s bound", "d gone - -",
+    ]  # fmt: skip
