@@ -514,9 +514,10 @@ def _outcome(fn: Callable[[tuple[Any, ...]], str], item: tuple[Any, ...]) -> tup
 def test_compiled_text_in_c_is_the_python_function(
     pieces: list[str], items: list[tuple[Any, ...]], tz: Any
 ) -> None:
-    """Every format _compile_text turns into _speedups.CompiledText gives, for any
-    captured call, the Python function's line, or the same exception (the record
-    path then decides); the formats it leaves to Python stay Python functions."""
+    """Whatever _compile_text makes of a format (a CompiledText, or the Python
+    function for the formats it leaves to Python) gives, for any captured call,
+    the Python function's line or the same exception (the record path then
+    decides). The next test shows the usual formats do compile to C."""
     text = "".join(pieces)
     clock = _Clock(tz)
     c = _compile_text(text, clock)
