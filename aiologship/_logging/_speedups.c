@@ -44,7 +44,8 @@ static PyObject *classify_logger; /* _logger._classify_logger(cls) -> bool */
 static PyObject *logging_dict;    /* the logging module's namespace */
 static PyObject *log_record_class; /* logging.LogRecord */
 static PyObject *source_pairs;     /* _context.source_pairs */
-static PyObject *s_logger, *s_cache_attr, *s_is_enabled_for, *s_sources, *s_fields,
+/* s_cache: "_cache", of a Logger (its levels) and of a _Clock (its second). */
+static PyObject *s_logger, *s_cache, *s_is_enabled_for, *s_sources, *s_fields,
     *s_record_factory, *s_srcfile, *s_sole, *s_source_pairs;
 
 static int
@@ -493,7 +494,7 @@ log_fast(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
         r = t < 0 ? -1 : 1; /* disabled: nothing to do */
         goto done;
     }
-    PyObject *cache = PyObject_GetAttr(logger, s_cache_attr);
+    PyObject *cache = PyObject_GetAttr(logger, s_cache);
     if (cache == NULL) {
         r = -1;
         goto done;
@@ -652,11 +653,10 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *segments; /* tuple */
     PyObject *clock, *millis, *level_names, *get_level_name, *not_here;
-    Py_ssize_t pieces;  /* strings a line is joined from */
     int uses_time;      /* asctime is among the fields */
 } Compiled;
 
-static PyObject *s_cache, *s_refresh, *empty, *newline;
+static PyObject *s_refresh, *empty, *newline;
 
 /* The three pieces of asctime into out[0..2] (new references); -1 on error. */
 static int
@@ -883,7 +883,6 @@ compiled_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->level_names = Py_NewRef(level_names);
     self->get_level_name = Py_NewRef(get_level_name);
     self->not_here = Py_NewRef(not_here);
-    self->pieces = pieces;
     self->uses_time = uses_time;
     return (PyObject *)self;
 }
@@ -984,7 +983,6 @@ PyInit__speedups(void)
     INTERN(unknown_func, "(unknown function)");
     INTERN(s_cache, "_cache");
     INTERN(s_logger, "logger");
-    INTERN(s_cache_attr, "_cache");
     INTERN(s_is_enabled_for, "isEnabledFor");
     INTERN(s_sources, "_sources");
     INTERN(s_fields, "_fields");
